@@ -1,0 +1,157 @@
+"""Compile every Triton kernel ahead of time for real GPUs (no GPU needed) and report resources.
+
+For each kernel, at the launch configurations the host heuristics pick for realistic shapes, and
+for each architecture (sm_80, sm_90), this compiles with ``triton.compile`` + ``GPUTarget`` and
+reads registers, spill (local memory) bytes and shared memory off the cubin with the
+``cuobjdump`` shipped inside Triton's package. One line per kernel, config and arch.
+
+Exit status: 1 when any compile fails or any kernel spills, else 0.
+
+    python bench/aot_report.py [--arch 80 90] [--csv out.csv]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+from vidcom2_kernels.layout import VideoLayout  # noqa: E402
+from vidcom2_kernels.ops import budgets, centres, channel_stats, gather, scores, topk  # noqa: E402
+
+#: (name, frames, channels, feature dtypes): the shapes the configurations are picked for.
+SHAPES = [
+    ("llava-ov", [(32, 196)], 3584),
+    ("llava-video", [(64, 169)], 3584),
+    ("qwen2-vl-batch", [(8, 256), (16, 391), (4, 1196), (24, 130)], 3584),
+    ("qwen3-vl", [(16, 300)], 4096),
+    ("long-video", [(512, 196)], 3584),
+    ("small-width", [(32, 196)], 1152),
+]
+FEATURE_DTYPES = ("bf16", "fp16", "fp32")
+
+
+def _signature(fn, types: dict, constexprs: dict) -> dict:
+    """Every argument of ``fn``: its type from ``types``, 'constexpr' for ``constexprs``,
+    pointers default to int64 and scalars to i32."""
+    sig = {}
+    for name in fn.arg_names:
+        if name in constexprs:
+            sig[name] = "constexpr"
+        elif name in types:
+            sig[name] = types[name]
+        else:
+            sig[name] = "*i64" if name.endswith("_ptr") else "i32"
+    return sig
+
+
+def _variants(layout: VideoLayout, C: int):
+    """Yield (kernel, label, types, constexprs, num_warps) for one shape."""
+
+    def split(cfg):
+        cfg = dict(cfg)
+        return cfg.pop("num_warps"), cfg
+
+    for dt in FEATURE_DTYPES:
+        x = {"x_ptr": f"*{dt}", "keep_ptr": "*i1", "stride_c": "constexpr"}
+        w, cfg = split(channel_stats.variance_config(C))
+        yield channel_stats.channel_variance_kernel, dt, {**x, "var_ptr": "*fp32"}, {**cfg, "stride_c": 1}, w
+        w, cfg = split(centres.partials_config(C))
+        fp = {"inv_norm_ptr": "*fp32", "self_dot_ptr": "*fp32", "partial_ptr": "*fp32", "eps": "fp32"}
+        yield centres.centre_partials_kernel, dt, {**x, **fp}, {**cfg, "stride_c": 1}, w
+        w, cfg = split(scores.scores_config(C))
+        fp = {n: "*fp32" for n in ("inv_norm_ptr", "self_dot_ptr", "frame_centre_ptr", "video_centre_ptr", "score_ptr", "unit_sv_ptr")}
+        yield scores.token_scores_kernel, dt, {**x, **fp}, {**cfg, "stride_c": 1}, w
+        w, cfg = split(gather.gather_config(C))
+        one = {"idx_ptr": "*i64", **{f"src{i}": f"*{dt}" for i in range(4)}, **{f"dst{i}": f"*{dt}" for i in range(4)}}
+        ones = {f"sc{i}": 1 for i in range(4)}
+        for num in (1, 4):
+            yield gather.gather_rows_kernel, f"{dt} x{num}", one, {**cfg, **ones, "NUM": num}, w
+
+    w, cfg = split(channel_stats.rank_config(C))
+    yield channel_stats.channel_rank_kernel, "", {"var_ptr": "*fp32", "keep_ptr": "*i1"}, cfg, w
+    w, cfg = split(centres.finalize_config(C))
+    fp = {"partial_ptr": "*fp32", "frame_centre_ptr": "*fp32", "video_centre_ptr": "*fp32"}
+    yield centres.centre_finalize_kernel, "", fp, cfg, w
+    w, cfg = split(scores.UNIQUENESS_CONFIG)
+    yield scores.frame_uniqueness_kernel, "", {"unit_sv_ptr": "*fp32", "uniqueness_ptr": "*fp32"}, cfg, w
+    w, cfg = split(budgets.budgets_config(layout))
+    fp = {"uniqueness_ptr": "*fp32", "retention_ptr": "*fp64", "temperature": "fp32"}
+    yield budgets.budgets_kernel, "", fp, cfg, w
+    w, cfg = split(topk.select_config(layout))
+    for find, compact in ((True, True), (True, False), (False, True)):
+        flags = {"FIND_THRESHOLD": find, "COMPACT": compact}
+        yield topk.frame_select_kernel, f"find={int(find)} compact={int(compact)}", {"score_ptr": "*fp32", "mask_ptr": "*i1"}, {**cfg, **flags}, w
+    w, cfg = split(topk.reconcile_config(layout))
+    yield topk.reconcile_kernel, "", {"score_ptr": "*fp32"}, cfg, w
+
+
+RESOURCE = re.compile(r"Function (\S+):\s*\n\s*REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
+
+
+def _resources(cubin: bytes) -> dict:
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        out = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True, check=True).stdout
+    m = RESOURCE.search(out)
+    if m is None:
+        raise RuntimeError(f"could not parse cuobjdump output:\n{out}")
+    return {"regs": int(m[2]), "stack": int(m[3]), "shared": int(m[4]), "local": int(m[5])}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", type=int, nargs="+", default=[80, 90])
+    parser.add_argument("--csv", default=None, help="also write the table as CSV")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+
+    seen, rows, failures = set(), [], 0
+    for _, frames, C in SHAPES:
+        layout = VideoLayout.from_pairs(frames)
+        for fn, label, types, constexprs, warps in _variants(layout, C):
+            key = (fn.__name__, label, tuple(sorted(constexprs.items())), warps)
+            if key in seen:
+                continue
+            seen.add(key)
+            config = " ".join(f"{k}={v}" for k, v in constexprs.items() if not k.startswith(("stride", "sc"))) + f" warps={warps}"
+            for arch in args.arch:
+                start = time.perf_counter()
+                try:
+                    src = ASTSource(fn, _signature(fn, types, constexprs), constexprs=constexprs)
+                    compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": warps})
+                    res = _resources(compiled.asm["cubin"])
+                    status = "SPILL" if res["local"] or res["stack"] else "ok"
+                except Exception as exc:  # report every failure, then exit non-zero
+                    res, status = {"regs": -1, "stack": -1, "shared": -1, "local": -1}, f"FAIL {type(exc).__name__}: {exc}"
+                failures += status != "ok"
+                secs = time.perf_counter() - start
+                rows.append((fn.__name__, label, config, f"sm_{arch}", res["regs"], res["local"], res["stack"], res["shared"], status))
+                print(
+                    f"{fn.__name__:28s} {label:22s} {config:58s} sm_{arch}  regs={res['regs']:3d} "
+                    f"spill={res['local']}B stack={res['stack']}B smem={res['shared']:6d}B  {status}  ({secs:.1f}s)",
+                    flush=True,
+                )
+    if args.csv:
+        with open(args.csv, "w") as f:
+            f.write("kernel,variant,config,arch,registers,spill_bytes,stack_bytes,shared_bytes,status\n")
+            for r in rows:
+                f.write(",".join(str(c) for c in r) + "\n")
+    print(f"{len(rows)} compiles, {failures} failed or spilled; triton {triton.__version__}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""Output allocation shared by the torch and triton backends.
+
+Tests switch on *poisoning* (:func:`vidcom2_kernels.testing.poisoned_outputs`): every output is
+then filled with NaN (floats), -1 (integers) or True (bools) instead of left uninitialised, so an
+element a kernel forgot to write shows up as a wrong value instead of passing by luck.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+_POISON = False
+
+
+@contextlib.contextmanager
+def poisoned(enabled: bool = True):
+    global _POISON
+    before, _POISON = _POISON, enabled
+    try:
+        yield
+    finally:
+        _POISON = before
+
+
+def new_output(shape, dtype: torch.dtype, device) -> torch.Tensor:
+    """``torch.empty``, or a poisoned tensor while :func:`poisoned` is active."""
+    if isinstance(shape, int):
+        shape = (shape,)
+    if not _POISON:
+        return torch.empty(shape, dtype=dtype, device=device)
+    if dtype.is_floating_point:
+        value = float("nan")
+    elif dtype == torch.bool:
+        value = True
+    else:
+        value = -1
+    return torch.full(shape, value, dtype=dtype, device=device)

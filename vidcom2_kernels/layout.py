@@ -1,0 +1,217 @@
+"""How the rows of ``features`` split into videos and frames, and the per-video parameters.
+
+Everything here is host-side: Python ints and numpy arrays, built without reading device data
+(a ``frames`` tensor on the GPU is the one exception: it is read once, see :func:`parse_frames`).
+Kernels get the same facts as one packed int64 tensor (:meth:`VideoLayout.device_meta`).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+FramesSpec = Union[int, Sequence[Sequence[int]], torch.Tensor]
+RetentionSpec = Union[float, Sequence[float], torch.Tensor]
+TargetSpec = Union[int, Sequence[int], torch.Tensor, None]
+
+
+def _as_positive_int(value, what: str) -> int:
+    if isinstance(value, bool) or (isinstance(value, torch.Tensor) and value.dtype == torch.bool):
+        raise TypeError(f"{what} must be an int, got a bool")
+    try:
+        out = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{what} must be an int, got {type(value).__name__}") from None
+    if out <= 0:
+        raise ValueError(f"{what} must be positive, got {out}")
+    return out
+
+
+@dataclass(frozen=True)
+class VideoLayout:
+    """Videos of ``num_frames[v]`` frames of ``tokens_per_frame[v]`` tokens, concatenated in order.
+
+    Attributes are numpy int64 arrays:
+    ``num_frames`` (V,), ``tokens_per_frame`` (V,), ``row_start`` (V+1,) first row of each video,
+    ``frame_start`` (V+1,) first global frame index of each video.
+    """
+
+    num_frames: np.ndarray
+    tokens_per_frame: np.ndarray
+
+    @staticmethod
+    def from_pairs(pairs: Sequence[tuple[int, int]]) -> "VideoLayout":
+        arr = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        return VideoLayout(arr[:, 0].copy(), arr[:, 1].copy())
+
+    @property
+    def num_videos(self) -> int:
+        return int(self.num_frames.shape[0])
+
+    @cached_property
+    def tokens_per_video(self) -> np.ndarray:
+        return self.num_frames * self.tokens_per_frame
+
+    @cached_property
+    def row_start(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.tokens_per_video)]).astype(np.int64)
+
+    @cached_property
+    def frame_start(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.num_frames)]).astype(np.int64)
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.row_start[-1])
+
+    @property
+    def total_frames(self) -> int:
+        return int(self.frame_start[-1])
+
+    @cached_property
+    def frame_video(self) -> np.ndarray:
+        """(F_total,) video of every frame."""
+        return np.repeat(np.arange(self.num_videos, dtype=np.int64), self.num_frames)
+
+    @cached_property
+    def frame_tokens(self) -> np.ndarray:
+        """(F_total,) tokens in every frame."""
+        return self.tokens_per_frame[self.frame_video]
+
+    @cached_property
+    def frame_row_start(self) -> np.ndarray:
+        """(F_total+1,) first row of every frame, then N."""
+        return np.concatenate([[0], np.cumsum(self.frame_tokens)]).astype(np.int64)
+
+    def row_frame(self) -> np.ndarray:
+        """(N,) global frame index of every row."""
+        return np.repeat(np.arange(self.total_frames, dtype=np.int64), self.frame_tokens)
+
+    def row_video(self) -> np.ndarray:
+        """(N,) video index of every row."""
+        return np.repeat(np.arange(self.num_videos, dtype=np.int64), self.tokens_per_video)
+
+    def pairs(self) -> list[tuple[int, int]]:
+        return [(int(f), int(t)) for f, t in zip(self.num_frames, self.tokens_per_frame)]
+
+    def key(self) -> tuple:
+        return (self.num_frames.tobytes(), self.tokens_per_frame.tobytes())
+
+
+def parse_frames(frames: FramesSpec, num_tokens: Optional[int]) -> VideoLayout:
+    """Turn the ``frames`` argument of :func:`vidcom2_kernels.compress` into a :class:`VideoLayout`.
+
+    ``frames`` is an int T (one video of ``N / T`` frames), a sequence of ``(num_frames,
+    tokens_per_frame)`` pairs, or an integer tensor of shape (V, 2). A tensor is read to the host
+    once (no read at all when it lives on the CPU); pass a list to avoid a device sync.
+    ``num_tokens=None`` skips the check that the frames add up to N (an int T is then refused).
+    """
+    if isinstance(frames, torch.Tensor):
+        if frames.dtype.is_floating_point or frames.dtype.is_complex or frames.dtype == torch.bool:
+            raise TypeError(f"frames tensor must hold integers, got {frames.dtype}")
+        if frames.dim() == 0:
+            frames = frames.item()
+        elif frames.dim() != 2 or frames.shape[1] != 2:
+            raise ValueError(
+                f"frames tensor must have shape (V, 2) of (num_frames, tokens_per_frame), "
+                f"got {tuple(frames.shape)}"
+            )
+        else:
+            frames = frames.tolist()
+    if isinstance(frames, numbers.Integral) and not isinstance(frames, bool):
+        tokens = _as_positive_int(frames, "frames (tokens per frame)")
+        if num_tokens is None:
+            raise TypeError("frames must be (num_frames, tokens_per_frame) pairs here, not an int")
+        if num_tokens == 0:
+            return VideoLayout.from_pairs([])
+        if num_tokens % tokens:
+            raise ValueError(
+                f"frames={tokens} tokens per frame does not divide the {num_tokens} rows of features"
+            )
+        return VideoLayout.from_pairs([(num_tokens // tokens, tokens)])
+    if isinstance(frames, (str, bytes)) or not isinstance(frames, Sequence):
+        raise TypeError(
+            "frames must be an int, a sequence of (num_frames, tokens_per_frame) pairs or a (V, 2) "
+            f"integer tensor, got {type(frames).__name__}"
+        )
+    pairs = []
+    for v, pair in enumerate(frames):
+        if isinstance(pair, torch.Tensor):
+            pair = pair.tolist()
+        if not isinstance(pair, Sequence) or len(pair) != 2:
+            raise ValueError(f"frames[{v}] must be a (num_frames, tokens_per_frame) pair, got {pair!r}")
+        pairs.append(
+            (
+                _as_positive_int(pair[0], f"frames[{v}] num_frames"),
+                _as_positive_int(pair[1], f"frames[{v}] tokens_per_frame"),
+            )
+        )
+    layout = VideoLayout.from_pairs(pairs)
+    if num_tokens is not None and layout.num_tokens != num_tokens:
+        raise ValueError(
+            f"frames add up to {layout.num_tokens} tokens ({layout.pairs()}) but features has "
+            f"{num_tokens} rows"
+        )
+    return layout
+
+
+def _per_video(value, num_videos: int, what: str) -> list:
+    if isinstance(value, torch.Tensor):
+        if value.dim() == 0:
+            return [value.item()] * num_videos
+        value = value.tolist()
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{what} must be a number or one per video, got a string")
+    if isinstance(value, Sequence) or isinstance(value, np.ndarray):
+        value = list(value)
+        if len(value) != num_videos:
+            raise ValueError(f"{what} has {len(value)} entries but there are {num_videos} videos")
+        return value
+    return [value] * num_videos
+
+
+def parse_retention(retention: RetentionSpec, layout: VideoLayout) -> np.ndarray:
+    """(V,) float64 retention ratio per video, each in (0, 1]."""
+    values = _per_video(retention, layout.num_videos, "retention")
+    out = np.empty(len(values), dtype=np.float64)
+    for v, r in enumerate(values):
+        if isinstance(r, bool) or not isinstance(r, numbers.Real):
+            raise TypeError(f"retention must be a float in (0, 1], got {type(r).__name__}")
+        r = float(r)
+        if not (0.0 < r <= 1.0):  # also rejects NaN
+            raise ValueError(f"retention must be in (0, 1], got {r}" + (f" for video {v}" if len(values) > 1 else ""))
+        out[v] = r
+    return out
+
+
+def exact_targets(layout: VideoLayout, retention: np.ndarray) -> np.ndarray:
+    """(V,) kept count of exact mode: ``max(F, min(int(N_v * r), N_v))`` (vLLM's rule)."""
+    n = layout.tokens_per_video
+    wanted = np.floor(n.astype(np.float64) * retention).astype(np.int64)
+    return np.maximum(layout.num_frames, np.minimum(wanted, n))
+
+
+def parse_target(target: TargetSpec, layout: VideoLayout) -> np.ndarray:
+    """(V,) int64 explicit kept count per video, each in [F_v, N_v]."""
+    values = _per_video(target, layout.num_videos, "target")
+    out = np.empty(len(values), dtype=np.int64)
+    for v, t in enumerate(values):
+        if isinstance(t, bool) or not isinstance(t, numbers.Integral):
+            if isinstance(t, float) and math.isfinite(t) and t == int(t):
+                t = int(t)
+            else:
+                raise TypeError(f"target must be an int or one int per video, got {type(t).__name__}")
+        lo, hi = int(layout.num_frames[v]), int(layout.tokens_per_video[v])
+        if not (lo <= t <= hi):
+            raise ValueError(
+                f"target for video {v} must be in [num_frames, tokens] = [{lo}, {hi}], got {t}"
+            )
+        out[v] = t
+    return out

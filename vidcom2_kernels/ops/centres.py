@@ -1,0 +1,116 @@
+"""Steps 2-3, norms and centres: one read of the features.
+
+Kernels
+-------
+``centre_partials_kernel``  grid (U,), one program per row unit (<= UNIT_ROWS rows of one frame):
+    the L2 norm of every row over the kept channels, stored as ``inv_norm = 1 / max(norm, 1e-12)``
+    with ``self_dot = ||x||^2 * inv_norm^2`` (1, or 0 for an all-zero row), then the sum of the
+    unit's normalised rows into ``partials`` (U, C) float32 (zero on the channels not kept). The second sweep over the unit's
+    channels re-reads a tile the first one just brought into cache.
+``centre_finalize_kernel``  grid (V, cdiv(C, BLOCK_C)): sums the partials of every frame in a fixed
+    order into the frame centres (F, C) and the video centre (V, C). Deterministic: no atomics.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..buffers import new_output
+from ..constants import NORM_EPS
+from .common import UNIT_ROWS, DeviceLayout
+
+
+@triton.jit
+def centre_partials_kernel(
+    x_ptr, keep_ptr, inv_norm_ptr, self_dot_ptr, partial_ptr,
+    unit_row_start_ptr, unit_rows_ptr, unit_video_ptr,
+    C, stride_n, stride_c, eps,
+    BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    i_u = tl.program_id(0)
+    row0 = tl.load(unit_row_start_ptr + i_u)
+    n_rows = tl.load(unit_rows_ptr + i_u)
+    i_v = tl.load(unit_video_ptr + i_u)
+    o_n = tl.arange(0, BLOCK_N)
+    m_n = o_n < n_rows
+    p_rows = x_ptr + (row0 + o_n).to(tl.int64)[:, None] * stride_n
+    p_keep = keep_ptr + i_v * C
+    sumsq = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for c0 in range(0, C, BLOCK_C):
+        o_c = c0 + tl.arange(0, BLOCK_C)
+        m_c = o_c < C
+        w = tl.load(p_keep + o_c, mask=m_c, other=0).to(tl.float32)
+        b_x = tl.load(p_rows + o_c[None, :].to(tl.int64) * stride_c, mask=m_n[:, None] & m_c[None, :], other=0.0)
+        b_x = b_x.to(tl.float32) * w[None, :]
+        sumsq += tl.sum(b_x * b_x, axis=1)
+    inv_norm = 1.0 / tl.maximum(tl.sqrt(sumsq), eps)
+    tl.store(inv_norm_ptr + row0 + o_n, inv_norm, mask=m_n)
+    tl.store(self_dot_ptr + row0 + o_n, sumsq * inv_norm * inv_norm, mask=m_n)
+    p_out = partial_ptr + i_u.to(tl.int64) * C
+    for c0 in range(0, C, BLOCK_C):
+        o_c = c0 + tl.arange(0, BLOCK_C)
+        m_c = o_c < C
+        w = tl.load(p_keep + o_c, mask=m_c, other=0).to(tl.float32)
+        b_x = tl.load(p_rows + o_c[None, :].to(tl.int64) * stride_c, mask=m_n[:, None] & m_c[None, :], other=0.0)
+        b_s = b_x.to(tl.float32) * inv_norm[:, None] * w[None, :]
+        tl.store(p_out + o_c, tl.sum(b_s, axis=0), mask=m_c)
+
+
+@triton.jit
+def centre_finalize_kernel(
+    partial_ptr, frame_centre_ptr, video_centre_ptr,
+    frame_start_ptr, frame_unit_start_ptr, tokens_per_frame_ptr,
+    C,
+    BLOCK_C: tl.constexpr,
+):
+    i_v = tl.program_id(0)
+    i_c = tl.program_id(1)
+    o_c = i_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    m_c = o_c < C
+    f0 = tl.load(frame_start_ptr + i_v)
+    f1 = tl.load(frame_start_ptr + i_v + 1)
+    T = tl.load(tokens_per_frame_ptr + i_v).to(tl.float32)
+    video_sum = tl.zeros([BLOCK_C], dtype=tl.float32)
+    for f in range(f0, f1):
+        u0 = tl.load(frame_unit_start_ptr + f)
+        u1 = tl.load(frame_unit_start_ptr + f + 1)
+        frame_sum = tl.zeros([BLOCK_C], dtype=tl.float32)
+        for u in range(u0, u1):
+            frame_sum += tl.load(partial_ptr + u * C + o_c, mask=m_c, other=0.0)
+        tl.store(frame_centre_ptr + f * C + o_c, frame_sum / T, mask=m_c)
+        video_sum += frame_sum
+    n_rows = (f1 - f0).to(tl.float32) * T
+    tl.store(video_centre_ptr + i_v.to(tl.int64) * C + o_c, video_sum / n_rows, mask=m_c)
+
+
+def partials_config(C: int) -> dict:
+    block_c = min(64, triton.next_power_of_2(C))
+    return {"BLOCK_N": UNIT_ROWS, "BLOCK_C": block_c, "num_warps": 4}
+
+
+def finalize_config(C: int) -> dict:
+    return {"BLOCK_C": min(256, triton.next_power_of_2(C)), "num_warps": 4}
+
+
+def centres(features: torch.Tensor, keep: torch.Tensor, meta: DeviceLayout):
+    """Returns ``inv_norm`` (N,), ``self_dot`` (N,), ``frame_centre`` (F, C) and ``video_centre``
+    (V, C), all float32."""
+    N, C = features.shape
+    layout, dev = meta.layout, features.device
+    inv_norm = new_output(N, torch.float32, dev)
+    self_dot = new_output(N, torch.float32, dev)
+    partials = torch.empty((meta.num_units, C), dtype=torch.float32, device=dev)
+    centre_partials_kernel[(meta.num_units,)](
+        features, keep, inv_norm, self_dot, partials, meta.unit_row_start, meta.unit_rows, meta.unit_video,
+        C, features.stride(0), features.stride(1), NORM_EPS, **partials_config(C),
+    )
+    frame_centre = new_output((layout.total_frames, C), torch.float32, dev)
+    video_centre = new_output((layout.num_videos, C), torch.float32, dev)
+    cfg = finalize_config(C)
+    centre_finalize_kernel[(layout.num_videos, triton.cdiv(C, cfg["BLOCK_C"]))](
+        partials, frame_centre, video_centre, meta.frame_start, meta.frame_unit_start,
+        meta.tokens_per_frame, C, **cfg,
+    )
+    return inv_norm, self_dot, frame_centre, video_centre

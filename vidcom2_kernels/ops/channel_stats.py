@@ -1,0 +1,110 @@
+"""Step 1, channel choice: per-video channel variance (one read of the features) and the rank of
+every channel among its video's variances.
+
+Kernels
+-------
+``channel_variance_kernel``  grid (V, cdiv(C, BLOCK_C)): a program streams its video's rows in
+    tiles of BLOCK_N, merging tile means and squared deviations (Chan et al.), so the variance is
+    as accurate as a two-pass one. Flags the video in ``nonfinite`` when a variance is NaN/Inf.
+``channel_rank_kernel``  grid (V, cdiv(C, BLOCK_I)): a channel is kept when fewer than
+    ``max(1, C // 2)`` channels come before it in (variance, index) order. The result is a (V, C)
+    mask: later stages multiply by it instead of copying the chosen channels out.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..buffers import new_output
+from ..constants import kept_channels
+from .common import DeviceLayout, num_warps_for
+
+
+@triton.jit
+def channel_variance_kernel(
+    x_ptr, var_ptr, nonfinite_ptr, row_start_ptr,
+    C, stride_n, stride_c,
+    BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    i_v = tl.program_id(0)
+    i_c = tl.program_id(1)
+    row0 = tl.load(row_start_ptr + i_v)
+    row1 = tl.load(row_start_ptr + i_v + 1)
+    o_c = i_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    m_c = o_c < C
+    mean = tl.zeros([BLOCK_C], dtype=tl.float32)
+    m2 = tl.zeros([BLOCK_C], dtype=tl.float32)
+    for start in range(row0, row1, BLOCK_N):
+        o_n = start + tl.arange(0, BLOCK_N)
+        m_n = o_n < row1
+        p_x = x_ptr + o_n[:, None].to(tl.int64) * stride_n + o_c[None, :].to(tl.int64) * stride_c
+        b_x = tl.load(p_x, mask=m_n[:, None] & m_c[None, :], other=0.0).to(tl.float32)
+        n_seen = (start - row0).to(tl.float32)
+        n_tile = tl.minimum(row1 - start, BLOCK_N).to(tl.float32)
+        tile_mean = tl.sum(b_x, axis=0) / n_tile
+        b_dev = tl.where(m_n[:, None], b_x - tile_mean[None, :], 0.0)
+        tile_m2 = tl.sum(b_dev * b_dev, axis=0)
+        n_total = n_seen + n_tile
+        delta = tile_mean - mean
+        mean = mean + delta * (n_tile / n_total)
+        m2 = m2 + tile_m2 + delta * delta * (n_seen * n_tile / n_total)
+    var = m2 / (row1 - row0).to(tl.float32)
+    bad = m_c & ~(var < float("inf"))  # NaN or +inf
+    tl.store(nonfinite_ptr + i_v, 1, mask=tl.sum(bad.to(tl.int32), axis=0) > 0)
+    var = tl.where(var != var, float("inf"), var)  # NaN ranks last, like the reference
+    tl.store(var_ptr + i_v.to(tl.int64) * C + o_c, var, mask=m_c)
+
+
+@triton.jit
+def channel_rank_kernel(
+    var_ptr, keep_ptr, C, n_keep,
+    BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr,
+):
+    i_v = tl.program_id(0)
+    i_c = tl.program_id(1)
+    p_var = var_ptr + i_v.to(tl.int64) * C
+    o_i = i_c * BLOCK_I + tl.arange(0, BLOCK_I)
+    m_i = o_i < C
+    b_vi = tl.load(p_var + o_i, mask=m_i, other=float("inf"))
+    rank = tl.zeros([BLOCK_I], dtype=tl.int32)
+    for j0 in range(0, C, BLOCK_J):
+        o_j = j0 + tl.arange(0, BLOCK_J)
+        m_j = o_j < C
+        b_vj = tl.load(p_var + o_j, mask=m_j, other=float("inf"))
+        before = (b_vj[None, :] < b_vi[:, None]) | (
+            (b_vj[None, :] == b_vi[:, None]) & (o_j[None, :] < o_i[:, None])
+        )
+        rank += tl.sum((before & m_j[None, :]).to(tl.int32), axis=1)
+    tl.store(keep_ptr + i_v.to(tl.int64) * C + o_i, rank < n_keep, mask=m_i)
+
+
+def variance_config(C: int) -> dict:
+    return {"BLOCK_N": 64, "BLOCK_C": 32 if C >= 32 else triton.next_power_of_2(C), "num_warps": 4}
+
+
+def rank_config(C: int) -> dict:
+    block = 64 if C >= 64 else triton.next_power_of_2(C)
+    return {"BLOCK_I": block, "BLOCK_J": block, "num_warps": num_warps_for(block * block)}
+
+
+def channel_variance(features: torch.Tensor, meta: DeviceLayout, nonfinite: torch.Tensor) -> torch.Tensor:
+    """(V, C) float32 biased variance (NaN as +inf); sets ``nonfinite[v] = 1`` for bad videos."""
+    V, C = meta.layout.num_videos, features.shape[1]
+    var = new_output((V, C), torch.float32, features.device)
+    cfg = variance_config(C)
+    grid = (V, triton.cdiv(C, cfg["BLOCK_C"]))
+    channel_variance_kernel[grid](
+        features, var, nonfinite, meta.row_start, C, features.stride(0), features.stride(1), **cfg
+    )
+    return var
+
+
+def keep_from_variance(var: torch.Tensor) -> torch.Tensor:
+    """(V, C) bool: ``max(1, C // 2)`` lowest variances per row, lower index first on ties."""
+    V, C = var.shape
+    keep = new_output((V, C), torch.bool, var.device)
+    cfg = rank_config(C)
+    channel_rank_kernel[(V, triton.cdiv(C, cfg["BLOCK_I"]))](var, keep, C, kept_channels(C), **cfg)
+    return keep

@@ -1,0 +1,136 @@
+"""Helpers shared by the Triton stages: interpreter detection, launch configurations, and the
+packed per-layout metadata the kernels read (one host-to-device copy, cached per layout)."""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import triton
+import triton.language as tl
+
+from ..layout import VideoLayout
+
+#: Rows a program of the row-unit kernels (centres, scores) handles: one unit never spans frames.
+UNIT_ROWS = 32
+
+
+def is_interpreter() -> bool:
+    """True when kernels run on the CPU through ``TRITON_INTERPRET=1``."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def next_pow2(n: int) -> int:
+    return triton.next_power_of_2(max(1, int(n)))
+
+
+def num_warps_for(block_elements: int) -> int:
+    """Host heuristic: 4 warps up to 4K elements per loaded tile, 8 beyond."""
+    return 4 if block_elements <= 4096 else 8
+
+
+@triton.jit
+def order_key(x):
+    """Float32 scores -> int32 whose order is the float order. NaN becomes +inf, -0.0 becomes
+    +0.0 (so it ties with +0.0 and the lower index wins, as in a stable sort)."""
+    x = tl.where(x != x, float("inf"), x) + 0.0
+    bits = x.to(tl.int32, bitcast=True)
+    return bits ^ ((bits >> 31) & 0x7FFFFFFF)
+
+
+@triton.jit
+def key_at_most(bits, rows, bits_max, row_max):
+    """(bits, row) <= (bits_max, row_max) in lexicographic order, elementwise."""
+    return (bits < bits_max) | ((bits == bits_max) & (rows <= row_max))
+
+
+@dataclass
+class DeviceLayout:
+    """A :class:`VideoLayout` on the device: int64 views into one packed tensor.
+
+    Per video (V): ``num_frames``, ``tokens_per_frame``, ``row_start`` (V+1), ``frame_start``
+    (V+1), ``targets``, ``out_start`` (V+1, exact mode), ``retention`` (float64).
+    Per frame (F): ``frame_row_start`` (F+1), ``frame_unit_start`` (F+1).
+    Per row unit (U): ``unit_row_start``, ``unit_rows``, ``unit_video``, ``unit_frame``.
+    """
+
+    layout: VideoLayout
+    num_units: int
+    num_frames: torch.Tensor
+    tokens_per_frame: torch.Tensor
+    row_start: torch.Tensor
+    frame_start: torch.Tensor
+    targets: torch.Tensor
+    out_start: torch.Tensor
+    retention: torch.Tensor
+    frame_row_start: torch.Tensor
+    frame_unit_start: torch.Tensor
+    unit_row_start: torch.Tensor
+    unit_rows: torch.Tensor
+    unit_video: torch.Tensor
+    unit_frame: torch.Tensor
+
+
+_CACHE: "OrderedDict[tuple, DeviceLayout]" = OrderedDict()
+_CACHE_SIZE = 64
+
+
+def device_layout(layout: VideoLayout, device: torch.device, retention=None, targets=None) -> DeviceLayout:
+    """Build (or fetch from a small LRU cache) the packed metadata of ``layout`` on ``device``.
+
+    ``retention`` (V,) float64 and ``targets`` (V,) int64 are numpy arrays or None.
+    """
+    V = layout.num_videos
+    retention = np.zeros(V) if retention is None else np.asarray(retention, dtype=np.float64)
+    targets = np.zeros(V, dtype=np.int64) if targets is None else np.asarray(targets, dtype=np.int64)
+    key = (layout.key(), str(device), retention.tobytes(), targets.tobytes())
+    hit = _CACHE.get(key)
+    if hit is not None:
+        _CACHE.move_to_end(key)
+        return hit
+
+    frame_tokens = layout.frame_tokens
+    units_per_frame = -(-frame_tokens // UNIT_ROWS)
+    frame_unit_start = np.concatenate([[0], np.cumsum(units_per_frame)]).astype(np.int64)
+    U = int(frame_unit_start[-1])
+    unit_frame = np.repeat(np.arange(layout.total_frames, dtype=np.int64), units_per_frame)
+    unit_local = np.arange(U, dtype=np.int64) - frame_unit_start[:-1][unit_frame]
+    unit_row_start = layout.frame_row_start[:-1][unit_frame] + unit_local * UNIT_ROWS
+    unit_rows = np.minimum(UNIT_ROWS, frame_tokens[unit_frame] - unit_local * UNIT_ROWS)
+    out_start = np.concatenate([[0], np.cumsum(targets)]).astype(np.int64)
+
+    parts = {
+        "num_frames": layout.num_frames,
+        "tokens_per_frame": layout.tokens_per_frame,
+        "row_start": layout.row_start,
+        "frame_start": layout.frame_start,
+        "targets": targets,
+        "out_start": out_start,
+        "retention": retention.view(np.int64),
+        "frame_row_start": layout.frame_row_start,
+        "frame_unit_start": frame_unit_start,
+        "unit_row_start": unit_row_start,
+        "unit_rows": unit_rows,
+        "unit_video": layout.frame_video[unit_frame],
+        "unit_frame": unit_frame,
+    }
+    packed = np.concatenate([np.asarray(a, dtype=np.int64).ravel() for a in parts.values()])
+    host = torch.from_numpy(packed)
+    if device.type == "cuda":  # pinned + non_blocking: the copy never waits for the GPU
+        packed_dev = host.pin_memory().to(device, non_blocking=True)
+    else:
+        packed_dev = host.to(device)
+    views, offset = {}, 0
+    for name, a in parts.items():
+        n = int(np.asarray(a).size)
+        views[name] = packed_dev[offset : offset + n]
+        offset += n
+    views["retention"] = views["retention"].view(torch.float64)
+    out = DeviceLayout(layout=layout, num_units=U, **views)
+    _CACHE[key] = out
+    if len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return out

@@ -1,0 +1,124 @@
+"""Step 4 and the uniqueness of step 5: dot products with the centres, multi-scale Gaussian
+scores, per-frame sums. One read of the features.
+
+With unit-norm rows, ``||x - c||^2 = x.x - 2 x.c + c.c``: a program needs only the dot products of
+its rows with their frame centre and video centre (never a centred copy of the features).
+
+Kernels
+-------
+``token_scores_kernel``  grid (U,): for each row of the unit, ``sv = S(x, g)``, ``sf = S(x, c_f)``;
+    stores ``sv + sf`` (NaN as +inf) and the unit's sum of ``sv`` (U,).
+``frame_uniqueness_kernel``  grid (cdiv(F, BLOCK_F),): ``u_f = -(sum of the frame's unit sums) / T``,
+    in unit order (deterministic).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..buffers import new_output
+from ..constants import GAUSSIAN_BANDWIDTHS
+from .common import UNIT_ROWS, DeviceLayout
+
+# The kernel spells the five terms out; keep it in step with the constant.
+assert GAUSSIAN_BANDWIDTHS == (0.125, 0.25, 0.5, 1.0, 2.0)
+
+
+@triton.jit
+def gaussian_similarity(dist2):
+    """``sum_a exp(-d^2 / (2a))`` for a in (1/8, 1/4, 1/2, 1, 2), in the reference's order."""
+    dist2 = tl.maximum(dist2, 0.0)
+    total = tl.exp(-dist2 * 4.0) + tl.exp(-dist2 * 2.0)
+    total = total + tl.exp(-dist2)
+    total = total + tl.exp(-dist2 * 0.5)
+    return total + tl.exp(-dist2 * 0.25)
+
+
+@triton.jit
+def token_scores_kernel(
+    x_ptr, inv_norm_ptr, self_dot_ptr, frame_centre_ptr, video_centre_ptr, score_ptr, unit_sv_ptr,
+    unit_row_start_ptr, unit_rows_ptr, unit_video_ptr, unit_frame_ptr,
+    C, stride_n, stride_c,
+    BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    i_u = tl.program_id(0)
+    row0 = tl.load(unit_row_start_ptr + i_u)
+    n_rows = tl.load(unit_rows_ptr + i_u)
+    i_v = tl.load(unit_video_ptr + i_u)
+    i_f = tl.load(unit_frame_ptr + i_u)
+    o_n = tl.arange(0, BLOCK_N)
+    m_n = o_n < n_rows
+    p_rows = x_ptr + (row0 + o_n).to(tl.int64)[:, None] * stride_n
+    p_cf = frame_centre_ptr + i_f * C
+    p_cg = video_centre_ptr + i_v * C
+    # the centres are zero on the channels not kept, so raw dot products need no channel mask
+    dot_f = tl.zeros([BLOCK_N], dtype=tl.float32)
+    dot_g = tl.zeros([BLOCK_N], dtype=tl.float32)
+    cc_f = tl.zeros([BLOCK_C], dtype=tl.float32)
+    cc_g = tl.zeros([BLOCK_C], dtype=tl.float32)
+    for c0 in range(0, C, BLOCK_C):
+        o_c = c0 + tl.arange(0, BLOCK_C)
+        m_c = o_c < C
+        b_x = tl.load(p_rows + o_c[None, :].to(tl.int64) * stride_c, mask=m_n[:, None] & m_c[None, :], other=0.0)
+        b_x = b_x.to(tl.float32)
+        c_f = tl.load(p_cf + o_c, mask=m_c, other=0.0)
+        c_g = tl.load(p_cg + o_c, mask=m_c, other=0.0)
+        dot_f += tl.sum(b_x * c_f[None, :], axis=1)
+        dot_g += tl.sum(b_x * c_g[None, :], axis=1)
+        cc_f += c_f * c_f
+        cc_g += c_g * c_g
+    inv_norm = tl.load(inv_norm_ptr + row0 + o_n, mask=m_n, other=0.0)
+    self_dot = tl.load(self_dot_ptr + row0 + o_n, mask=m_n, other=0.0)
+    sv = gaussian_similarity(self_dot - 2.0 * (dot_g * inv_norm) + tl.sum(cc_g, axis=0))
+    sf = gaussian_similarity(self_dot - 2.0 * (dot_f * inv_norm) + tl.sum(cc_f, axis=0))
+    score = sv + sf
+    score = tl.where(score != score, float("inf"), score)
+    tl.store(score_ptr + row0 + o_n, score, mask=m_n)
+    tl.store(unit_sv_ptr + i_u, tl.sum(tl.where(m_n, sv, 0.0), axis=0))
+
+
+@triton.jit
+def frame_uniqueness_kernel(
+    unit_sv_ptr, uniqueness_ptr, frame_unit_start_ptr, frame_row_start_ptr, F, max_units,
+    BLOCK_F: tl.constexpr,
+):
+    o_f = tl.program_id(0) * BLOCK_F + tl.arange(0, BLOCK_F)
+    m_f = o_f < F
+    u0 = tl.load(frame_unit_start_ptr + o_f, mask=m_f, other=0)
+    u1 = tl.load(frame_unit_start_ptr + o_f + 1, mask=m_f, other=0)
+    T = tl.load(frame_row_start_ptr + o_f + 1, mask=m_f, other=1) - tl.load(frame_row_start_ptr + o_f, mask=m_f, other=0)
+    total = tl.zeros([BLOCK_F], dtype=tl.float32)
+    for j in range(0, max_units):
+        m_u = m_f & (u0 + j < u1)
+        total += tl.load(unit_sv_ptr + u0 + j, mask=m_u, other=0.0)
+    tl.store(uniqueness_ptr + o_f, -total / T.to(tl.float32), mask=m_f)
+
+
+def scores_config(C: int) -> dict:
+    return {"BLOCK_N": UNIT_ROWS, "BLOCK_C": min(64, triton.next_power_of_2(C)), "num_warps": 4}
+
+
+UNIQUENESS_CONFIG = {"BLOCK_F": 128, "num_warps": 4}
+
+
+def token_scores(features, inv_norm, self_dot, frame_centre, video_centre, meta: DeviceLayout):
+    """Returns ``scores`` (N,) float32 and ``uniqueness`` (F,) float32."""
+    N, C = features.shape
+    layout, dev = meta.layout, features.device
+    scores = new_output(N, torch.float32, dev)
+    unit_sv = torch.empty(meta.num_units, dtype=torch.float32, device=dev)
+    token_scores_kernel[(meta.num_units,)](
+        features, inv_norm, self_dot, frame_centre, video_centre, scores, unit_sv,
+        meta.unit_row_start, meta.unit_rows, meta.unit_video, meta.unit_frame,
+        C, features.stride(0), features.stride(1), **scores_config(C),
+    )
+    F = layout.total_frames
+    uniqueness = new_output(F, torch.float32, dev)
+    max_units = int(-(-layout.tokens_per_frame.max() // UNIT_ROWS))
+    frame_uniqueness_kernel[(triton.cdiv(F, UNIQUENESS_CONFIG["BLOCK_F"]),)](
+        unit_sv, uniqueness, meta.frame_unit_start, meta.frame_row_start, F, max_units,
+        **UNIQUENESS_CONFIG,
+    )
+    return scores, uniqueness

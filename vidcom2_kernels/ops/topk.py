@@ -1,0 +1,245 @@
+"""Step 6 and the exact-count reconcile: per-frame top-k written straight to its final offsets.
+
+A token's key is ``(order_key(score), row)``; keys are unique, and "the k smallest keys" is the
+lowest-score-first, lower-index-on-ties rule. Instead of sorting, a program finds the k-th smallest
+key of its segment by bisection (first over the 32-bit score keys, then over rows, each step a
+count), and keeps every row whose key is at most that threshold. Keeping a threshold rather than a
+sorted list makes the rest cheap:
+
+- the kept rows of a frame are written in row order with a prefix sum, so indices come out
+  ascending with no sort, at ``offset[f]`` (exclusive prefix sum of the budgets);
+- the exact-mode reconcile is one more threshold per video: drop case, the ``target``-th smallest
+  kept key (new frame threshold ``min(theta_f, tau)``); add case, the ``target - total``-th smallest
+  not-kept key (``max(theta_f, tau)``).
+
+Kernels
+-------
+``frame_select_kernel``  grid (F,): threshold of the frame's ``budget`` smallest keys
+    (FIND_THRESHOLD) and/or the ordered compaction of the rows under it (COMPACT).
+``reconcile_kernel``  grid (V,): exact-mode video threshold, final frame thresholds, budgets and
+    output offsets (the video's output start is known on the host).
+Whatever the scores (NaN included), a frame never writes more rows than its slot holds.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..buffers import new_output
+from .common import DeviceLayout, key_at_most, order_key
+
+INT32_MAX = tl.constexpr(2147483647)
+INT32_MIN = tl.constexpr(-2147483648)
+NO_BITS = tl.constexpr(-2147483649)  # below every key: "keep nothing"
+
+
+@triton.jit
+def is_candidate(bits, rows, theta_bits_ptr, theta_row_ptr, row0, frame0, T, m, CAND: tl.constexpr):
+    """CAND 0: every row; 1: rows under their frame's threshold (kept); 2: rows above it."""
+    if CAND == 0:
+        return m
+    else:
+        frame = frame0 + (rows - row0) // T
+        under = key_at_most(
+            bits, rows,
+            tl.load(theta_bits_ptr + frame, mask=m, other=0),
+            tl.load(theta_row_ptr + frame, mask=m, other=0),
+        )
+        if CAND == 1:
+            return m & under
+        else:
+            return m & ~under
+
+
+@triton.jit
+def count_at_most(
+    score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, frame0, T, bits_max, row_max,
+    CAND: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """Candidates of rows [row0, row1) whose key is at most (bits_max, row_max)."""
+    count = tl.zeros([BLOCK], dtype=tl.int32)
+    for start in range(row0, row1, BLOCK):
+        o = start + tl.arange(0, BLOCK)
+        m = o < row1
+        bits = order_key(tl.load(score_ptr + o, mask=m, other=0.0))
+        hit = is_candidate(bits, o, theta_bits_ptr, theta_row_ptr, row0, frame0, T, m, CAND)
+        count += (hit & key_at_most(bits, o, bits_max, row_max)).to(tl.int32)
+    return tl.sum(count, axis=0)
+
+
+@triton.jit
+def kth_smallest_key(
+    score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, frame0, T, k,
+    CAND: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """(bits, row) of the k-th smallest candidate key (1-based) of rows [row0, row1); the largest
+    candidate when k exceeds their number. Bisection: over bits in [min, max], then over rows."""
+    lo_v = tl.full([BLOCK], INT32_MAX, dtype=tl.int64)
+    hi_v = tl.full([BLOCK], INT32_MIN, dtype=tl.int64)
+    for start in range(row0, row1, BLOCK):
+        o = start + tl.arange(0, BLOCK)
+        m = o < row1
+        bits = order_key(tl.load(score_ptr + o, mask=m, other=0.0))
+        cand = is_candidate(bits, o, theta_bits_ptr, theta_row_ptr, row0, frame0, T, m, CAND)
+        lo_v = tl.minimum(lo_v, tl.where(cand, bits.to(tl.int64), INT32_MAX))
+        hi_v = tl.maximum(hi_v, tl.where(cand, bits.to(tl.int64), INT32_MIN))
+    lo = tl.min(lo_v, axis=0)
+    hi = tl.max(hi_v, axis=0)
+    while lo < hi:
+        mid = lo + (hi - lo) // 2
+        c = count_at_most(score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, frame0, T, mid, row1, CAND, BLOCK)
+        lo = tl.where(c >= k, lo, mid + 1)
+        hi = tl.where(c >= k, mid, hi)
+    bits_k = lo
+    lo = row0
+    hi = row1 - 1
+    while lo < hi:
+        mid = lo + (hi - lo) // 2
+        c = count_at_most(score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, frame0, T, bits_k, mid, CAND, BLOCK)
+        lo = tl.where(c >= k, lo, mid + 1)
+        hi = tl.where(c >= k, mid, hi)
+    return bits_k, lo
+
+
+@triton.jit
+def frame_select_kernel(
+    score_ptr, budget_ptr, offset_ptr, theta_bits_ptr, theta_row_ptr, index_ptr, mask_ptr,
+    frame_row_start_ptr,
+    FIND_THRESHOLD: tl.constexpr, COMPACT: tl.constexpr, BLOCK: tl.constexpr,
+):
+    i_f = tl.program_id(0)
+    row0 = tl.load(frame_row_start_ptr + i_f)
+    row1 = tl.load(frame_row_start_ptr + i_f + 1)
+    k = tl.minimum(tl.maximum(tl.load(budget_ptr + i_f), 0), row1 - row0)
+    if FIND_THRESHOLD:
+        t_bits, t_row = kth_smallest_key(
+            score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, i_f, row1 - row0, k, 0, BLOCK
+        )
+        t_bits = tl.where(k > 0, t_bits, NO_BITS)
+        t_row = tl.where(k > 0, t_row, -1)
+        tl.store(theta_bits_ptr + i_f, t_bits)
+        tl.store(theta_row_ptr + i_f, t_row)
+    else:
+        t_bits = tl.load(theta_bits_ptr + i_f)
+        t_row = tl.load(theta_row_ptr + i_f)
+    if COMPACT:
+        out0 = tl.load(offset_ptr + i_f)
+        written = k * 0
+        for start in range(row0, row1, BLOCK):
+            o = start + tl.arange(0, BLOCK)
+            m = o < row1
+            bits = order_key(tl.load(score_ptr + o, mask=m, other=0.0))
+            keep = m & key_at_most(bits, o, t_bits, t_row)
+            pos = written + tl.cumsum(keep.to(tl.int64), axis=0) - 1
+            keep = keep & (pos < k)  # never past the frame's slot
+            tl.store(index_ptr + out0 + pos, o, mask=keep)
+            tl.store(mask_ptr + o, keep, mask=m)
+            written += tl.sum(keep.to(tl.int64), axis=0)
+
+
+@triton.jit
+def reconcile_kernel(
+    score_ptr, budget_ptr, theta_bits_ptr, theta_row_ptr, final_budget_ptr, offset_ptr,
+    row_start_ptr, frame_start_ptr, tokens_per_frame_ptr, target_ptr, out_start_ptr, frame_row_start_ptr,
+    BLOCK: tl.constexpr, BLOCK_F: tl.constexpr,
+):
+    i_v = tl.program_id(0)
+    row0 = tl.load(row_start_ptr + i_v)
+    row1 = tl.load(row_start_ptr + i_v + 1)
+    f0 = tl.load(frame_start_ptr + i_v)
+    f1 = tl.load(frame_start_ptr + i_v + 1)
+    T = tl.load(tokens_per_frame_ptr + i_v)
+    target = tl.load(target_ptr + i_v)
+    kept = tl.zeros([BLOCK_F], dtype=tl.int64)
+    for s in range(f0, f1, BLOCK_F):
+        o_f = s + tl.arange(0, BLOCK_F)
+        b = tl.load(budget_ptr + o_f, mask=o_f < f1, other=0)
+        kept += tl.minimum(tl.maximum(b, 0), T)
+    total = tl.sum(kept, axis=0)
+    drop = total > target
+    add = total < target
+    tau_bits = row0 * 0 + NO_BITS
+    tau_row = row0 * 0 - 1
+    if drop:  # keep the `target` smallest of the kept keys
+        tau_bits, tau_row = kth_smallest_key(
+            score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, f0, T, target, 1, BLOCK
+        )
+    if add:  # add the `target - total` smallest of the keys not kept
+        tau_bits, tau_row = kth_smallest_key(
+            score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, f0, T, target - total, 2, BLOCK
+        )
+    written = tl.load(out_start_ptr + i_v)
+    for f in range(f0, f1):
+        t_bits = tl.load(theta_bits_ptr + f)
+        t_row = tl.load(theta_row_ptr + f)
+        tau_first = key_at_most(tau_bits, tau_row, t_bits, t_row)
+        use_tau = (drop & tau_first) | (add & ~tau_first)
+        t_bits = tl.where(use_tau, tau_bits, t_bits)
+        t_row = tl.where(use_tau, tau_row, t_row)
+        tl.store(theta_bits_ptr + f, t_bits)
+        tl.store(theta_row_ptr + f, t_row)
+        fr0 = tl.load(frame_row_start_ptr + f)
+        n = count_at_most(score_ptr, theta_bits_ptr, theta_row_ptr, fr0, fr0 + T, f, T, t_bits, t_row, 0, BLOCK)
+        tl.store(final_budget_ptr + f, n.to(tl.int64))
+        tl.store(offset_ptr + f, written)
+        written += n
+
+
+def frame_block(layout) -> int:
+    return max(16, min(1024, triton.next_power_of_2(int(layout.tokens_per_frame.max()))))
+
+
+def select_config(layout) -> dict:
+    block = frame_block(layout)
+    return {"BLOCK": block, "num_warps": 4 if block <= 256 else 8}
+
+
+def reconcile_config(layout) -> dict:
+    return {
+        "BLOCK": 1024,
+        "BLOCK_F": max(16, min(1024, triton.next_power_of_2(int(layout.num_frames.max())))),
+        "num_warps": 8,
+    }
+
+
+def select_frames(scores, budgets, offsets, meta: DeviceLayout, num_kept: int):
+    """Non-exact mode: ``budgets`` (F,) with output ``offsets`` (F,). Returns indices (K,), mask (N,)."""
+    layout, dev = meta.layout, scores.device
+    F = layout.total_frames
+    indices = new_output(num_kept, torch.int64, dev)
+    mask = new_output(layout.num_tokens, torch.bool, dev)
+    theta = torch.empty((2, F), dtype=torch.int64, device=dev)
+    frame_select_kernel[(F,)](
+        scores, budgets, offsets, theta[0], theta[1], indices, mask, meta.frame_row_start,
+        FIND_THRESHOLD=True, COMPACT=True, **select_config(layout),
+    )
+    return indices, mask
+
+
+def select_frames_exact(scores, budgets, meta: DeviceLayout, num_kept: int):
+    """Exact mode: per-frame thresholds, the per-video reconcile to ``meta.targets``, then the
+    compaction. Returns indices (K,), mask (N,), final budgets (F,)."""
+    layout, dev = meta.layout, scores.device
+    F = layout.total_frames
+    indices = new_output(num_kept, torch.int64, dev)
+    mask = new_output(layout.num_tokens, torch.bool, dev)
+    final_budgets = new_output(F, torch.int64, dev)
+    offsets = torch.empty(F, dtype=torch.int64, device=dev)
+    theta = torch.empty((2, F), dtype=torch.int64, device=dev)
+    cfg = select_config(layout)
+    frame_select_kernel[(F,)](
+        scores, budgets, offsets, theta[0], theta[1], indices, mask, meta.frame_row_start,
+        FIND_THRESHOLD=True, COMPACT=False, **cfg,
+    )
+    reconcile_kernel[(layout.num_videos,)](
+        scores, budgets, theta[0], theta[1], final_budgets, offsets,
+        meta.row_start, meta.frame_start, meta.tokens_per_frame, meta.targets, meta.out_start,
+        meta.frame_row_start, **reconcile_config(layout),
+    )
+    frame_select_kernel[(F,)](
+        scores, final_budgets, offsets, theta[0], theta[1], indices, mask, meta.frame_row_start,
+        FIND_THRESHOLD=False, COMPACT=True, **cfg,
+    )
+    return indices, mask, final_budgets

@@ -1,0 +1,203 @@
+"""Eager PyTorch reference of VidCom2, written for clarity: loops over videos and frames.
+
+This is the yardstick the ``torch`` and ``triton`` backends are tested against. It follows
+ALGORITHM.md step by step in float32 (``float64=True`` in the stage helpers gives a higher-precision
+twin for the tests' margin checks). It syncs with the device freely; do not use it for speed.
+
+Layout-level functions (``keep_channels`` ... ``compress_request``) take a parsed
+:class:`~vidcom2_kernels.layout.VideoLayout`; the public twins at the bottom take the same
+arguments as the functions in :mod:`vidcom2_kernels` (without ``backend``).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from .constants import GAUSSIAN_BANDWIDTHS, NORM_EPS, TEMPERATURE, kept_channels
+from .layout import VideoLayout
+
+
+def channel_variance(features: torch.Tensor, layout: VideoLayout, dtype=torch.float32) -> torch.Tensor:
+    """(V, C) biased variance of every channel over each video's tokens."""
+    rows = layout.row_start
+    return torch.stack(
+        [
+            features[rows[v] : rows[v + 1]].to(dtype).var(dim=0, unbiased=False)
+            for v in range(layout.num_videos)
+        ]
+    )
+
+
+def keep_channels(features: torch.Tensor, layout: VideoLayout) -> torch.Tensor:
+    """(V, C) bool: the ``max(1, C // 2)`` lowest-variance channels of each video.
+
+    Equal variances: the lower channel index is kept first. NaN variances rank last.
+    """
+    var = channel_variance(features, layout).nan_to_num(nan=float("inf"))
+    keep = torch.zeros_like(var, dtype=torch.bool)
+    n_keep = kept_channels(features.shape[1])
+    for v in range(layout.num_videos):
+        order = torch.sort(var[v], stable=True).indices  # ascending, lower index first on ties
+        keep[v, order[:n_keep]] = True
+    return keep
+
+
+def gaussian_similarity(x: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    """(T,) multi-scale Gaussian similarity ``sum_a exp(-||x - c||^2 / (2a))`` of rows x to c."""
+    dist2 = ((x - centre) ** 2).sum(dim=-1)
+    return sum(torch.exp(-dist2 / (2 * a)) for a in GAUSSIAN_BANDWIDTHS)
+
+
+def score_tokens(
+    features: torch.Tensor, layout: VideoLayout, keep: torch.Tensor, dtype=torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores ``sv + sf`` (N,) and frame uniqueness ``-mean(sv)`` (F_total,), both float32."""
+    scores = torch.empty(layout.num_tokens, dtype=dtype, device=features.device)
+    uniqueness = torch.empty(layout.total_frames, dtype=dtype, device=features.device)
+    for v in range(layout.num_videos):
+        rows = slice(int(layout.row_start[v]), int(layout.row_start[v + 1]))
+        s = features[rows][:, keep[v]].to(dtype)
+        s = s / s.norm(dim=1, keepdim=True).clamp_min(NORM_EPS)
+        video_centre = s.mean(dim=0)
+        T = int(layout.tokens_per_frame[v])
+        for f in range(int(layout.num_frames[v])):
+            frame = s[f * T : (f + 1) * T]
+            sv = gaussian_similarity(frame, video_centre)
+            sf = gaussian_similarity(frame, frame.mean(dim=0))
+            scores[rows.start + f * T : rows.start + (f + 1) * T] = sv + sf
+            uniqueness[int(layout.frame_start[v]) + f] = -sv.mean()
+    return scores.nan_to_num(nan=float("inf")).float(), uniqueness.float()
+
+
+def frame_scales(uniqueness: torch.Tensor, layout: VideoLayout, retention: np.ndarray) -> torch.Tensor:
+    """(F_total,) float32 ``min(1, r * (1 + p_f - mean(p)))``, ``p = softmax(u / 0.01)`` per video.
+
+    Where the scale is not a number (non-finite uniqueness, ``validate=False``) it is ``r``.
+    """
+    scales = torch.empty(layout.total_frames, dtype=torch.float32, device=uniqueness.device)
+    for v in range(layout.num_videos):
+        frames = slice(int(layout.frame_start[v]), int(layout.frame_start[v + 1]))
+        p = torch.softmax(uniqueness[frames].float() / TEMPERATURE, dim=0)
+        r = torch.tensor(retention[v], dtype=torch.float32)
+        # mean(p) summed in float64: every backend then gets the same float32 value whatever its
+        # summation order, so identical frames give bit-identical budgets everywhere.
+        p_mean = p.double().mean().float()
+        scale = torch.clamp(r * ((1 + p) - p_mean), max=1.0)
+        scales[frames] = torch.where(torch.isnan(scale), r, scale)
+    return scales
+
+
+def budget_frames(uniqueness: torch.Tensor, layout: VideoLayout, retention: np.ndarray) -> torch.Tensor:
+    """(F_total,) int64 ``k_f = max(1, round_half_even(scale_f * T))``."""
+    scales = frame_scales(uniqueness, layout, retention)
+    tokens = torch.as_tensor(layout.frame_tokens, device=scales.device).float()
+    return torch.round(scales * tokens).clamp_min(1).long()
+
+
+def select_kept(
+    scores: torch.Tensor,
+    layout: VideoLayout,
+    budgets: torch.Tensor,
+    targets: Optional[np.ndarray] = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per frame keep the ``budgets[f]`` lowest scores (lower index first on ties).
+
+    With ``targets`` (exact mode), reconcile each video to ``targets[v]`` tokens: drop the kept
+    tokens of largest score (higher index first), or add the not-kept ones of smallest score
+    (lower index first). Returns ``indices`` (K,), ``mask`` (N,), final ``budgets`` (F,), ``counts`` (V,).
+    """
+    scores = scores.float().nan_to_num(nan=float("inf"))
+    mask = torch.zeros(layout.num_tokens, dtype=torch.bool, device=scores.device)
+    frame_rows = layout.frame_row_start
+    for f in range(layout.total_frames):
+        start, stop = int(frame_rows[f]), int(frame_rows[f + 1])
+        order = torch.sort(scores[start:stop], stable=True).indices
+        mask[start + order[: int(budgets[f])]] = True
+    if targets is not None:
+        for v in range(layout.num_videos):
+            start, stop = int(layout.row_start[v]), int(layout.row_start[v + 1])
+            video_mask = mask[start:stop]
+            order = torch.sort(scores[start:stop], stable=True).indices  # ascending (score, index)
+            kept_in_order = order[video_mask[order]]
+            dropped_in_order = order[~video_mask[order]]
+            surplus = int(video_mask.sum()) - int(targets[v])
+            if surplus > 0:  # drop the largest kept: the tail of the ascending order
+                video_mask[kept_in_order[len(kept_in_order) - surplus :]] = False
+            elif surplus < 0:
+                video_mask[dropped_in_order[:-surplus]] = True
+    final_budgets = torch.stack(
+        [mask[int(frame_rows[f]) : int(frame_rows[f + 1])].sum() for f in range(layout.total_frames)]
+    )
+    counts = torch.stack(
+        [mask[int(layout.row_start[v]) : int(layout.row_start[v + 1])].sum() for v in range(layout.num_videos)]
+    )
+    indices = torch.nonzero(mask).flatten()
+    return indices, mask, final_budgets.long(), counts.long()
+
+
+def gather_rows(indices: torch.Tensor, tensors: Sequence[torch.Tensor]) -> list:
+    """Rows ``indices`` of each tensor."""
+    return [t.index_select(0, indices) for t in tensors]
+
+
+def compress_request(req) -> "Compression":  # noqa: F821
+    """The whole pipeline for a checked request (:func:`vidcom2_kernels.api.prepare`)."""
+    from .api import Compression, raise_nonfinite
+
+    x, layout = req.features, req.layout
+    if req.validate:
+        rows = layout.row_start
+        bad = [v for v in range(layout.num_videos) if not torch.isfinite(x[rows[v] : rows[v + 1]]).all()]
+        raise_nonfinite(bad)
+    keep = keep_channels(x, layout)
+    scores, uniqueness = score_tokens(x, layout, keep)
+    budgets = budget_frames(uniqueness, layout, req.retention)
+    indices, mask, budgets, counts = select_kept(scores, layout, budgets, req.targets)
+    kept = gather_rows(indices, (x, *req.extras))
+    return Compression(
+        indices=indices, features=kept[0], mask=mask, budgets=budgets, counts=counts,
+        scores=scores, uniqueness=uniqueness, extras=tuple(kept[1:]), layout=layout,
+        backend="reference",
+    )
+
+
+# ------------------------------------------------------------------- public twins of the stages
+def compress(features, frames, retention=0.25, *, exact=False, target=None, validate=True, extras=()):
+    """Reference twin of :func:`vidcom2_kernels.compress` (same arguments but ``backend``)."""
+    from .api import compress as _compress
+
+    return _compress(
+        features, frames, retention, exact=exact, target=target, backend="reference",
+        validate=validate, extras=extras,
+    )
+
+
+def select_channels(features, frames):
+    """Reference twin of :func:`vidcom2_kernels.select_channels`."""
+    from .stages import select_channels as _stage
+
+    return _stage(features, frames, backend="reference")
+
+
+def token_scores(features, frames, keep=None):
+    """Reference twin of :func:`vidcom2_kernels.token_scores`."""
+    from .stages import token_scores as _stage
+
+    return _stage(features, frames, keep, backend="reference")
+
+
+def frame_budgets(uniqueness, frames, retention=0.25):
+    """Reference twin of :func:`vidcom2_kernels.frame_budgets`."""
+    from .stages import frame_budgets as _stage
+
+    return _stage(uniqueness, frames, retention, backend="reference")
+
+
+def select_tokens(scores, frames, budgets, *, target=None):
+    """Reference twin of :func:`vidcom2_kernels.select_tokens`."""
+    from .stages import select_tokens as _stage
+
+    return _stage(scores, frames, budgets, target=target, backend="reference")

@@ -1,0 +1,256 @@
+"""VidCom2 vectorised in PyTorch: segment reductions over videos and frames, no Python loop over
+either, and the same host-sync budget as the triton backend (one read that sizes the output,
+shared with validation; none in exact mode with ``validate=False``).
+
+For the CPU and any device without Triton. Materialises a few (N, C) float32 temporaries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from .buffers import new_output
+from .constants import GAUSSIAN_BANDWIDTHS, NORM_EPS, TEMPERATURE, kept_channels
+from .layout import VideoLayout
+
+
+@dataclass
+class SegmentIds:
+    """Device index tensors describing a layout (all int64)."""
+
+    row_video: torch.Tensor  # (N,)
+    row_frame: torch.Tensor  # (N,)
+    frame_video: torch.Tensor  # (F,)
+    frame_tokens: torch.Tensor  # (F,)
+    frame_row_start: torch.Tensor  # (F,)
+    video_tokens: torch.Tensor  # (V,)
+    video_row_start: torch.Tensor  # (V,)
+    video_frames: torch.Tensor  # (V,)
+
+    @staticmethod
+    def build(layout: VideoLayout, device) -> "SegmentIds":
+        def dev(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)).to(device)
+
+        return SegmentIds(
+            row_video=dev(layout.row_video()),
+            row_frame=dev(layout.row_frame()),
+            frame_video=dev(layout.frame_video),
+            frame_tokens=dev(layout.frame_tokens),
+            frame_row_start=dev(layout.frame_row_start[:-1]),
+            video_tokens=dev(layout.tokens_per_video),
+            video_row_start=dev(layout.row_start[:-1]),
+            video_frames=dev(layout.num_frames),
+        )
+
+
+def _segment_sum(values: torch.Tensor, segment: torch.Tensor, num_segments: int) -> torch.Tensor:
+    out = torch.zeros((num_segments, *values.shape[1:]), dtype=values.dtype, device=values.device)
+    return out.index_add_(0, segment, values)
+
+
+# ---------------------------------------------------------------------------------- step 1
+#: Elements per temporary: frame-aligned chunks of this size stay below glibc's mmap threshold on
+#: the CPU (large fresh allocations page-fault and cost more than the arithmetic on them).
+CHUNK_ELEMENTS = {"cpu": 1 << 22}
+DEFAULT_CHUNK_ELEMENTS = 1 << 28
+
+
+def _video_chunks(features: torch.Tensor, layout: VideoLayout, v: int):
+    """Rows of video v as float32 (f, T, C) blocks of whole frames, at least one frame each."""
+    F, T = int(layout.num_frames[v]), int(layout.tokens_per_frame[v])
+    budget = CHUNK_ELEMENTS.get(features.device.type, DEFAULT_CHUNK_ELEMENTS)
+    step = max(1, budget // max(1, T * features.shape[1]))
+    row0 = int(layout.row_start[v])
+    for f0 in range(0, F, step):
+        f1 = min(F, f0 + step)
+        yield features[row0 + f0 * T : row0 + f1 * T].float().view(f1 - f0, T, -1)
+
+
+def channel_variance(features: torch.Tensor, layout: VideoLayout) -> torch.Tensor:
+    """(V, C) float32 biased variance of every channel over each video: mean, then the sum of
+    squared deviations, both chunked."""
+    out = []
+    for v in range(layout.num_videos):
+        n = float(layout.tokens_per_video[v])
+        mean = sum(x.sum(dim=(0, 1)) for x in _video_chunks(features, layout, v)) / n
+        out.append(sum(((x - mean) ** 2).sum(dim=(0, 1)) for x in _video_chunks(features, layout, v)) / n)
+    return torch.stack(out)
+
+
+def kept_channel_order(var: torch.Tensor) -> torch.Tensor:
+    """(V, C') int64 ascending indices of the ``max(1, C // 2)`` lowest variances per video
+    (lower index first on ties, NaN last)."""
+    order = torch.sort(var.nan_to_num(nan=float("inf")), dim=1, stable=True).indices
+    return torch.sort(order[:, : kept_channels(var.shape[1])], dim=1).values
+
+
+def keep_from_order(order: torch.Tensor, num_channels: int) -> torch.Tensor:
+    keep = torch.zeros((order.shape[0], num_channels), dtype=torch.bool, device=order.device)
+    return keep.scatter_(1, order, True)
+
+
+def keep_channels(features: torch.Tensor, layout: VideoLayout) -> torch.Tensor:
+    return keep_from_order(kept_channel_order(channel_variance(features, layout)), features.shape[1])
+
+
+# ---------------------------------------------------------------------------------- steps 2-4
+def gaussian_similarity(dist2: torch.Tensor) -> torch.Tensor:
+    """``sum_a exp(-d^2 / (2a))``, summed in the reference's order."""
+    total = torch.zeros_like(dist2)
+    for a in GAUSSIAN_BANDWIDTHS:
+        total = total + torch.exp(-dist2 / (2 * a))
+    return total
+
+
+def _normalised(x: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
+    """(f, T, C') kept channels of x, each token scaled to unit L2 norm."""
+    s = x.index_select(2, channels)
+    return s.div_(torch.linalg.vector_norm(s, dim=2, keepdim=True).clamp_min_(NORM_EPS))
+
+
+def _scores(features: torch.Tensor, layout: VideoLayout, channel_order: torch.Tensor):
+    """Scores (N,) and uniqueness (F,). Per video two chunked passes: centres, then dot products."""
+    scores, uniqueness = [], []
+    for v in range(layout.num_videos):
+        channels = channel_order[v]
+        frame_sums = torch.cat([_normalised(x, channels).sum(dim=1) for x in _video_chunks(features, layout, v)])
+        frame_centre = frame_sums / float(layout.tokens_per_frame[v])  # (F, C')
+        video_centre = frame_sums.sum(dim=0) / float(layout.tokens_per_video[v])  # (C',)
+        f0 = 0
+        for x in _video_chunks(features, layout, v):
+            s = _normalised(x, channels)
+            fc = frame_centre[f0 : f0 + s.shape[0]]
+            f0 += s.shape[0]
+            self_dot = torch.einsum("ftc,ftc->ft", s, s)
+            dot_f = torch.bmm(s, fc[:, :, None])[..., 0]
+            dot_g = s @ video_centre
+            sv = gaussian_similarity((self_dot - 2 * dot_g + video_centre.dot(video_centre)).clamp_min(0))
+            sf = gaussian_similarity((self_dot - 2 * dot_f + (fc * fc).sum(1)[:, None]).clamp_min(0))
+            scores.append((sv + sf).flatten())
+            uniqueness.append(-sv.mean(dim=1))
+    return torch.cat(scores).nan_to_num(nan=float("inf")), torch.cat(uniqueness)
+
+
+def score_tokens(features: torch.Tensor, layout: VideoLayout, keep: torch.Tensor):
+    # the kept channels in ascending order: a stable sort puts True (as 0) first, in index order
+    order = torch.sort((~keep).to(torch.uint8), dim=1, stable=True).indices
+    order = order[:, : kept_channels(keep.shape[1])]
+    return _scores(features, layout, order)
+
+
+# ---------------------------------------------------------------------------------- step 5
+def _budgets(uniqueness: torch.Tensor, layout: VideoLayout, retention: np.ndarray, ids: SegmentIds):
+    fv = ids.frame_video
+    z = uniqueness.float() / TEMPERATURE
+    zmax = torch.full((layout.num_videos,), float("-inf"), device=z.device)
+    zmax = zmax.scatter_reduce(0, fv, z, reduce="amax", include_self=True)
+    has_nan = _segment_sum(torch.isnan(z).long(), fv, layout.num_videos) > 0
+    e = torch.exp(z - zmax.index_select(0, fv))
+    p = e / _segment_sum(e, fv, layout.num_videos).index_select(0, fv)
+    # mean(p) with a float64 sum: the same value whatever the summation order (see ALGORITHM notes)
+    p_mean = (_segment_sum(p.double(), fv, layout.num_videos) / ids.video_frames).float()
+    r = torch.from_numpy(retention.astype(np.float32)).to(z.device).index_select(0, fv)
+    scale = torch.clamp(r * ((1 + p) - p_mean.index_select(0, fv)), max=1.0)
+    scale = torch.where(torch.isnan(scale) | has_nan.index_select(0, fv), r, scale)
+    return torch.round(scale * ids.frame_tokens.float()).clamp_min(1).long()
+
+
+def budget_frames(uniqueness: torch.Tensor, layout: VideoLayout, retention: np.ndarray) -> torch.Tensor:
+    return _budgets(uniqueness, layout, retention, SegmentIds.build(layout, uniqueness.device))
+
+
+# ---------------------------------------------------------------------------------- step 6
+def _exclusive_rank(flags: torch.Tensor, segment_start: torch.Tensor, segment: torch.Tensor):
+    """Rank of every position among the set ``flags`` inside its segment (positions in order)."""
+    f = flags.long()
+    before = torch.cumsum(f, 0) - f
+    return before - before.index_select(0, segment_start).index_select(0, segment)
+
+
+def _select_mask(scores, layout: VideoLayout, budgets, targets, ids: SegmentIds) -> torch.Tensor:
+    """(N,) bool kept mask: per-frame lowest ``budgets`` scores, then the exact-mode reconcile."""
+    scores = scores.float().nan_to_num(nan=float("inf")) + 0.0  # -0.0 ties with +0.0
+    by_score = torch.sort(scores, stable=True).indices  # ascending score, lower index first
+    # rows are grouped by frame (and video), so a stable sort by segment keeps (score, index) order
+    by_frame = by_score.index_select(0, torch.sort(ids.row_frame.index_select(0, by_score), stable=True).indices)
+    # position i of by_frame lies in frame row_frame[i]: frames are contiguous row ranges
+    position = torch.arange(layout.num_tokens, device=scores.device)
+    rank = position - ids.frame_row_start.index_select(0, ids.row_frame)
+    k = budgets.clamp(min=0).index_select(0, ids.row_frame)
+    mask = torch.zeros(layout.num_tokens, dtype=torch.bool, device=scores.device)
+    mask.scatter_(0, by_frame, rank < k)
+    if targets is None:
+        return mask
+    by_video = by_score.index_select(0, torch.sort(ids.row_video.index_select(0, by_score), stable=True).indices)
+    kept = mask.index_select(0, by_video)
+    target = torch.from_numpy(targets).to(scores.device).index_select(0, ids.row_video)
+    total = _segment_sum(mask.long(), ids.row_video, layout.num_videos).index_select(0, ids.row_video)
+    kept_rank = _exclusive_rank(kept, ids.video_row_start, ids.row_video)
+    dropped_rank = _exclusive_rank(~kept, ids.video_row_start, ids.row_video)
+    final = torch.where(
+        total > target,
+        kept & (kept_rank < target),  # keep the `target` smallest of the kept
+        kept | (~kept & (dropped_rank < target - total)),  # add the smallest not kept
+    )
+    return torch.zeros_like(mask).scatter_(0, by_video, final)
+
+
+def _indices_from_mask(mask: torch.Tensor, num_kept: int) -> torch.Tensor:
+    """Ascending positions of True in ``mask`` into a (num_kept,) tensor, without a host sync."""
+    m = mask.long()
+    slot = torch.where(mask, torch.cumsum(m, 0) - 1, num_kept)  # not-kept rows land in a spare slot
+    out = new_output(num_kept + 1, torch.int64, mask.device)
+    out.scatter_(0, slot, torch.arange(mask.shape[0], device=mask.device))
+    return out[:num_kept]
+
+
+def _finish(mask, layout: VideoLayout, ids: SegmentIds, targets, nonfinite: Optional[torch.Tensor]):
+    """Counts, budgets and indices from the mask; the one host read (counts and/or validation)."""
+    from .api import raise_nonfinite
+
+    budgets = _segment_sum(mask.long(), ids.row_frame, layout.total_frames)
+    counts = _segment_sum(mask.long(), ids.row_video, layout.num_videos)
+    if targets is None:
+        host = torch.cat([counts, nonfinite.long()]) if nonfinite is not None else counts
+        values = host.tolist()
+        num_kept = sum(values[: layout.num_videos])
+        bad = values[layout.num_videos :]
+    else:
+        num_kept = int(targets.sum())
+        bad = nonfinite.tolist() if nonfinite is not None else []
+    raise_nonfinite([v for v, flag in enumerate(bad) if flag])
+    return _indices_from_mask(mask, num_kept), budgets, counts
+
+
+def select_kept(scores, layout: VideoLayout, budgets, targets=None):
+    ids = SegmentIds.build(layout, scores.device)
+    mask = _select_mask(scores, layout, budgets, targets, ids)
+    indices, budgets, counts = _finish(mask, layout, ids, targets, None)
+    return indices, mask, budgets, counts
+
+
+def gather_rows(indices: torch.Tensor, tensors: Sequence[torch.Tensor]) -> list:
+    return [t.index_select(0, indices) for t in tensors]
+
+
+def compress_request(req):
+    from .api import Compression
+
+    x, layout = req.features, req.layout
+    ids = SegmentIds.build(layout, x.device)
+    var = channel_variance(x, layout)
+    nonfinite = ~torch.isfinite(var).all(dim=1) if req.validate else None
+    scores, uniqueness = _scores(x, layout, kept_channel_order(var))
+    budgets = _budgets(uniqueness, layout, req.retention, ids)
+    mask = _select_mask(scores, layout, budgets, req.targets, ids)
+    indices, budgets, counts = _finish(mask, layout, ids, req.targets, nonfinite)
+    kept = gather_rows(indices, (x, *req.extras))
+    return Compression(
+        indices=indices, features=kept[0], mask=mask, budgets=budgets, counts=counts,
+        scores=scores, uniqueness=uniqueness, extras=tuple(kept[1:]), layout=layout, backend="torch",
+    )

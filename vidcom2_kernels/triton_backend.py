@@ -1,0 +1,104 @@
+"""The Triton pipeline: each stage is a few launches over the whole batch of videos, no Python
+loop over videos or frames, and at most one host read (the kept counts that size the output,
+shared with the validation flags; none in exact mode with ``validate=False``).
+
+Launch sequence of :func:`compress_request` (non-exact mode):
+channel variance -> channel rank -> centre partials -> centre finalize -> token scores ->
+frame uniqueness -> budgets -> [read counts] -> frame select (threshold + compaction) -> gather.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .layout import VideoLayout
+from .ops import budgets as budgets_op
+from .ops import centres as centres_op
+from .ops import channel_stats
+from .ops import gather as gather_op
+from .ops import scores as scores_op
+from .ops import topk
+from .ops.common import device_layout
+
+#: Rows are addressed with int64 offsets, but the key bisection packs row numbers in int64 too and
+#: indices are int64: this bound only keeps the (N,) buffers reasonable.
+MAX_ROWS = 2**31 - 1
+
+
+def _check_rows(layout: VideoLayout) -> None:
+    if layout.num_tokens > MAX_ROWS:
+        raise ValueError(f"features has {layout.num_tokens} rows; the triton backend takes at most {MAX_ROWS}")
+
+
+def keep_channels(features: torch.Tensor, layout: VideoLayout) -> torch.Tensor:
+    meta = device_layout(layout, features.device)
+    nonfinite = torch.zeros(layout.num_videos, dtype=torch.int64, device=features.device)
+    return channel_stats.keep_from_variance(channel_stats.channel_variance(features, meta, nonfinite))
+
+
+def score_tokens(features: torch.Tensor, layout: VideoLayout, keep: torch.Tensor):
+    _check_rows(layout)
+    meta = device_layout(layout, features.device)
+    return scores_op.token_scores(features, *centres_op.centres(features, keep, meta), meta)
+
+
+def budget_frames(uniqueness: torch.Tensor, layout: VideoLayout, retention) -> torch.Tensor:
+    meta = device_layout(layout, uniqueness.device, retention=retention)
+    return budgets_op.frame_budgets(uniqueness.float().contiguous(), meta)[0]
+
+
+def select_kept(scores: torch.Tensor, layout: VideoLayout, budgets: torch.Tensor, targets=None):
+    _check_rows(layout)
+    meta = device_layout(layout, scores.device, targets=targets)
+    scores = scores.float().contiguous()
+    if targets is not None:
+        indices, mask, final = topk.select_frames_exact(scores, budgets.long().contiguous(), meta, int(targets.sum()))
+        return indices, mask, final, meta.targets.clone()
+    tokens = meta.tokens_per_frame.index_select(0, torch.as_tensor(layout.frame_video, device=scores.device))
+    final = torch.minimum(budgets.long().clamp(min=0), tokens)
+    offsets = torch.cumsum(final, 0) - final
+    counts = torch.zeros(layout.num_videos, dtype=torch.int64, device=scores.device)
+    counts.index_add_(0, torch.as_tensor(layout.frame_video, device=scores.device), final)
+    num_kept = sum(counts.tolist())  # the one host read: sizes the output
+    indices, mask = topk.select_frames(scores, final, offsets, meta, num_kept)
+    return indices, mask, final, counts
+
+
+def gather_rows(indices: torch.Tensor, tensors: Sequence[torch.Tensor]) -> list:
+    return gather_op.gather_rows(indices, tensors)
+
+
+def compress_request(req):
+    from .api import Compression, raise_nonfinite
+
+    x, layout = req.features, req.layout
+    _check_rows(layout)
+    V, dev = layout.num_videos, x.device
+    meta = device_layout(layout, dev, retention=req.retention, targets=req.targets)
+    # [0:V] kept counts, [V:2V] non-finite flags: read back together, once
+    readback = torch.zeros(2 * V, dtype=torch.int64, device=dev)
+    var = channel_stats.channel_variance(x, meta, readback[V:])
+    keep = channel_stats.keep_from_variance(var)
+    scores, uniqueness = scores_op.token_scores(x, *centres_op.centres(x, keep, meta), meta)
+    budgets, offsets, counts = budgets_op.frame_budgets(uniqueness, meta, counts=readback[:V])
+
+    if req.targets is None:
+        host = (readback if req.validate else readback[:V]).tolist()
+        num_kept = sum(host[:V])
+    else:
+        host = ([0] * V + readback[V:].tolist()) if req.validate else []
+        num_kept = int(req.targets.sum())
+    raise_nonfinite([v for v, flag in enumerate(host[V:]) if flag])
+
+    if req.targets is None:
+        indices, mask = topk.select_frames(scores, budgets, offsets, meta, num_kept)
+    else:
+        indices, mask, budgets = topk.select_frames_exact(scores, budgets, meta, num_kept)
+        counts = meta.targets
+    kept = gather_op.gather_rows(indices, (x, *req.extras))
+    return Compression(
+        indices=indices, features=kept[0], mask=mask, budgets=budgets, counts=counts.clone(),
+        scores=scores, uniqueness=uniqueness, extras=tuple(kept[1:]), layout=layout, backend="triton",
+    )
