@@ -41,7 +41,7 @@ def keep_channels(features: torch.Tensor, layout: VideoLayout) -> torch.Tensor:
 def score_tokens(features: torch.Tensor, layout: VideoLayout, keep: torch.Tensor):
     _check_rows(layout)
     meta = device_layout(layout, features.device)
-    return scores_op.token_scores(features, *centres_op.centres(features, keep, meta), meta)
+    return scores_op.token_scores(features, keep, *centres_op.centres(features, keep, meta), meta)
 
 
 def budget_frames(uniqueness: torch.Tensor, layout: VideoLayout, retention) -> torch.Tensor:
@@ -81,7 +81,7 @@ def compress_request(req):
     readback = torch.zeros(2 * V, dtype=torch.int64, device=dev)
     var = channel_stats.channel_variance(x, meta, readback[V:])
     keep = channel_stats.keep_from_variance(var)
-    scores, uniqueness = scores_op.token_scores(x, *centres_op.centres(x, keep, meta), meta)
+    scores, uniqueness = scores_op.token_scores(x, keep, *centres_op.centres(x, keep, meta), meta)
     budgets, offsets, counts = budgets_op.frame_budgets(uniqueness, meta, counts=readback[:V])
 
     if req.targets is None:

@@ -41,9 +41,9 @@ def centre_partials_kernel(
     for c0 in range(0, C, BLOCK_C):
         o_c = c0 + tl.arange(0, BLOCK_C)
         m_c = o_c < C
-        w = tl.load(p_keep + o_c, mask=m_c, other=0).to(tl.float32)
+        w = tl.load(p_keep + o_c, mask=m_c, other=0) != 0
         b_x = tl.load(p_rows + o_c[None, :].to(tl.int64) * stride_c, mask=m_n[:, None] & m_c[None, :], other=0.0)
-        b_x = b_x.to(tl.float32) * w[None, :]
+        b_x = tl.where(w[None, :], b_x.to(tl.float32), 0.0)  # where, not *: NaN in a dropped channel stays out
         sumsq += tl.sum(b_x * b_x, axis=1)
     inv_norm = 1.0 / tl.maximum(tl.sqrt(sumsq), eps)
     tl.store(inv_norm_ptr + row0 + o_n, inv_norm, mask=m_n)
@@ -52,9 +52,9 @@ def centre_partials_kernel(
     for c0 in range(0, C, BLOCK_C):
         o_c = c0 + tl.arange(0, BLOCK_C)
         m_c = o_c < C
-        w = tl.load(p_keep + o_c, mask=m_c, other=0).to(tl.float32)
+        w = tl.load(p_keep + o_c, mask=m_c, other=0) != 0
         b_x = tl.load(p_rows + o_c[None, :].to(tl.int64) * stride_c, mask=m_n[:, None] & m_c[None, :], other=0.0)
-        b_s = b_x.to(tl.float32) * inv_norm[:, None] * w[None, :]
+        b_s = tl.where(w[None, :], b_x.to(tl.float32) * inv_norm[:, None], 0.0)
         tl.store(p_out + o_c, tl.sum(b_s, axis=0), mask=m_c)
 
 

@@ -38,7 +38,7 @@ def gaussian_similarity(dist2):
 
 @triton.jit
 def token_scores_kernel(
-    x_ptr, inv_norm_ptr, self_dot_ptr, frame_centre_ptr, video_centre_ptr, score_ptr, unit_sv_ptr,
+    x_ptr, keep_ptr, inv_norm_ptr, self_dot_ptr, frame_centre_ptr, video_centre_ptr, score_ptr, unit_sv_ptr,
     unit_row_start_ptr, unit_rows_ptr, unit_video_ptr, unit_frame_ptr,
     C, stride_n, stride_c,
     BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
@@ -53,7 +53,7 @@ def token_scores_kernel(
     p_rows = x_ptr + (row0 + o_n).to(tl.int64)[:, None] * stride_n
     p_cf = frame_centre_ptr + i_f * C
     p_cg = video_centre_ptr + i_v * C
-    # the centres are zero on the channels not kept, so raw dot products need no channel mask
+    # the centres are zero on the channels not kept; the mask only keeps NaN/Inf there out
     dot_f = tl.zeros([BLOCK_N], dtype=tl.float32)
     dot_g = tl.zeros([BLOCK_N], dtype=tl.float32)
     cc_f = tl.zeros([BLOCK_C], dtype=tl.float32)
@@ -62,7 +62,8 @@ def token_scores_kernel(
         o_c = c0 + tl.arange(0, BLOCK_C)
         m_c = o_c < C
         b_x = tl.load(p_rows + o_c[None, :].to(tl.int64) * stride_c, mask=m_n[:, None] & m_c[None, :], other=0.0)
-        b_x = b_x.to(tl.float32)
+        w = tl.load(keep_ptr + i_v * C + o_c, mask=m_c, other=0) != 0
+        b_x = tl.where(w[None, :], b_x.to(tl.float32), 0.0)
         c_f = tl.load(p_cf + o_c, mask=m_c, other=0.0)
         c_g = tl.load(p_cg + o_c, mask=m_c, other=0.0)
         dot_f += tl.sum(b_x * c_f[None, :], axis=1)
@@ -103,14 +104,14 @@ def scores_config(C: int) -> dict:
 UNIQUENESS_CONFIG = {"BLOCK_F": 128, "num_warps": 4}
 
 
-def token_scores(features, inv_norm, self_dot, frame_centre, video_centre, meta: DeviceLayout):
+def token_scores(features, keep, inv_norm, self_dot, frame_centre, video_centre, meta: DeviceLayout):
     """Returns ``scores`` (N,) float32 and ``uniqueness`` (F,) float32."""
     N, C = features.shape
     layout, dev = meta.layout, features.device
     scores = new_output(N, torch.float32, dev)
     unit_sv = torch.empty(meta.num_units, dtype=torch.float32, device=dev)
     token_scores_kernel[(meta.num_units,)](
-        features, inv_norm, self_dot, frame_centre, video_centre, scores, unit_sv,
+        features, keep, inv_norm, self_dot, frame_centre, video_centre, scores, unit_sv,
         meta.unit_row_start, meta.unit_rows, meta.unit_video, meta.unit_frame,
         C, features.stride(0), features.stride(1), **scores_config(C),
     )
