@@ -113,6 +113,10 @@ def parse_frames(frames: FramesSpec, num_tokens: Optional[int]) -> VideoLayout:
     once (no read at all when it lives on the CPU); pass a list to avoid a device sync.
     ``num_tokens=None`` skips the check that the frames add up to N (an int T is then refused).
     """
+    if isinstance(frames, np.ndarray):
+        if not np.issubdtype(frames.dtype, np.integer):
+            raise TypeError(f"frames array must hold integers, got {frames.dtype}")
+        frames = frames.tolist()
     if isinstance(frames, torch.Tensor):
         if frames.dtype.is_floating_point or frames.dtype.is_complex or frames.dtype == torch.bool:
             raise TypeError(f"frames tensor must hold integers, got {frames.dtype}")

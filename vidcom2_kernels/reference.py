@@ -20,6 +20,12 @@ from .constants import GAUSSIAN_BANDWIDTHS, NORM_EPS, TEMPERATURE, kept_channels
 from .layout import VideoLayout
 
 
+def nan_as_inf(x: torch.Tensor) -> torch.Tensor:
+    """NaN -> +inf, everything else unchanged (``nan_to_num`` would also clip +inf to the largest
+    float, and NaN must tie with +inf, as in the kernels' integer keys)."""
+    return torch.where(torch.isnan(x), torch.full_like(x, float("inf")), x)
+
+
 def channel_variance(features: torch.Tensor, layout: VideoLayout, dtype=torch.float32) -> torch.Tensor:
     """(V, C) biased variance of every channel over each video's tokens."""
     rows = layout.row_start
@@ -36,7 +42,7 @@ def keep_channels(features: torch.Tensor, layout: VideoLayout) -> torch.Tensor:
 
     Equal variances: the lower channel index is kept first. NaN variances rank last.
     """
-    var = channel_variance(features, layout).nan_to_num(nan=float("inf"))
+    var = nan_as_inf(channel_variance(features, layout))
     keep = torch.zeros_like(var, dtype=torch.bool)
     n_keep = kept_channels(features.shape[1])
     for v in range(layout.num_videos):
@@ -69,7 +75,7 @@ def score_tokens(
             sf = gaussian_similarity(frame, frame.mean(dim=0))
             scores[rows.start + f * T : rows.start + (f + 1) * T] = sv + sf
             uniqueness[int(layout.frame_start[v]) + f] = -sv.mean()
-    return scores.nan_to_num(nan=float("inf")).float(), uniqueness.float()
+    return nan_as_inf(scores).float(), uniqueness.float()
 
 
 def frame_scales(uniqueness: torch.Tensor, layout: VideoLayout, retention: np.ndarray) -> torch.Tensor:
@@ -83,9 +89,10 @@ def frame_scales(uniqueness: torch.Tensor, layout: VideoLayout, retention: np.nd
         p = torch.softmax(uniqueness[frames].float() / TEMPERATURE, dim=0)
         r = torch.tensor(retention[v], dtype=torch.float32)
         # mean(p) summed in float64: every backend then gets the same float32 value whatever its
-        # summation order, so identical frames give bit-identical budgets everywhere.
+        # summation order; and p - mean(p) is formed before adding 1, so equal frames get exactly
+        # scale = r (in float32, (1 + p) - mean(p) can miss 1 by an ulp and flip a .5 rounding).
         p_mean = p.double().mean().float()
-        scale = torch.clamp(r * ((1 + p) - p_mean), max=1.0)
+        scale = torch.clamp(r * (1 + (p - p_mean)), max=1.0)
         scales[frames] = torch.where(torch.isnan(scale), r, scale)
     return scales
 
@@ -109,13 +116,14 @@ def select_kept(
     tokens of largest score (higher index first), or add the not-kept ones of smallest score
     (lower index first). Returns ``indices`` (K,), ``mask`` (N,), final ``budgets`` (F,), ``counts`` (V,).
     """
-    scores = scores.float().nan_to_num(nan=float("inf"))
+    scores = nan_as_inf(scores.float())
     mask = torch.zeros(layout.num_tokens, dtype=torch.bool, device=scores.device)
     frame_rows = layout.frame_row_start
     for f in range(layout.total_frames):
         start, stop = int(frame_rows[f]), int(frame_rows[f + 1])
         order = torch.sort(scores[start:stop], stable=True).indices
-        mask[start + order[: int(budgets[f])]] = True
+        k = min(max(int(budgets[f]), 0), stop - start)  # budgets are clamped to [0, T]
+        mask[start + order[:k]] = True
     if targets is not None:
         for v in range(layout.num_videos):
             start, stop = int(layout.row_start[v]), int(layout.row_start[v + 1])

@@ -40,7 +40,10 @@ def _frame_layout(frames: FramesSpec, num_frames: int) -> VideoLayout:
         return parse_frames(frames, num_frames * int(frames))
     layout = parse_frames(frames, None)
     if layout.total_frames != num_frames:
-        raise ValueError(f"frames describe {layout.total_frames} frames but {num_frames} were given")
+        raise ValueError(
+            f"uniqueness must have shape ({layout.total_frames},), one entry per frame of frames, "
+            f"got {num_frames} entries"
+        )
     return layout
 
 

@@ -16,6 +16,7 @@ import torch
 from .buffers import new_output
 from .constants import GAUSSIAN_BANDWIDTHS, NORM_EPS, TEMPERATURE, kept_channels
 from .layout import VideoLayout
+from .reference import nan_as_inf
 
 
 @dataclass
@@ -85,7 +86,7 @@ def channel_variance(features: torch.Tensor, layout: VideoLayout) -> torch.Tenso
 def kept_channel_order(var: torch.Tensor) -> torch.Tensor:
     """(V, C') int64 ascending indices of the ``max(1, C // 2)`` lowest variances per video
     (lower index first on ties, NaN last)."""
-    order = torch.sort(var.nan_to_num(nan=float("inf")), dim=1, stable=True).indices
+    order = torch.sort(nan_as_inf(var), dim=1, stable=True).indices
     return torch.sort(order[:, : kept_channels(var.shape[1])], dim=1).values
 
 
@@ -133,7 +134,7 @@ def _scores(features: torch.Tensor, layout: VideoLayout, channel_order: torch.Te
             sf = gaussian_similarity((self_dot - 2 * dot_f + (fc * fc).sum(1)[:, None]).clamp_min(0))
             scores.append((sv + sf).flatten())
             uniqueness.append(-sv.mean(dim=1))
-    return torch.cat(scores).nan_to_num(nan=float("inf")), torch.cat(uniqueness)
+    return nan_as_inf(torch.cat(scores)), torch.cat(uniqueness)
 
 
 def score_tokens(features: torch.Tensor, layout: VideoLayout, keep: torch.Tensor):
@@ -155,7 +156,7 @@ def _budgets(uniqueness: torch.Tensor, layout: VideoLayout, retention: np.ndarra
     # mean(p) with a float64 sum: the same value whatever the summation order (see ALGORITHM notes)
     p_mean = (_segment_sum(p.double(), fv, layout.num_videos) / ids.video_frames).float()
     r = torch.from_numpy(retention.astype(np.float32)).to(z.device).index_select(0, fv)
-    scale = torch.clamp(r * ((1 + p) - p_mean.index_select(0, fv)), max=1.0)
+    scale = torch.clamp(r * (1 + (p - p_mean.index_select(0, fv))), max=1.0)
     scale = torch.where(torch.isnan(scale) | has_nan.index_select(0, fv), r, scale)
     return torch.round(scale * ids.frame_tokens.float()).clamp_min(1).long()
 
@@ -174,7 +175,7 @@ def _exclusive_rank(flags: torch.Tensor, segment_start: torch.Tensor, segment: t
 
 def _select_mask(scores, layout: VideoLayout, budgets, targets, ids: SegmentIds) -> torch.Tensor:
     """(N,) bool kept mask: per-frame lowest ``budgets`` scores, then the exact-mode reconcile."""
-    scores = scores.float().nan_to_num(nan=float("inf")) + 0.0  # -0.0 ties with +0.0
+    scores = nan_as_inf(scores.float())
     by_score = torch.sort(scores, stable=True).indices  # ascending score, lower index first
     # rows are grouped by frame (and video), so a stable sort by segment keeps (score, index) order
     by_frame = by_score.index_select(0, torch.sort(ids.row_frame.index_select(0, by_score), stable=True).indices)

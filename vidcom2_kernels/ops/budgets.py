@@ -3,7 +3,7 @@
 ``budgets_kernel``  grid (1,): one program walks the videos in order (they are few and their frame
 vectors short) so it can also write every frame's output offset, an exclusive prefix sum of the
 budgets across the whole batch, and each video's kept count. Per video:
-``p = softmax(u / 0.01)``, ``scale = min(1, r * ((1 + p) - mean(p)))`` (``r`` where NaN),
+``p = softmax(u / 0.01)``, ``scale = min(1, r * (1 + (p - mean(p))))`` (``r`` where NaN),
 ``k = max(1, round_half_even(scale * T))``. ``mean(p)`` is summed in float64, like every backend.
 """
 
@@ -74,7 +74,7 @@ def budgets_kernel(
             m_f = o_f < f1
             z = tl.load(uniqueness_ptr + o_f, mask=m_f, other=float("-inf")) / temperature
             p = tl.exp(z - top) / total
-            scale = tl.minimum(r * ((1.0 + p) - p_mean), 1.0)
+            scale = tl.minimum(r * (1.0 + (p - p_mean)), 1.0)
             scale = tl.where((scale != scale) | any_nan, r, scale)
             k = tl.maximum(round_half_even(scale * T), 1.0).to(tl.int64)
             k = tl.where(m_f, k, 0)

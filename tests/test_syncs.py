@@ -1,0 +1,54 @@
+"""The host-sync budget: one host read that sizes the output (shared with validation), none in
+exact mode with validate=False. Frames are given as a Python list (no read to parse them)."""
+
+import pytest
+import torch
+
+import vidcom2_kernels as vk
+from vidcom2_kernels.testing import HostReadCounter
+
+FRAMES = [(3, 7), (2, 11), (4, 5)]
+N = sum(f * t for f, t in FRAMES)
+
+
+def reads(backend, device, **kwargs):
+    x = torch.randn(N, 16, device=device)
+    vk.compress(x, FRAMES, 0.3, backend=backend, **kwargs)  # warm-up: compiles, caches layouts
+    with HostReadCounter() as counter:
+        vk.compress(x, FRAMES, 0.3, backend=backend, **kwargs)
+    return counter
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize(
+    "kwargs,expected",
+    [({}, 1), ({"validate": False}, 1), ({"exact": True}, 1), ({"exact": True, "validate": False}, 0),
+     ({"target": [5, 6, 7], "validate": False}, 0)],
+    ids=["budgets", "budgets-novalidate", "exact", "exact-novalidate", "target-novalidate"],
+)
+def test_sync_budget(backend, kwargs, expected, device):
+    counter = reads(backend, device, **kwargs)
+    assert counter.total == expected, dict(counter.reads)
+
+
+def test_counter_sees_every_kind():
+    x = torch.arange(6.0)
+    with HostReadCounter() as c:
+        x.tolist()
+        x[0].item()
+        int(x[1])
+        bool(x[2] > 0)
+        x[x > 2]
+        torch.nonzero(x)
+        torch.repeat_interleave(torch.tensor([1, 2]))
+        torch.repeat_interleave(torch.tensor([1, 2]), output_size=3)  # not a read
+    kinds = set(c.reads)
+    assert {"tolist", "item", "int()", "bool()", "index with tensor", "aten nonzero", "aten repeat_interleave"} <= kinds
+
+
+def test_reference_reads_freely():
+    """The reference is not held to the budget; the counter must see its reads."""
+    x = torch.randn(N, 8)
+    with HostReadCounter() as c:
+        vk.compress(x, FRAMES, 0.3, backend="reference")
+    assert c.total > 1
