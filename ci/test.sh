@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# CI: install, run the test suite (Triton kernels under the interpreter), compile every kernel for
+# sm_80/sm_90 and check for spills, and run the CPU benchmarks once as a smoke test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash ci/install.sh test
+export TRITON_DEFAULT_FP_FUSION=1
+python3 -m pytest -q
+python3 bench/aot_report.py --arch 80 90
+python3 -m pytest bench/bench_cpu.py -q --benchmark-disable

