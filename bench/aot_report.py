@@ -2,8 +2,8 @@
 
 For each kernel, at the launch configurations the host heuristics pick for realistic shapes, and
 for each architecture (sm_80, sm_90), this compiles with ``triton.compile`` + ``GPUTarget`` and
-reads registers, spill (local memory) bytes and shared memory off the cubin with the
-``cuobjdump`` shipped inside Triton's package. One line per kernel, config and arch.
+reads registers, stack frame and shared memory off the cubin with the ``cuobjdump`` shipped
+inside Triton's package, and spill stores/loads from that package's ``ptxas -v`` on the PTX. One line per kernel, config and arch.
 
 Exit status: 1 when any compile fails or any kernel spills, else 0.
 
@@ -97,18 +97,38 @@ def _variants(layout: VideoLayout, C: int):
 
 
 RESOURCE = re.compile(r"Function (\S+):\s*\n\s*REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
+SPILLS = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
+BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 
 
-def _resources(cubin: bytes) -> dict:
-    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(cubin)
-        f.flush()
-        out = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True, check=True).stdout
+def _resources(compiled, arch: int) -> dict:
+    """Registers, stack and shared memory from cuobjdump on the cubin; spill bytes from ptxas -v
+    on the PTX (a stack frame alone can be a call's ABI frame, not a spill)."""
+    with tempfile.TemporaryDirectory() as d:
+        cubin, ptx = os.path.join(d, "k.cubin"), os.path.join(d, "k.ptx")
+        with open(cubin, "wb") as f:
+            f.write(compiled.asm["cubin"])
+        with open(ptx, "w") as f:
+            f.write(compiled.asm["ptx"])
+        out = subprocess.run([os.path.join(BIN, "cuobjdump"), "--dump-resource-usage", cubin],
+                             capture_output=True, text=True, check=True).stdout
+        suffix = "a" if arch >= 90 else ""
+        verbose = None
+        for ptxas in ("ptxas", "ptxas-blackwell"):  # Triton ships two; use the one that reads this PTX
+            path = os.path.join(BIN, ptxas)
+            if os.path.exists(path):
+                verbose = subprocess.run([path, "-v", f"--gpu-name=sm_{arch}{suffix}", ptx, "-o",
+                                          os.path.join(d, "v.cubin")], capture_output=True, text=True)
+                if verbose.returncode == 0:
+                    break
+        if verbose is None or verbose.returncode != 0:
+            raise RuntimeError(f"no ptxas in {BIN} assembled the PTX: {verbose and verbose.stderr[:300]}")
     m = RESOURCE.search(out)
-    if m is None:
-        raise RuntimeError(f"could not parse cuobjdump output:\n{out}")
-    return {"regs": int(m[2]), "stack": int(m[3]), "shared": int(m[4]), "local": int(m[5])}
+    s = SPILLS.search(verbose.stdout + verbose.stderr)
+    if m is None or s is None:
+        raise RuntimeError(f"could not parse resource usage:\n{out}\n{verbose.stderr}")
+    return {"regs": int(m[2]), "stack": int(m[3]), "shared": int(m[4]), "local": int(m[5]),
+            "spill": int(s[1]) + int(s[2])}
 
 
 def main(argv=None) -> int:
@@ -132,16 +152,16 @@ def main(argv=None) -> int:
                 try:
                     src = ASTSource(fn, _signature(fn, types, constexprs), constexprs=constexprs)
                     compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": warps})
-                    res = _resources(compiled.asm["cubin"])
-                    status = "SPILL" if res["local"] or res["stack"] else "ok"
+                    res = _resources(compiled, arch)
+                    status = "SPILL" if res["spill"] or res["local"] else "ok"
                 except Exception as exc:  # report every failure, then exit non-zero
-                    res, status = {"regs": -1, "stack": -1, "shared": -1, "local": -1}, f"FAIL {type(exc).__name__}: {exc}"
+                    res, status = {"regs": -1, "stack": -1, "shared": -1, "local": -1, "spill": -1}, f"FAIL {type(exc).__name__}: {exc}"
                 failures += status != "ok"
                 secs = time.perf_counter() - start
-                rows.append((fn.__name__, label, config, f"sm_{arch}", res["regs"], res["local"], res["stack"], res["shared"], status))
+                rows.append((fn.__name__, label, config, f"sm_{arch}", res["regs"], res["spill"], res["stack"], res["shared"], status))
                 print(
                     f"{fn.__name__:28s} {label:22s} {config:58s} sm_{arch}  regs={res['regs']:3d} "
-                    f"spill={res['local']}B stack={res['stack']}B smem={res['shared']:6d}B  {status}  ({secs:.1f}s)",
+                    f"spill={res['spill']}B stack={res['stack']}B smem={res['shared']:6d}B  {status}  ({secs:.1f}s)",
                     flush=True,
                 )
     if args.csv:

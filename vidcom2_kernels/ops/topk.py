@@ -36,26 +36,24 @@ NO_BITS = tl.constexpr(-2147483649)  # below every key: "keep nothing"
 
 
 @triton.jit
-def is_candidate(bits, rows, theta_bits_ptr, theta_row_ptr, row0, frame0, T, m, CAND: tl.constexpr):
-    """CAND 0: every row; 1: rows under their frame's threshold (kept); 2: rows above it."""
+def is_candidate(bits, rows, theta_bits_ptr, theta_row_ptr, row0, frame0, T, m, kept_side, CAND: tl.constexpr):
+    """CAND 0: every row; CAND 1: rows under their frame's threshold (the kept ones) when
+    ``kept_side`` is true, rows above it (the dropped ones) when false."""
     if CAND == 0:
         return m
     else:
-        frame = frame0 + (rows - row0) // T
+        frame = frame0 + ((rows - row0).to(tl.int32) // T.to(tl.int32))  # 32-bit: no division call
         under = key_at_most(
             bits, rows,
             tl.load(theta_bits_ptr + frame, mask=m, other=0),
             tl.load(theta_row_ptr + frame, mask=m, other=0),
         )
-        if CAND == 1:
-            return m & under
-        else:
-            return m & ~under
+        return m & (under == kept_side)
 
 
 @triton.jit
 def count_at_most(
-    score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, frame0, T, bits_max, row_max,
+    score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, frame0, T, bits_max, row_max, kept_side,
     CAND: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """Candidates of rows [row0, row1) whose key is at most (bits_max, row_max)."""
@@ -64,14 +62,14 @@ def count_at_most(
         o = start + tl.arange(0, BLOCK)
         m = o < row1
         bits = order_key(tl.load(score_ptr + o, mask=m, other=0.0))
-        hit = is_candidate(bits, o, theta_bits_ptr, theta_row_ptr, row0, frame0, T, m, CAND)
+        hit = is_candidate(bits, o, theta_bits_ptr, theta_row_ptr, row0, frame0, T, m, kept_side, CAND)
         count += (hit & key_at_most(bits, o, bits_max, row_max)).to(tl.int32)
     return tl.sum(count, axis=0)
 
 
 @triton.jit
 def kth_smallest_key(
-    score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, frame0, T, k,
+    score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, frame0, T, k, kept_side,
     CAND: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """(bits, row) of the k-th smallest candidate key (1-based) of rows [row0, row1); the largest
@@ -82,14 +80,16 @@ def kth_smallest_key(
         o = start + tl.arange(0, BLOCK)
         m = o < row1
         bits = order_key(tl.load(score_ptr + o, mask=m, other=0.0))
-        cand = is_candidate(bits, o, theta_bits_ptr, theta_row_ptr, row0, frame0, T, m, CAND)
+        cand = is_candidate(bits, o, theta_bits_ptr, theta_row_ptr, row0, frame0, T, m, kept_side, CAND)
         lo_v = tl.minimum(lo_v, tl.where(cand, bits.to(tl.int64), INT32_MAX))
         hi_v = tl.maximum(hi_v, tl.where(cand, bits.to(tl.int64), INT32_MIN))
     lo = tl.min(lo_v, axis=0)
     hi = tl.max(hi_v, axis=0)
     while lo < hi:
         mid = lo + (hi - lo) // 2
-        c = count_at_most(score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, frame0, T, mid, row1, CAND, BLOCK)
+        c = count_at_most(
+            score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, frame0, T, mid, row1, kept_side, CAND, BLOCK
+        )
         lo = tl.where(c >= k, lo, mid + 1)
         hi = tl.where(c >= k, mid, hi)
     bits_k = lo
@@ -97,7 +97,9 @@ def kth_smallest_key(
     hi = row1 - 1
     while lo < hi:
         mid = lo + (hi - lo) // 2
-        c = count_at_most(score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, frame0, T, bits_k, mid, CAND, BLOCK)
+        c = count_at_most(
+            score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, frame0, T, bits_k, mid, kept_side, CAND, BLOCK
+        )
         lo = tl.where(c >= k, lo, mid + 1)
         hi = tl.where(c >= k, mid, hi)
     return bits_k, lo
@@ -115,7 +117,7 @@ def frame_select_kernel(
     k = tl.minimum(tl.maximum(tl.load(budget_ptr + i_f), 0), row1 - row0)
     if FIND_THRESHOLD:
         t_bits, t_row = kth_smallest_key(
-            score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, i_f, row1 - row0, k, 0, BLOCK
+            score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, i_f, row1 - row0, k, True, 0, BLOCK
         )
         t_bits = tl.where(k > 0, t_bits, NO_BITS)
         t_row = tl.where(k > 0, t_row, -1)
@@ -162,13 +164,12 @@ def reconcile_kernel(
     add = total < target
     tau_bits = row0 * 0 + NO_BITS
     tau_row = row0 * 0 - 1
-    if drop:  # keep the `target` smallest of the kept keys
+    if drop | add:
+        # drop: keep the `target` smallest of the kept keys; add: the `target - total` smallest of
+        # the keys not kept join them. One search, its side chosen at run time (one inlined copy).
         tau_bits, tau_row = kth_smallest_key(
-            score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, f0, T, target, 1, BLOCK
-        )
-    if add:  # add the `target - total` smallest of the keys not kept
-        tau_bits, tau_row = kth_smallest_key(
-            score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, f0, T, target - total, 2, BLOCK
+            score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, f0, T,
+            tl.where(drop, target, target - total), drop, 1, BLOCK,
         )
     written = tl.load(out_start_ptr + i_v)
     for f in range(f0, f1):
@@ -181,7 +182,7 @@ def reconcile_kernel(
         tl.store(theta_bits_ptr + f, t_bits)
         tl.store(theta_row_ptr + f, t_row)
         fr0 = tl.load(frame_row_start_ptr + f)
-        n = count_at_most(score_ptr, theta_bits_ptr, theta_row_ptr, fr0, fr0 + T, f, T, t_bits, t_row, 0, BLOCK)
+        n = count_at_most(score_ptr, theta_bits_ptr, theta_row_ptr, fr0, fr0 + T, f, T, t_bits, t_row, True, 0, BLOCK)
         tl.store(final_budget_ptr + f, n.to(tl.int64))
         tl.store(offset_ptr + f, written)
         written += n
@@ -193,14 +194,15 @@ def frame_block(layout) -> int:
 
 def select_config(layout) -> dict:
     block = frame_block(layout)
-    return {"BLOCK": block, "num_warps": 4 if block <= 256 else 8}
+    return {"BLOCK": block, "num_warps": 4 if block <= 512 else 8}
 
 
 def reconcile_config(layout) -> dict:
     return {
-        "BLOCK": 1024,
+        # one program per video; wider configurations spill (int64 keys), under triton 3.6 too
+        "BLOCK": 256,
         "BLOCK_F": max(16, min(1024, triton.next_power_of_2(int(layout.num_frames.max())))),
-        "num_warps": 8,
+        "num_warps": 2,
     }
 
 

@@ -1,0 +1,184 @@
+"""GPU benchmark: reference, torch.compile of the reference, torch backend, triton backend.
+
+    python bench/bench_gpu.py [--shapes llava-ov llava-video qwen-batch8 long] [--csv out.csv]
+                              [--results bench/RESULTS.md]
+
+Per shape and method: median time of a whole ``compress`` call over CUDA events (after warm-up,
+rotating between input copies so the L2 cache does not hold the features), effective GB/s (one read
+of the features plus the gather's read and write, over the time), that floor over the device's
+measured copy bandwidth, peak extra memory, and host reads per call. Writes a CSV with the device
+name and a summary table into ``bench/RESULTS.md`` (between markers, replacing an older one for the
+same device). ``--device cpu`` runs a tiny smoke version anywhere (no numbers worth keeping).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import torch  # noqa: E402
+
+import vidcom2_kernels as vk  # noqa: E402
+from vidcom2_kernels import reference  # noqa: E402
+from vidcom2_kernels.testing import HostReadCounter  # noqa: E402
+
+SHAPES = {
+    "llava-ov": ([(32, 196)], 3584),
+    "llava-video": ([(64, 169)], 3584),
+    "qwen-batch8": ([(8, 256), (16, 391), (4, 1196), (24, 130), (12, 221), (6, 352), (10, 300), (20, 156)], 3584),
+    "long": ([(512, 196)], 3584),
+}
+SMOKE_SHAPES = {"smoke": ([(4, 20), (2, 9)], 64)}
+
+
+def copy_bandwidth(device) -> float:
+    """Bytes per second of a large device-to-device copy (read + write counted)."""
+    if device.type != "cuda":
+        return float("nan")
+    src = torch.empty(1 << 28, dtype=torch.float32, device=device).normal_()
+    dst = torch.empty_like(src)
+    times = []
+    for _ in range(10):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        dst.copy_(src)
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return 2 * src.numel() * 4 / statistics.median(times[2:])
+
+
+def time_call(fn, inputs, device, repeats: int) -> float:
+    """Median seconds of ``fn(x)``, cycling through ``inputs``."""
+    for x in inputs[:2]:
+        fn(x)
+    times = []
+    for i in range(repeats):
+        x = inputs[i % len(inputs)]
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn(x)
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            fn(x)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def methods(frames):
+    def eager(x):
+        return reference.compress(x, frames, 0.25)
+
+    compiled = torch.compile(eager, dynamic=False)
+    return {
+        "reference": eager,
+        "reference+torch.compile": compiled,
+        "torch": lambda x: vk.compress(x, frames, 0.25, backend="torch"),
+        "triton": lambda x: vk.compress(x, frames, 0.25, backend="triton"),
+        "triton exact": lambda x: vk.compress(x, frames, 0.25, backend="triton", exact=True, validate=False),
+    }
+
+
+def run(shapes, device, dtype, repeats, copies):
+    bw = copy_bandwidth(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    rows = []
+    for shape, (frames, C) in shapes.items():
+        N = sum(f * t for f, t in frames)
+        g = torch.Generator(device="cpu").manual_seed(0)
+        inputs = [torch.randn(N, C, generator=g).to(device, dtype) for _ in range(copies)]
+        K = int(vk.compress(inputs[0], frames, 0.25, backend="torch").counts.sum())
+        elt = inputs[0].element_size()
+        floor_bytes = N * C * elt + 2 * K * C * elt
+        for method, fn in methods(frames).items():
+            if method.startswith("triton") and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+                continue
+            try:
+                secs = time_call(fn, inputs, device, repeats)
+            except Exception as exc:  # torch.compile of the reference may not compile
+                print(f"{shape:12s} {method:24s} failed: {type(exc).__name__}: {str(exc)[:120]}")
+                rows.append(dict(device=name, shape=shape, method=method, ms=float("nan"), note=type(exc).__name__))
+                continue
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats(device)
+                base = torch.cuda.memory_allocated(device)
+            with HostReadCounter() as reads:
+                fn(inputs[0])
+            peak_mb = (torch.cuda.max_memory_allocated(device) - base) / 2**20 if device.type == "cuda" else float("nan")
+            row = dict(
+                device=name, shape=shape, method=method, tokens=N, channels=C, kept=K, ms=secs * 1e3,
+                gbps=floor_bytes / secs / 1e9, floor_ms=floor_bytes / bw * 1e3, peak_extra_mb=peak_mb,
+                host_reads=reads.total, note="",
+            )
+            row["x_floor"] = row["ms"] / row["floor_ms"]
+            rows.append(row)
+            print(
+                f"{shape:12s} {method:24s} {row['ms']:9.3f} ms  {row['gbps']:7.1f} GB/s  "
+                f"floor {row['floor_ms']:.3f} ms (x{row['x_floor']:.1f})  peak +{peak_mb:.0f} MB  reads {reads.total}",
+                flush=True,
+            )
+    return name, bw, rows
+
+
+def write_outputs(name, bw, rows, csv_path, results_path):
+    keys = ["device", "shape", "method", "tokens", "channels", "kept", "ms", "gbps", "floor_ms", "x_floor",
+            "peak_extra_mb", "host_reads", "note"]
+    with open(csv_path, "w") as f:
+        f.write(",".join(keys) + "\n")
+        for r in rows:
+            f.write(",".join(str(r.get(k, "")) for k in keys) + "\n")
+    if not results_path:
+        return
+    begin, end = f"<!-- bench_gpu {name} begin -->", f"<!-- bench_gpu {name} end -->"
+    lines = [begin, f"### {name} (copy bandwidth {bw / 1e9:.0f} GB/s), `python bench/bench_gpu.py`", "",
+             "| shape | method | median ms | GB/s | x floor | vs reference | peak extra MB | host reads |",
+             "|---|---|---|---|---|---|---|---|"]
+    ref_ms = {r["shape"]: r["ms"] for r in rows if r["method"] == "reference"}
+    for r in rows:
+        speed = ref_ms.get(r["shape"], float("nan")) / r["ms"] if r["ms"] == r["ms"] else float("nan")
+        lines.append(
+            f"| {r['shape']} | {r['method']} | {r['ms']:.3f} | {r.get('gbps', float('nan')):.0f} | "
+            f"{r.get('x_floor', float('nan')):.1f} | {speed:.1f}x | {r.get('peak_extra_mb', float('nan')):.0f} | "
+            f"{r.get('host_reads', '')} |"
+        )
+    lines.append(end)
+    text = open(results_path).read() if os.path.exists(results_path) else "# Results\n"
+    if begin in text:
+        text = text[: text.index(begin)] + "\n".join(lines) + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + "\n".join(lines) + "\n"
+    with open(results_path, "w") as f:
+        f.write(text)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--shapes", nargs="+", default=None)
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--copies", type=int, default=4, help="input copies to rotate through (defeats L2)")
+    p.add_argument("--csv", default="bench/results_gpu.csv")
+    p.add_argument("--results", default="bench/RESULTS.md")
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    table = SHAPES if device.type == "cuda" else SMOKE_SHAPES
+    shapes = {k: table[k] for k in (args.shapes or table)}
+    name, bw, rows = run(shapes, device, getattr(torch, args.dtype), args.repeats if device.type == "cuda" else 3,
+                         args.copies)
+    write_outputs(name, bw, rows, args.csv, args.results if device.type == "cuda" else None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
