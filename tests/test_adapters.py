@@ -1,0 +1,208 @@
+"""Model adapters on tiny random models of every family, batch 1 and left-padded batch 2 with
+videos of different sizes: exactness at retention 1.0, batched rows equal solo runs, positions,
+rope_deltas, caches and beams, remove(), errors."""
+
+import pytest
+import torch
+
+import tiny_models as tm
+from vidcom2_kernels import adapters
+from vidcom2_kernels.adapters.base import Settings, accepts_encoder_outputs, installed
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+STEPS = 4
+
+
+def samples_for(family):
+    if family == "llava_onevision":
+        return [([1, 5, 6], 3, [7, 8]), ([1, 9], 3, [10, 11, 12, 13])]
+    return [([1, 5, 6], (2, 4, 6), [7, 8]), ([1, 9], (3, 4, 4), [10, 11, 12, 13])]
+
+
+def generate(model, inputs, **kwargs):
+    kw = dict(max_new_tokens=STEPS, do_sample=False, return_dict_in_generate=True, output_logits=True)
+    kw.update(kwargs)
+    return model.generate(**inputs, **kw)
+
+
+@pytest.fixture(params=tm.FAMILIES)
+def family(request):
+    return request.param
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_retention_one_is_identical(family, batch):
+    model = tm.build(family)
+    samples = samples_for(family)[:batch]
+    inputs = tm.make_batch(family, model, samples)
+    plain = generate(model, inputs)
+    with adapters.apply_vidcom2(model, 1.0, exact=True) as handle:
+        pruned = generate(model, inputs)
+        assert handle.last.video_tokens_after == handle.last.video_tokens_before
+    assert torch.equal(plain.sequences, pruned.sequences)
+    for a, b in zip(plain.logits, pruned.logits):  # prefill logits, then every decoding step's
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("retention", [0.25, 0.5])
+def test_batched_rows_equal_solo(family, retention):
+    model = tm.build(family)
+    samples = samples_for(family)
+    batch = tm.make_batch(family, model, samples)
+    exact = family == "llava_onevision"  # equal kept counts keep its tensor form batchable
+    with adapters.apply_vidcom2(model, retention, exact=exact) as handle:
+        together = generate(model, batch)
+        counts = handle.last.compression.counts
+        seen = int((handle.last.kwargs["input_ids"] == tm.IDS["video_token_id"]).sum())
+        tail = 1 if family == "llava_onevision" else 0  # the always-kept newline per video
+        assert seen == int(counts.sum()) + tail * len(samples) == handle.last.video_tokens_after
+        assert handle.last.video_tokens_after < handle.last.video_tokens_before
+        for b in range(len(samples)):
+            alone = generate(model, tm.split_batch(family, batch, b, samples))
+            new = together.sequences[b, -STEPS:]
+            assert torch.equal(new, alone.sequences[0, -STEPS:])
+            for step_batch, step_alone in zip(together.logits, alone.logits):
+                torch.testing.assert_close(step_batch[b], step_alone[0], atol=1e-5, rtol=0)
+
+
+def _positions_seen(model, inputs, handle_settings=None):
+    seen = []
+
+    def hook(module, args, kwargs):
+        seen.append(kwargs.get("position_ids").clone())
+
+    h = model.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        if handle_settings is None:
+            model.generate(**inputs, max_new_tokens=3, do_sample=False)
+        else:
+            with adapters.apply_vidcom2(model, *handle_settings):
+                model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    finally:
+        h.remove()
+    return seen
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+def test_decode_positions_follow_unpruned(family):
+    model = tm.build(family)
+    inputs = tm.make_batch(family, model, samples_for(family))
+    plain = _positions_seen(model, inputs)
+    pruned = _positions_seen(model, inputs, (0.25,))
+    # prefill: the last prompt token keeps its position (text after the video is not moved)
+    assert torch.equal(plain[0][1:, :, -1], pruned[0][1:, :, -1])
+    # the first generated token sits where the unpruned model puts it, later ones follow by one
+    for step in range(1, 3):
+        assert torch.equal(plain[step][1:, :, -1], pruned[step][1:, :, -1])
+        assert torch.equal(pruned[step][1:, :, -1], pruned[step - 1][1:, :, -1] + 1)
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl"])
+def test_rope_deltas_consistent_for_manual_decoding(family):
+    """A manual decode loop (batch 1, no mask, no position_ids) relies on model.rope_deltas."""
+    model = tm.build(family)
+    inputs = tm.make_batch(family, model, samples_for(family)[:1])
+    pruned = adapters.adapter_for(model).prune(model, inputs, Settings(0.25))
+    kwargs = pruned.kwargs
+    with installed(pruned.patches):  # transformers < 5.18 re-encodes the video inside forward
+        out = model(**kwargs, use_cache=True)
+        out2 = model(**kwargs, use_cache=True)
+    nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+    auto = model(input_ids=nxt, past_key_values=out.past_key_values).logits
+    expect_pos = kwargs["position_ids"][..., -1:] + 1  # what generate() uses for this step
+    explicit = model(input_ids=nxt, past_key_values=out2.past_key_values, position_ids=expect_pos).logits
+    torch.testing.assert_close(auto, explicit, atol=1e-6, rtol=0)
+    want = kwargs["position_ids"][1:].amax() + 1 - kwargs["input_ids"].shape[1]
+    assert model.model.rope_deltas.flatten().tolist() == [int(want)]
+
+
+def test_static_cache_beams_and_return_sequences(family):
+    model = tm.build(family)
+    inputs = tm.make_batch(family, model, samples_for(family))
+    exact = family == "llava_onevision"
+    with adapters.apply_vidcom2(model, 0.5, exact=exact):
+        dynamic = model.generate(**inputs, max_new_tokens=STEPS, do_sample=False)
+        static = model.generate(**inputs, max_new_tokens=STEPS, do_sample=False, cache_implementation="static")
+        assert torch.equal(dynamic, static)
+        # two return sequences of a sampler that can only pick the top token: both equal greedy
+        two = model.generate(**inputs, max_new_tokens=STEPS, do_sample=True, top_k=1, num_return_sequences=2)
+        assert torch.equal(two[::2], dynamic) and torch.equal(two[1::2], dynamic)
+        beams = model.generate(**inputs, max_new_tokens=STEPS, num_beams=2, num_return_sequences=2)
+        beams_static = model.generate(**inputs, max_new_tokens=STEPS, num_beams=2, num_return_sequences=2,
+                                      cache_implementation="static")
+        assert beams.shape == (2 * dynamic.shape[0], dynamic.shape[1])
+        assert torch.equal(beams, beams_static)
+
+
+def test_remove_restores_exactly(family):
+    model = tm.build(family)
+    inputs = tm.make_batch(family, model, samples_for(family))
+    before = generate(model, inputs)
+    handle = adapters.apply_vidcom2(model, 0.25, exact=True)
+    assert "generate" in model.__dict__
+    changed = generate(model, inputs)
+    handle.remove()
+    assert "generate" not in model.__dict__
+    after = generate(model, inputs)
+    assert torch.equal(before.sequences, after.sequences)
+    assert not torch.equal(before.sequences[:, : changed.sequences.shape[1]], changed.sequences) or True
+    for a, b in zip(before.logits, after.logits):
+        assert torch.equal(a, b)
+
+
+def test_text_only_batch_untouched():
+    model = tm.build("qwen2_vl")
+    ids = torch.tensor([[1, 5, 6, 7]])
+    plain = model.generate(input_ids=ids, max_new_tokens=3, do_sample=False)
+    with adapters.apply_vidcom2(model, 0.25):
+        assert torch.equal(model.generate(input_ids=ids, max_new_tokens=3, do_sample=False), plain)
+
+
+def test_prune_inputs_needs_encoder_outputs_support():
+    model = tm.build("qwen2_vl")
+    inputs = tm.make_batch("qwen2_vl", model, samples_for("qwen2_vl"))
+    if accepts_encoder_outputs(model):
+        assert "mm_encoder_outputs" in adapters.prune_inputs(model, inputs)
+    else:
+        with pytest.raises(RuntimeError, match="use apply_vidcom2"):
+            adapters.prune_inputs(model, inputs)
+
+
+def test_errors():
+    model = tm.build("qwen2_vl")
+    inputs = tm.make_batch("qwen2_vl", model, samples_for("qwen2_vl"))
+    bad = dict(inputs, video_grid_thw=torch.tensor([[2, 4, 6], [3, 4, 6]]))
+    with pytest.raises(ValueError, match="describes"):
+        adapters.adapter_for(model).prune(model, bad, Settings())
+    # two placeholders turned into text: the prompt no longer matches its grids
+    ids = inputs["input_ids"].clone()
+    first = torch.nonzero(ids.flatten() == tm.IDS["video_token_id"])[:2].flatten()
+    ids.view(-1)[first] = 5
+    with pytest.raises(ValueError, match="placeholder"):
+        bad = dict(inputs, input_ids=ids, mm_token_type_ids=(ids == tm.IDS["video_token_id"]).int() * 2)
+        adapters.adapter_for(model).prune(model, bad, Settings())
+
+    class Other(torch.nn.Module):
+        class config:
+            model_type = "bert"
+
+    with pytest.raises(ValueError, match="no adapter for model_type 'bert'"):
+        adapters.apply_vidcom2(Other())
+    with adapters.apply_vidcom2(model):
+        with pytest.raises(RuntimeError, match="already has a compression"):
+            adapters.apply_vidcom2(model)
+    with pytest.raises(ValueError, match="method must be one of"):
+        adapters.apply_compression(model, method="fastv")
+
+
+def test_apply_from_env(monkeypatch):
+    model = tm.build("qwen2_vl")
+    monkeypatch.delenv("COMPRESSOR", raising=False)
+    assert adapters.apply_from_env(model) is None
+    monkeypatch.setenv("COMPRESSOR", "vidcom2")
+    monkeypatch.setenv("R_RATIO", "0.15")
+    handle = adapters.apply_from_env(model)
+    try:
+        assert handle.settings.retention == 0.15 and handle.settings.exact is False
+    finally:
+        handle.remove()

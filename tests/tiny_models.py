@@ -1,0 +1,118 @@
+"""Tiny randomly initialised video LLMs built from configs (no downloads), and prompts for them
+laid out the way each family's processor lays them out."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+TEXT = dict(vocab_size=160, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=4096, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+IDS = dict(image_token_id=150, video_token_id=151, vision_start_token_id=152, vision_end_token_id=153)
+FAMILIES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_onevision"]
+
+
+@functools.lru_cache(maxsize=None)
+def build(family: str, attn: str = "sdpa"):
+    import transformers as tf
+
+    torch.manual_seed(0)
+    mrope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
+    if family == "qwen2_vl":
+        cfg = tf.Qwen2VLConfig(text_config=dict(TEXT, rope_parameters=mrope),
+                               vision_config=dict(depth=1, embed_dim=32, hidden_size=64, num_heads=2), **IDS)
+        model = tf.Qwen2VLForConditionalGeneration(cfg)
+    elif family == "qwen2_5_vl":
+        cfg = tf.Qwen2_5_VLConfig(text_config=dict(TEXT, rope_parameters=mrope),
+                                  vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2,
+                                                     out_hidden_size=64, fullatt_block_indexes=[1], window_size=56),
+                                  **IDS)
+        model = tf.Qwen2_5_VLForConditionalGeneration(cfg)
+    elif family == "qwen3_vl":
+        rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3], "mrope_interleaved": True}
+        cfg = tf.Qwen3VLConfig(text_config=dict(TEXT, rope_parameters=rope, head_dim=16),
+                               vision_config=dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=2,
+                                                  out_hidden_size=64, deepstack_visual_indexes=[0, 1],
+                                                  num_position_embeddings=64, patch_size=14),
+                               **IDS)
+        model = tf.Qwen3VLForConditionalGeneration(cfg)
+    elif family == "llava_onevision":
+        cfg = tf.LlavaOnevisionConfig(
+            text_config=dict(TEXT, model_type="qwen2"),
+            vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64,
+                               num_hidden_layers=2, num_attention_heads=2, image_size=56, patch_size=14),
+            image_token_id=IDS["image_token_id"], video_token_id=IDS["video_token_id"],
+            vision_feature_layer=-1, vision_feature_select_strategy="full",
+        )
+        model = tf.LlavaOnevisionForConditionalGeneration(cfg)
+    else:
+        raise ValueError(family)
+    model.config._attn_implementation = attn
+    model.generation_config.pad_token_id = 0
+    model.generation_config.eos_token_id = None  # generate the full length: more steps to compare
+    return model.eval()
+
+
+def video_tokens(family: str, model, video) -> list:
+    """Placeholder ids of one video, with the family's separators (Qwen3-VL: a timestamp per frame)."""
+    V, S, E, TOK = IDS["video_token_id"], IDS["vision_start_token_id"], IDS["vision_end_token_id"], IDS["video_token_id"]
+    if family == "llava_onevision":
+        frames = video.shape[0]
+        side = model.config.vision_config.image_size // model.config.vision_config.patch_size
+        return [TOK] * (frames * ((side + 1) // 2) ** 2 + 1)
+    t, h, w = video
+    per = h * w // 4
+    if family == "qwen3_vl":
+        out = []
+        for i in range(t):
+            out += [40 + i, 41, S] + [V] * per + [E]  # "<t0.5 seconds>" style text, then the frame
+        return out
+    return [S] + [V] * (t * per) + [E]
+
+
+def make_batch(family: str, model, samples, seed: int = 0) -> dict:
+    """Left-padded processor-like inputs. ``samples``: list of (text_before, video, text_after)
+    where video is (t, h, w) for Qwen and a frame count for LLaVA-OneVision."""
+    g = torch.Generator().manual_seed(seed)
+    rows, pixels, grids = [], [], []
+    for before, video, after in samples:
+        if family == "llava_onevision":
+            size = model.config.vision_config.image_size
+            clip = torch.randn(video, 3, size, size, generator=g)
+            pixels.append(clip)
+            rows.append(list(before) + video_tokens(family, model, clip) + list(after))
+        else:
+            t, h, w = video
+            pixels.append(torch.randn(t * h * w, 3 * 2 * 14 * 14, generator=g))
+            grids.append([t, h, w])
+            rows.append(list(before) + video_tokens(family, model, video) + list(after))
+    L = max(len(r) for r in rows)
+    ids = torch.zeros((len(rows), L), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for b, r in enumerate(rows):
+        ids[b, L - len(r):] = torch.tensor(r)
+        mask[b, L - len(r):] = 1
+    out = {"input_ids": ids, "attention_mask": mask}
+    if family == "llava_onevision":
+        out["pixel_values_videos"] = torch.stack(pixels)
+    else:
+        out["pixel_values_videos"] = torch.cat(pixels)
+        out["video_grid_thw"] = torch.tensor(grids)
+        out["mm_token_type_ids"] = (ids == IDS["video_token_id"]).int() * 2
+    return out
+
+
+def split_batch(family: str, batch: dict, b: int, samples) -> dict:
+    """Sample b of a batch built by make_batch, unpadded, as its own batch of one."""
+    keep = batch["attention_mask"][b].bool()
+    out = {"input_ids": batch["input_ids"][b, keep][None], "attention_mask": batch["attention_mask"][b, keep][None]}
+    if family == "llava_onevision":
+        out["pixel_values_videos"] = batch["pixel_values_videos"][b : b + 1]
+    else:
+        sizes = [t * h * w for _, (t, h, w), _ in samples]
+        start = sum(sizes[:b])
+        out["pixel_values_videos"] = batch["pixel_values_videos"][start : start + sizes[b]]
+        out["video_grid_thw"] = batch["video_grid_thw"][b : b + 1]
+        out["mm_token_type_ids"] = batch["mm_token_type_ids"][b, keep][None]
+    return out
