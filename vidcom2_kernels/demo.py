@@ -176,11 +176,35 @@ def run(args) -> int:
     draw(args.out, patches, out, f"VidCom2, retention {args.retention}: {name}")
     print(f"  {'picture':<{width}}  {args.out}")
     if model is not None:
-        from .adapters import answer_with_and_without
-
-        for label, text in answer_with_and_without(model, args.model, frames, args.question, args.retention):
+        for label, text in answer_question(model, args.model, frames, args.question, args.retention, device):
             print(f"  {label:<{width}}  {text}")
     return 0
+
+
+def answer_question(model, path: str, frames: np.ndarray, question: str, retention: float, device) -> list:
+    """Ask ``question`` about the frames with the real model, without and with VidCom2."""
+    from transformers import AutoProcessor
+
+    from .adapters import apply_vidcom2
+
+    processor = AutoProcessor.from_pretrained(path)
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    inputs = processor(text=[prompt], videos=[list(frames)], return_tensors="pt").to(device)
+    model = model.to(device)
+    answers = []
+    for label, retention_used in (("answer, all tokens", None), (f"answer, VidCom2 {retention}", retention)):
+        start = time.perf_counter()
+        if retention_used is None:
+            out = model.generate(**inputs, max_new_tokens=64, do_sample=False)
+            prompt_len = inputs["input_ids"].shape[1]
+        else:
+            with apply_vidcom2(model, retention_used) as handle:
+                out = model.generate(**inputs, max_new_tokens=64, do_sample=False)
+                prompt_len = handle.last.kwargs["input_ids"].shape[1]
+        text = processor.batch_decode(out[:, prompt_len:], skip_special_tokens=True)[0].strip()
+        answers.append((label, f"{text!r} ({time.perf_counter() - start:.1f} s)"))
+    return answers
 
 
 def main(argv=None) -> int:
