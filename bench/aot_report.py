@@ -27,7 +27,7 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 from vidcom2_kernels.layout import VideoLayout  # noqa: E402
-from vidcom2_kernels.ops import budgets, centres, channel_stats, gather, scores, topk  # noqa: E402
+from vidcom2_kernels.ops import budgets, centres, channel_stats, dycoke, gather, scores, topk  # noqa: E402
 
 #: (name, frames, channels, feature dtypes): the shapes the configurations are picked for.
 SHAPES = [
@@ -72,6 +72,8 @@ def _variants(layout: VideoLayout, C: int):
         w, cfg = split(scores.scores_config(C))
         fp = {n: "*fp32" for n in ("inv_norm_ptr", "self_dot_ptr", "frame_centre_ptr", "video_centre_ptr", "score_ptr", "unit_sv_ptr")}
         yield scores.token_scores_kernel, dt, {**x, **fp}, {**cfg, "stride_c": 1}, w
+        w, cfg = split(dycoke.similarity_config(C))
+        yield dycoke.dycoke_similarity_kernel, dt, {**x, "score_ptr": "*fp32", "eps": "fp32"}, {**cfg, "stride_c": 1}, w
         w, cfg = split(gather.gather_config(C))
         one = {"idx_ptr": "*i64", **{f"src{i}": f"*{dt}" for i in range(4)}, **{f"dst{i}": f"*{dt}" for i in range(4)}}
         ones = {f"sc{i}": 1 for i in range(4)}

@@ -26,10 +26,12 @@ def case(request):
     return request.param, x, frames
 
 
+@pytest.mark.parametrize("method", ["vidcom2", "dycoke"])
 @pytest.mark.parametrize("backend", ["reference", "torch"])
-def test_compress(benchmark, case, backend):
+def test_compress(benchmark, case, backend, method):
     name, x, frames = case
-    benchmark.group = name
-    benchmark.extra_info.update(shape=name, backend=backend, tokens=x.shape[0], channels=x.shape[1])
-    out = benchmark(vk.compress, x, frames, 0.25, backend=backend)
+    benchmark.group = f"{method} {name}"
+    benchmark.extra_info.update(shape=name, backend=backend, method=method, tokens=x.shape[0], channels=x.shape[1])
+    retention = 0.25 if method == "vidcom2" else 0.3  # DyCoke: p = 0.7, its README's example
+    out = benchmark(vk.compress, x, frames, retention, backend=backend, method=method)
     assert out.features.shape[0] == int(out.counts.sum())

@@ -85,6 +85,9 @@ def methods(frames):
         "torch": lambda x: vk.compress(x, frames, 0.25, backend="torch"),
         "triton": lambda x: vk.compress(x, frames, 0.25, backend="triton"),
         "triton exact": lambda x: vk.compress(x, frames, 0.25, backend="triton", exact=True, validate=False),
+        "dycoke reference": lambda x: reference.compress(x, frames, 0.3, method="dycoke"),
+        "dycoke torch": lambda x: vk.compress(x, frames, 0.3, backend="torch", method="dycoke"),
+        "dycoke triton": lambda x: vk.compress(x, frames, 0.3, backend="triton", method="dycoke", validate=False),
     }
 
 
@@ -100,7 +103,7 @@ def run(shapes, device, dtype, repeats, copies):
         elt = inputs[0].element_size()
         floor_bytes = N * C * elt + 2 * K * C * elt
         for method, fn in methods(frames).items():
-            if method.startswith("triton") and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            if "triton" in method and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
                 continue
             try:
                 secs = time_call(fn, inputs, device, repeats)
@@ -143,9 +146,10 @@ def write_outputs(name, bw, rows, csv_path, results_path):
     lines = [begin, f"### {name} (copy bandwidth {bw / 1e9:.0f} GB/s), `python bench/bench_gpu.py`", "",
              "| shape | method | median ms | GB/s | x floor | vs reference | peak extra MB | host reads |",
              "|---|---|---|---|---|---|---|---|"]
-    ref_ms = {r["shape"]: r["ms"] for r in rows if r["method"] == "reference"}
+    ref_ms = {(r["shape"], r["method"].startswith("dycoke")): r["ms"] for r in rows if r["method"].endswith("reference")}
     for r in rows:
-        speed = ref_ms.get(r["shape"], float("nan")) / r["ms"] if r["ms"] == r["ms"] else float("nan")
+        base = ref_ms.get((r["shape"], r["method"].startswith("dycoke")), float("nan"))
+        speed = base / r["ms"] if r["ms"] == r["ms"] else float("nan")
         lines.append(
             f"| {r['shape']} | {r['method']} | {r['ms']:.3f} | {r.get('gbps', float('nan')):.0f} | "
             f"{r.get('x_floor', float('nan')):.1f} | {speed:.1f}x | {r.get('peak_extra_mb', float('nan')):.0f} | "

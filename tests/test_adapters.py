@@ -225,3 +225,34 @@ def test_lmms_eval_load_hook(tmp_path, monkeypatch):
     assert model.vidcom2_handle is not None and model.vidcom2_handle.settings.retention == 0.3
     plain = Qwen2VLForConditionalGeneration.from_pretrained(tmp_path)
     assert not hasattr(plain, "vidcom2_handle")
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl", "llava_onevision"])
+def test_dycoke_through_adapters(family):
+    """method='dycoke': retention 1.0 keeps every token (identical output); at 0.5 batched rows
+    equal solo runs."""
+    model = tm.build(family)
+    samples = samples_for(family)
+    batch = tm.make_batch(family, model, samples)
+    plain = generate(model, batch)
+    with adapters.apply_compression(model, "dycoke", 1.0):
+        same = generate(model, batch)
+    assert torch.equal(plain.sequences, same.sequences)
+    with adapters.apply_compression(model, "dycoke", 0.5) as handle:
+        together = generate(model, batch)
+        assert handle.last.video_tokens_after < handle.last.video_tokens_before
+        for b in range(len(samples)):
+            alone = generate(model, tm.split_batch(family, batch, b, samples))
+            assert torch.equal(together.sequences[b, -STEPS:], alone.sequences[0, -STEPS:])
+
+
+def test_env_selects_dycoke(monkeypatch):
+    model = tm.build("qwen2_vl")
+    monkeypatch.setenv("COMPRESSOR", "dycoke")
+    monkeypatch.setenv("R_RATIO", "0.3")
+    monkeypatch.setenv("FRAME_BUDGETS", "vidcom2")
+    handle = adapters.apply_from_env(model)
+    try:
+        assert handle.settings.method == "dycoke" and handle.settings.frame_budgets == "vidcom2"
+    finally:
+        handle.remove()

@@ -27,6 +27,8 @@ from .layout import (
 
 FEATURE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 BACKENDS = ("auto", "triton", "torch", "reference")
+METHODS = ("vidcom2", "dycoke")
+FRAME_BUDGETS = (None, "vidcom2")
 
 
 @dataclass
@@ -140,6 +142,13 @@ class Request:
     validate: bool
     extras: tuple
     backend: str
+    method: str = "vidcom2"
+    frame_budgets: Optional[str] = None  # "vidcom2": VidCom2's FCA budgets over the method's scores
+    quirks: bool = False  # DyCoke: reproduce the released code's frame quirks
+
+    @property
+    def dycoke_fca(self) -> bool:
+        return self.method == "dycoke" and self.frame_budgets == "vidcom2"
 
 
 def prepare(
@@ -152,19 +161,34 @@ def prepare(
     backend: str = "auto",
     validate: bool = True,
     extras: Sequence[torch.Tensor] = (),
+    method: str = "vidcom2",
+    frame_budgets: Optional[str] = None,
+    quirks: bool = False,
 ) -> Request:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if frame_budgets not in FRAME_BUDGETS:
+        raise ValueError(f"frame_budgets must be None or 'vidcom2', got {frame_budgets!r}")
+    if quirks and method != "dycoke":
+        raise ValueError("quirks=True only applies to method='dycoke'")
     features = check_features(features)
     layout = parse_frames(frames, features.shape[0])
     ratios = parse_retention(retention, layout)
     if target is not None:
         targets = parse_target(target, layout)
+    elif exact and method == "dycoke" and frame_budgets is None:
+        from .dycoke import dycoke_budgets  # DyCoke's own counts are known up front: already exact
+
+        per_frame = dycoke_budgets(layout, ratios, quirks)
+        targets = np.add.reduceat(per_frame, layout.frame_start[:-1]) if layout.num_videos else per_frame[:0]
     elif exact:
         targets = exact_targets(layout, ratios)
     else:
         targets = None
     extras = check_extras(extras, features.shape[0], features.device)
     return Request(
-        features, layout, ratios, targets, bool(validate), extras, resolve_backend(backend, features.device)
+        features, layout, ratios, targets, bool(validate), extras, resolve_backend(backend, features.device),
+        method, frame_budgets, bool(quirks),
     )
 
 
@@ -205,8 +229,11 @@ def compress(
     backend: str = "auto",
     validate: bool = True,
     extras: Sequence[torch.Tensor] = (),
+    method: str = "vidcom2",
+    frame_budgets: Optional[str] = None,
+    quirks: bool = False,
 ) -> Compression:
-    """Keep the most distinctive visual tokens of one or more videos (VidCom2).
+    """Keep the most distinctive visual tokens of one or more videos (VidCom2, or DyCoke).
 
     Parameters
     ----------
@@ -223,6 +250,12 @@ def compress(
         the device and read back together with the kept counts (no extra sync).
     extras : row-aligned (N, ...) tensors (e.g. Qwen3-VL deepstack features) gathered with the same
         indices, in the same launch as ``features``; returned in ``Compression.extras``.
+    method : "vidcom2" (default) or "dycoke" (DyCoke's temporal token merging: ``retention`` is
+        then the kept fraction ``1 - p`` of every frame but a window's first; see
+        :mod:`vidcom2_kernels.dycoke`).
+    frame_budgets : None (the method's own per-frame counts) or "vidcom2": VidCom2's Frame
+        Compression Adjustment over the method's token scores.
+    quirks : with ``method="dycoke"``, reproduce the released DyCoke code's frame quirks.
 
     Returns
     -------
@@ -239,7 +272,7 @@ def compress(
     """
     req = prepare(
         features, frames, retention, exact=exact, target=target, backend=backend,
-        validate=validate, extras=extras,
+        validate=validate, extras=extras, method=method, frame_budgets=frame_budgets, quirks=quirks,
     )
     if req.layout.num_tokens == 0:
         return empty_result(req)

@@ -151,6 +151,57 @@ def gather_rows(indices: torch.Tensor, tensors: Sequence[torch.Tensor]) -> list:
     return [t.index_select(0, indices) for t in tensors]
 
 
+COSINE_EPS = 1e-8
+
+
+def dycoke_similarity(features: torch.Tensor, layout: VideoLayout, anchors: np.ndarray) -> torch.Tensor:
+    """(N,) float32 cosine similarity of every token with the same-position token of its frame's
+    anchor frame (``anchors[f]``, -1: none, similarity 0). ``x.y / (max(|x|, eps) max(|y|, eps))``."""
+    out = torch.zeros(layout.num_tokens, dtype=torch.float32, device=features.device)
+    fr = layout.frame_row_start
+    for f in range(layout.total_frames):
+        a = int(anchors[f])
+        if a < 0:
+            continue
+        x = features[fr[f] : fr[f + 1]].float()
+        y = features[fr[a] : fr[a + 1]].float()
+        norms = x.norm(dim=1).clamp_min(COSINE_EPS) * y.norm(dim=1).clamp_min(COSINE_EPS)
+        out[fr[f] : fr[f + 1]] = (x * y).sum(dim=1) / norms
+    return nan_as_inf(out)
+
+
+def dycoke_order(features, frames, retention=0.3, quirks=True) -> list:
+    """Per frame, the kept row indices in the order the released DyCoke code emits them (by
+    ascending similarity, anchors in position order): quirk 1 of :mod:`vidcom2_kernels.dycoke`."""
+    from .dycoke import anchor_frames, dycoke_budgets
+    from .layout import parse_frames, parse_retention
+
+    layout = parse_frames(frames, features.shape[0])
+    budgets = dycoke_budgets(layout, parse_retention(retention, layout), quirks)
+    scores = dycoke_similarity(features, layout, anchor_frames(layout))
+    out = []
+    for f in range(layout.total_frames):
+        start, stop = int(layout.frame_row_start[f]), int(layout.frame_row_start[f + 1])
+        order = torch.sort(scores[start:stop], stable=True).indices[: int(budgets[f])]
+        out.append((start + (order if anchor_frames(layout)[f] >= 0 else torch.sort(order).values)).tolist())
+    return out
+
+
+def method_scores_and_budgets(req, x, layout):
+    """Token scores, frame uniqueness and per-frame budgets of the request's method."""
+    if req.method == "vidcom2" or req.dycoke_fca:
+        scores, uniqueness = score_tokens(x, layout, keep_channels(x, layout))
+        budgets = budget_frames(uniqueness, layout, req.retention)
+    if req.method == "dycoke":
+        from .dycoke import anchor_frames, dycoke_budgets
+
+        scores = dycoke_similarity(x, layout, anchor_frames(layout, fca=req.dycoke_fca))
+        if not req.dycoke_fca:
+            uniqueness = torch.zeros(layout.total_frames, device=x.device)
+            budgets = torch.as_tensor(dycoke_budgets(layout, req.retention, req.quirks), device=x.device)
+    return scores, uniqueness, budgets
+
+
 def compress_request(req) -> "Compression":  # noqa: F821
     """The whole pipeline for a checked request (:func:`vidcom2_kernels.api.prepare`)."""
     from .api import Compression, raise_nonfinite
@@ -160,9 +211,7 @@ def compress_request(req) -> "Compression":  # noqa: F821
         rows = layout.row_start
         bad = [v for v in range(layout.num_videos) if not torch.isfinite(x[rows[v] : rows[v + 1]]).all()]
         raise_nonfinite(bad)
-    keep = keep_channels(x, layout)
-    scores, uniqueness = score_tokens(x, layout, keep)
-    budgets = budget_frames(uniqueness, layout, req.retention)
+    scores, uniqueness, budgets = method_scores_and_budgets(req, x, layout)
     indices, mask, budgets, counts = select_kept(scores, layout, budgets, req.targets)
     kept = gather_rows(indices, (x, *req.extras))
     return Compression(
@@ -173,13 +222,14 @@ def compress_request(req) -> "Compression":  # noqa: F821
 
 
 # ------------------------------------------------------------------- public twins of the stages
-def compress(features, frames, retention=0.25, *, exact=False, target=None, validate=True, extras=()):
+def compress(features, frames, retention=0.25, *, exact=False, target=None, validate=True, extras=(),
+             method="vidcom2", frame_budgets=None, quirks=False):
     """Reference twin of :func:`vidcom2_kernels.compress` (same arguments but ``backend``)."""
     from .api import compress as _compress
 
     return _compress(
         features, frames, retention, exact=exact, target=target, backend="reference",
-        validate=validate, extras=extras,
+        validate=validate, extras=extras, method=method, frame_budgets=frame_budgets, quirks=quirks,
     )
 
 

@@ -151,6 +151,28 @@ def score_tokens(features: torch.Tensor, layout: VideoLayout, keep: torch.Tensor
     return _scores(features, layout, keep)
 
 
+def dycoke_similarity(features: torch.Tensor, layout: VideoLayout, anchors: np.ndarray) -> torch.Tensor:
+    """(N,) DyCoke scores: cosine similarity with the same-position token of the frame's anchor
+    (0 without one). Per video: one batched gather of the anchor frames, chunked."""
+    from .reference import COSINE_EPS
+
+    out = []
+    for v in range(layout.num_videos):
+        f_start = int(layout.frame_start[v])
+        local = torch.from_numpy(anchors[f_start : int(layout.frame_start[v + 1])] - f_start).to(features.device)
+        video = features[int(layout.row_start[v]) : int(layout.row_start[v + 1])]
+        video = video.view(int(layout.num_frames[v]), int(layout.tokens_per_frame[v]), -1)
+        f0 = 0
+        for x in _video_chunks(features, layout, v):
+            a = local[f0 : f0 + x.shape[0]]
+            f0 += x.shape[0]
+            y = video.index_select(0, a.clamp(min=0)).float()
+            norms = torch.linalg.vector_norm(x, dim=2).clamp_min(COSINE_EPS) * torch.linalg.vector_norm(y, dim=2).clamp_min(COSINE_EPS)
+            sim = torch.einsum("ftc,ftc->ft", x, y) / norms
+            out.append(torch.where((a >= 0)[:, None], sim, torch.zeros_like(sim)).flatten())
+    return nan_as_inf(torch.cat(out))
+
+
 # ---------------------------------------------------------------------------------- step 5
 def _budgets(uniqueness: torch.Tensor, layout: VideoLayout, retention: np.ndarray, ids: SegmentIds):
     fv = ids.frame_video
@@ -217,12 +239,16 @@ def _indices_from_mask(mask: torch.Tensor, num_kept: int) -> torch.Tensor:
     return out[:num_kept]
 
 
-def _finish(mask, layout: VideoLayout, ids: SegmentIds, targets, nonfinite: Optional[torch.Tensor]):
-    """Counts, budgets and indices from the mask; the one host read (counts and/or validation)."""
+def _finish(mask, layout: VideoLayout, ids: SegmentIds, targets, nonfinite: Optional[torch.Tensor],
+            known_counts: Optional[np.ndarray] = None):
+    """Counts, budgets and indices from the mask; the one host read (counts and/or validation).
+    ``known_counts`` (V,): kept counts already known on the host (no read needed to size)."""
     from .api import raise_nonfinite
 
     budgets = _segment_sum(mask.long(), ids.row_frame, layout.total_frames)
     counts = _segment_sum(mask.long(), ids.row_video, layout.num_videos)
+    if known_counts is not None and targets is None:
+        targets = known_counts
     if targets is None:
         host = torch.cat([counts, nonfinite.long()]) if nonfinite is not None else counts
         values = host.tolist()
@@ -251,13 +277,26 @@ def compress_request(req):
 
     x, layout = req.features, req.layout
     ids = SegmentIds.build(layout, x.device)
-    var = channel_variance(x, layout)
-    nonfinite = ~torch.isfinite(var).all(dim=1) if req.validate else None
-    keep = keep_from_order(kept_channel_order(var), x.shape[1])
-    scores, uniqueness = _scores(x, layout, keep)
-    budgets = _budgets(uniqueness, layout, req.retention, ids)
+    nonfinite, known_counts = None, None
+    if req.method == "vidcom2" or req.dycoke_fca:
+        var = channel_variance(x, layout)
+        nonfinite = ~torch.isfinite(var).all(dim=1) if req.validate else None
+        scores, uniqueness = _scores(x, layout, keep_from_order(kept_channel_order(var), x.shape[1]))
+        budgets = _budgets(uniqueness, layout, req.retention, ids)
+    if req.method == "dycoke":
+        from .dycoke import anchor_frames, dycoke_budgets
+
+        if req.validate and nonfinite is None:
+            finite_rows = torch.isfinite(x).all(dim=1).long()
+            nonfinite = _segment_sum(finite_rows, ids.row_video, layout.num_videos) < ids.video_tokens
+        scores = dycoke_similarity(x, layout, anchor_frames(layout, fca=req.dycoke_fca))
+        if not req.dycoke_fca:
+            uniqueness = torch.zeros(layout.total_frames, device=x.device)
+            host_budgets = dycoke_budgets(layout, req.retention, req.quirks)
+            known_counts = np.add.reduceat(host_budgets, layout.frame_start[:-1])
+            budgets = torch.from_numpy(host_budgets).to(x.device)
     mask = _select_mask(scores, layout, budgets, req.targets, ids)
-    indices, budgets, counts = _finish(mask, layout, ids, req.targets, nonfinite)
+    indices, budgets, counts = _finish(mask, layout, ids, req.targets, nonfinite, known_counts)
     kept = gather_rows(indices, (x, *req.extras))
     return Compression(
         indices=indices, features=kept[0], mask=mask, budgets=budgets, counts=counts,

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from .layout import VideoLayout
 from .ops import budgets as budgets_op
 from .ops import centres as centres_op
 from .ops import channel_stats
+from .ops import dycoke as dycoke_op
 from .ops import gather as gather_op
 from .ops import scores as scores_op
 from .ops import topk
@@ -70,35 +72,56 @@ def gather_rows(indices: torch.Tensor, tensors: Sequence[torch.Tensor]) -> list:
     return gather_op.gather_rows(indices, tensors)
 
 
+def _vidcom2_scores(x, meta, nonfinite):
+    """VidCom2 steps 1-4: token scores (N,) and frame uniqueness (F,)."""
+    keep = channel_stats.keep_from_variance(channel_stats.channel_variance(x, meta, nonfinite))
+    return scores_op.token_scores(x, keep, *centres_op.centres(x, keep, meta), meta)
+
+
 def compress_request(req):
     from .api import Compression, raise_nonfinite
+    from .dycoke import anchor_frames, dycoke_budgets
 
     x, layout = req.features, req.layout
     _check_rows(layout)
     V, dev = layout.num_videos, x.device
-    meta = device_layout(layout, dev, retention=req.retention, targets=req.targets)
+    extra = {}
+    if req.method == "dycoke":
+        extra["anchors"] = anchor_frames(layout, fca=req.dycoke_fca)
+        if not req.dycoke_fca:  # DyCoke's own counts are known on the host: no read sizes the output
+            host_budgets = dycoke_budgets(layout, req.retention, req.quirks)
+            extra["budgets"], extra["offsets"] = host_budgets, np.cumsum(host_budgets) - host_budgets
+    meta = device_layout(layout, dev, retention=req.retention, targets=req.targets, **extra)
     # [0:V] kept counts, [V:2V] non-finite flags: read back together, once
     readback = torch.zeros(2 * V, dtype=torch.int64, device=dev)
-    var = channel_stats.channel_variance(x, meta, readback[V:])
-    keep = channel_stats.keep_from_variance(var)
-    scores, uniqueness = scores_op.token_scores(x, keep, *centres_op.centres(x, keep, meta), meta)
-    budgets, offsets, counts = budgets_op.frame_budgets(uniqueness, meta, counts=readback[:V])
+    counts_on_host = None
+    if req.method == "vidcom2" or req.dycoke_fca:
+        scores, uniqueness = _vidcom2_scores(x, meta, readback[V:])
+        budgets, offsets, counts = budgets_op.frame_budgets(uniqueness, meta, counts=readback[:V])
+    if req.method == "dycoke":
+        scores = dycoke_op.dycoke_similarity(x, meta, meta.extra["anchors"], readback[V:])
+        if not req.dycoke_fca:
+            uniqueness = torch.zeros(layout.total_frames, dtype=torch.float32, device=dev)
+            budgets, offsets = meta.extra["budgets"], meta.extra["offsets"]
+            counts_on_host = np.add.reduceat(host_budgets, layout.frame_start[:-1]).tolist()
 
-    if req.targets is None:
+    if req.targets is not None or counts_on_host is not None:
+        bad = readback[V:].tolist() if req.validate else []
+        num_kept = int(req.targets.sum()) if req.targets is not None else sum(counts_on_host)
+    else:
         host = (readback if req.validate else readback[:V]).tolist()
-        num_kept = sum(host[:V])
-    else:
-        host = ([0] * V + readback[V:].tolist()) if req.validate else []
-        num_kept = int(req.targets.sum())
-    raise_nonfinite([v for v, flag in enumerate(host[V:]) if flag])
+        num_kept, bad = sum(host[:V]), host[V:]
+    raise_nonfinite([v for v, flag in enumerate(bad) if flag])
 
-    if req.targets is None:
-        indices, mask = topk.select_frames(scores, budgets, offsets, meta, num_kept)
-    else:
+    if req.targets is not None:
         indices, mask, budgets = topk.select_frames_exact(scores, budgets, meta, num_kept)
         counts = meta.targets
+    else:
+        indices, mask = topk.select_frames(scores, budgets, offsets, meta, num_kept)
+        if counts_on_host is not None:
+            counts = torch.tensor(counts_on_host, dtype=torch.int64).to(dev, non_blocking=True)
     kept = gather_op.gather_rows(indices, (x, *req.extras))
     return Compression(
-        indices=indices, features=kept[0], mask=mask, budgets=budgets, counts=counts.clone(),
+        indices=indices, features=kept[0], mask=mask, budgets=budgets.clone(), counts=counts.clone(),
         scores=scores, uniqueness=uniqueness, extras=tuple(kept[1:]), layout=layout, backend="triton",
     )

@@ -23,7 +23,7 @@ from .qwen2_vl import Qwen2VLAdapter
 from .qwen3_vl import Qwen3VLAdapter
 
 ADAPTERS = {t: cls for cls in (Qwen2VLAdapter, Qwen25VLAdapter, Qwen3VLAdapter, LlavaOnevisionAdapter) for t in cls.model_types}
-METHODS = ("vidcom2",)
+from ..api import METHODS
 
 
 def adapter_for(model) -> Adapter:
@@ -37,13 +37,14 @@ def adapter_for(model) -> Adapter:
 
 
 def prune_inputs(model, inputs, retention: float = 0.25, *, exact: bool = False, target=None,
-                 backend: str = "auto") -> dict:
+                 backend: str = "auto", method: str = "vidcom2", frame_budgets=None, quirks: bool = False) -> dict:
     """Compress the videos of ``inputs`` (the processor's output) and return the keyword arguments
     for ``model.generate``: pruned ``input_ids`` and ``attention_mask`` (re-left-padded),
     ``position_ids`` of the kept tokens, and the kept features in the form the installed
     transformers takes (``mm_encoder_outputs`` on 5.18+). On transformers < 5.18 use
     :func:`apply_vidcom2` instead, which also installs the encoder patch those versions need."""
-    pruned = adapter_for(model).prune(model, dict(inputs), Settings(retention, exact, target, backend))
+    settings = Settings(retention, exact, target, backend, method, frame_budgets, quirks)
+    pruned = adapter_for(model).prune(model, dict(inputs), settings)
     if pruned.patches:
         raise RuntimeError(
             "this transformers version re-encodes videos inside forward: use apply_vidcom2(model) "
@@ -88,14 +89,15 @@ class CompressionHandle:
 
 
 def apply_compression(model, method: str = "vidcom2", retention: float = 0.25, *, exact: bool = False,
-                      target=None, backend: str = "auto") -> CompressionHandle:
-    """Compress every video that ``model.generate`` sees, with ``method``."""
+                      target=None, backend: str = "auto", frame_budgets=None, quirks: bool = False) -> CompressionHandle:
+    """Compress every video that ``model.generate`` sees, with ``method`` ("vidcom2" or "dycoke";
+    ``frame_budgets="vidcom2"`` puts VidCom2's frame budgets over DyCoke's token scores)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     adapter_for(model)  # unsupported models fail here, with the list of supported ones
     if getattr(model.generate, "vidcom2_handle", None) is not None:
         raise RuntimeError("this model already has a compression applied; remove() it first")
-    return CompressionHandle(model, Settings(retention, exact, target, backend))
+    return CompressionHandle(model, Settings(retention, exact, target, backend, method, frame_budgets, quirks))
 
 
 def apply_vidcom2(model, retention: float = 0.25, *, exact: bool = False, backend: str = "auto") -> CompressionHandle:
@@ -104,15 +106,17 @@ def apply_vidcom2(model, retention: float = 0.25, *, exact: bool = False, backen
 
 
 def apply_from_env(model):
-    """The lmms-eval convention: ``COMPRESSOR=vidcom2`` (unset or ``none``: nothing) and
-    ``R_RATIO`` (retention, default 0.25); ``VIDCOM2_EXACT=1`` for exact counts. Returns the
-    handle or None."""
+    """The lmms-eval convention: ``COMPRESSOR=vidcom2`` or ``dycoke`` (unset or ``none``: nothing),
+    ``R_RATIO`` (retention, default 0.25; for DyCoke the kept fraction ``1 - p`` of pruned
+    frames), ``VIDCOM2_EXACT=1`` for exact counts, ``FRAME_BUDGETS=vidcom2`` to put VidCom2's frame
+    budgets over DyCoke. Returns the handle or None."""
     method = os.environ.get("COMPRESSOR", "").strip().lower()
     if method in ("", "none"):
         return None
     retention = float(os.environ.get("R_RATIO", "0.25"))
     exact = os.environ.get("VIDCOM2_EXACT", "0") == "1"
-    return apply_compression(model, method, retention, exact=exact)
+    frame_budgets = os.environ.get("FRAME_BUDGETS") or None
+    return apply_compression(model, method, retention, exact=exact, frame_budgets=frame_budgets)
 
 
 __all__ = [

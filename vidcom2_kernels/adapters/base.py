@@ -29,11 +29,14 @@ class Settings:
     exact: bool = False
     target: Optional[object] = None
     backend: str = "auto"
+    method: str = "vidcom2"
+    frame_budgets: Optional[str] = None
+    quirks: bool = False
 
     def compress(self, features, frames, extras=()):
         return vk.compress(
             features, frames, self.retention, exact=self.exact, target=self.target, backend=self.backend,
-            extras=extras,
+            extras=extras, method=self.method, frame_budgets=self.frame_budgets, quirks=self.quirks,
         )
 
 

@@ -72,21 +72,25 @@ class DeviceLayout:
     unit_rows: torch.Tensor
     unit_video: torch.Tensor
     unit_frame: torch.Tensor
+    extra: dict = None  # further per-layout int64 arrays by name (e.g. DyCoke's anchors and budgets)
 
 
 _CACHE: "OrderedDict[tuple, DeviceLayout]" = OrderedDict()
 _CACHE_SIZE = 64
 
 
-def device_layout(layout: VideoLayout, device: torch.device, retention=None, targets=None) -> DeviceLayout:
+def device_layout(layout: VideoLayout, device: torch.device, retention=None, targets=None, **extra) -> DeviceLayout:
     """Build (or fetch from a small LRU cache) the packed metadata of ``layout`` on ``device``.
 
-    ``retention`` (V,) float64 and ``targets`` (V,) int64 are numpy arrays or None.
+    ``retention`` (V,) float64 and ``targets`` (V,) int64 are numpy arrays or None; ``extra``
+    names further int64 arrays to carry in the same copy (``meta.extra[name]``).
     """
     V = layout.num_videos
     retention = np.zeros(V) if retention is None else np.asarray(retention, dtype=np.float64)
     targets = np.zeros(V, dtype=np.int64) if targets is None else np.asarray(targets, dtype=np.int64)
-    key = (layout.key(), str(device), retention.tobytes(), targets.tobytes())
+    extra = {k: np.asarray(v, dtype=np.int64) for k, v in extra.items()}
+    key = (layout.key(), str(device), retention.tobytes(), targets.tobytes(),
+           tuple((k, v.tobytes()) for k, v in sorted(extra.items())))
     hit = _CACHE.get(key)
     if hit is not None:
         _CACHE.move_to_end(key)
@@ -116,6 +120,7 @@ def device_layout(layout: VideoLayout, device: torch.device, retention=None, tar
         "unit_rows": unit_rows,
         "unit_video": layout.frame_video[unit_frame],
         "unit_frame": unit_frame,
+        **{f"extra_{k}": v for k, v in extra.items()},
     }
     packed = np.concatenate([np.asarray(a, dtype=np.int64).ravel() for a in parts.values()])
     host = torch.from_numpy(packed)
@@ -129,7 +134,8 @@ def device_layout(layout: VideoLayout, device: torch.device, retention=None, tar
         views[name] = packed_dev[offset : offset + n]
         offset += n
     views["retention"] = views["retention"].view(torch.float64)
-    out = DeviceLayout(layout=layout, num_units=U, **views)
+    extra_views = {k[len("extra_"):]: views.pop(k) for k in list(views) if k.startswith("extra_")}
+    out = DeviceLayout(layout=layout, num_units=U, **views, extra=extra_views)
     _CACHE[key] = out
     if len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
