@@ -27,7 +27,7 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 from vidcom2_kernels.layout import VideoLayout  # noqa: E402
-from vidcom2_kernels.ops import budgets, centres, channel_stats, dycoke, gather, scores, topk  # noqa: E402
+from vidcom2_kernels.ops import attention_row, budgets, centres, channel_stats, dycoke, gather, scores, topk  # noqa: E402
 
 #: (name, frames, channels, feature dtypes): the shapes the configurations are picked for.
 SHAPES = [
@@ -96,6 +96,11 @@ def _variants(layout: VideoLayout, C: int):
         yield topk.frame_select_kernel, f"find={int(find)} compact={int(compact)}", {"score_ptr": "*fp32", "mask_ptr": "*i1"}, {**cfg, **flags}, w
     w, cfg = split(topk.reconcile_config(layout))
     yield topk.reconcile_kernel, "", {"score_ptr": "*fp32"}, cfg, w
+    for dt in ("bf16", "fp16"):  # decode-time attention row, head dim 128 (Qwen2-VL-7B, LLaVA-OV-7B)
+        w, cfg = split(attention_row.row_config(128))
+        types = {"q_ptr": f"*{dt}", "k_ptr": f"*{dt}", "valid_ptr": "*i8", "out_ptr": "*fp32", "scale": "fp32",
+                 "inv_heads": "fp32", "D": "i32"}
+        yield attention_row.attention_row_kernel, dt, types, cfg, w
 
 
 RESOURCE = re.compile(r"Function (\S+):\s*\n\s*REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")

@@ -256,3 +256,54 @@ def test_env_selects_dycoke(monkeypatch):
         assert handle.settings.method == "dycoke" and handle.settings.frame_budgets == "vidcom2"
     finally:
         handle.remove()
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl", "llava_onevision"])
+def test_dycoke_kv_pruning_ratio_zero_is_identical(family, attn):
+    """Decode-time KV pruning at ratio 0 runs its whole machinery (attention rows, choice) but keeps
+    every visual key: generation is bit-identical."""
+    model = tm.build(family, attn)
+    batch = tm.make_batch(family, model, samples_for(family))
+    with adapters.apply_compression(model, "dycoke", 0.5):
+        plain = generate(model, batch)
+    with adapters.apply_compression(model, "dycoke", 0.5, kv_prune=adapters.KVPrune(0.0, layer=1)) as handle:
+        same = generate(model, batch)
+        assert handle.kv_state.steps == STEPS - 1  # one choice per decoding step
+    assert torch.equal(plain.sequences, same.sequences)
+    for a, b in zip(plain.logits, same.logits):
+        assert torch.equal(a, b)
+
+
+def test_dycoke_kv_pruning_semantics():
+    model = tm.build("qwen2_vl")
+    samples = samples_for("qwen2_vl")
+    batch = tm.make_batch("qwen2_vl", model, samples)
+    with adapters.apply_compression(model, "dycoke", 0.5):
+        plain = generate(model, batch)
+    kv = adapters.KVPrune(0.7, layer=1)
+    with adapters.apply_compression(model, "dycoke", 0.5, kv_prune=kv) as handle:
+        pruned = generate(model, batch)
+        state = handle.kv_state
+        visual = state.visual.sum(1).tolist()
+        assert state.kept == [int(0.3 * v) for v in visual]
+        # kept keys: every non-visual position plus the chosen visual ones
+        nonvisual = (~state.visual).sum(1)
+        assert state.keep.sum(1).tolist() == (nonvisual + torch.tensor(state.kept)).tolist()
+        # rows decide independently: each equals its sample decoded alone
+        for b in range(len(samples)):
+            alone = generate(model, tm.split_batch("qwen2_vl", batch, b, samples))
+            assert torch.equal(pruned.sequences[b, -STEPS:], alone.sequences[0, -STEPS:])
+    assert not all(torch.equal(a, b) for a, b in zip(plain.logits[1:], pruned.logits[1:]))
+    assert torch.equal(plain.logits[0], pruned.logits[0])  # prefill is untouched
+    # a layer past the last one: no layer prunes, nothing changes
+    with adapters.apply_compression(model, "dycoke", 0.5, kv_prune=adapters.KVPrune(0.7, layer=99)):
+        late = generate(model, batch)
+    assert torch.equal(plain.sequences, late.sequences)
+
+
+def test_kv_prune_arguments():
+    with pytest.raises(ValueError, match=r"kv ratio must be in \[0, 1\)"):
+        adapters.KVPrune(1.0)
+    with pytest.raises(ValueError, match="kv layer must be >= 0"):
+        adapters.KVPrune(0.5, layer=-1)

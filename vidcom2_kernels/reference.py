@@ -187,6 +187,16 @@ def dycoke_order(features, frames, retention=0.3, quirks=True) -> list:
     return out
 
 
+def last_query_attention(q: torch.Tensor, k: torch.Tensor, valid: torch.Tensor, scale: float) -> torch.Tensor:
+    """Reference twin of the attention-row kernel: q (B, H, D), k (B, Hkv, S, D), valid (B, S).
+    (B, S) float32 softmax attention of the query over the valid keys, averaged over heads."""
+    B, H, D = q.shape
+    k = k.float().repeat_interleave(H // k.shape[1], dim=1)  # grouped-query: one key head per group
+    scores = torch.einsum("bhd,bhsd->bhs", q.float(), k) * scale
+    scores = scores.masked_fill(~valid[:, None, :], float("-inf"))
+    return torch.softmax(scores, dim=-1).nan_to_num(0.0).mean(dim=1)
+
+
 def method_scores_and_budgets(req, x, layout):
     """Token scores, frame uniqueness and per-frame budgets of the request's method."""
     if req.method == "vidcom2" or req.dycoke_fca:

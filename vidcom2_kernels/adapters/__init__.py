@@ -13,10 +13,12 @@ Supported: transformers 5.17 (precomputed features through a scoped patch of
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 
 from .base import Adapter, Pruned, Settings, installed
+from .kv_prune import KVPrune, kv_pruning
 from .llava_onevision import LlavaOnevisionAdapter
 from .qwen2_5_vl import Qwen25VLAdapter
 from .qwen2_vl import Qwen2VLAdapter
@@ -57,8 +59,8 @@ class CompressionHandle:
     """Undo handle of :func:`apply_vidcom2`; also a context manager. ``last`` holds the most recent
     :class:`~vidcom2_kernels.adapters.base.Pruned` (token counts, the Compression)."""
 
-    def __init__(self, model, settings: Settings):
-        self.model, self.settings, self.last = model, settings, None
+    def __init__(self, model, settings: Settings, kv: KVPrune | None = None):
+        self.model, self.settings, self.kv, self.last, self.kv_state = model, settings, kv, None, None
         self.adapter = adapter_for(model)
         original = model.generate
 
@@ -68,7 +70,12 @@ class CompressionHandle:
                 kwargs = {**dict(zip(("input_ids",), args)), **kwargs}
                 args = args[1:]
             self.last = self.adapter.prune(model, kwargs, self.settings)
-            with installed(self.last.patches):
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(installed(self.last.patches))
+                ids = self.last.kwargs.get("input_ids")
+                if self.kv is not None and ids is not None:
+                    visual = ids == self.adapter.video_token_id(model)
+                    self.kv_state = stack.enter_context(kv_pruning(model, self.kv, visual, self.settings.backend))
                 return original(*args, **self.last.kwargs)
 
         generate.vidcom2_handle = self
@@ -89,15 +96,18 @@ class CompressionHandle:
 
 
 def apply_compression(model, method: str = "vidcom2", retention: float = 0.25, *, exact: bool = False,
-                      target=None, backend: str = "auto", frame_budgets=None, quirks: bool = False) -> CompressionHandle:
+                      target=None, backend: str = "auto", frame_budgets=None, quirks: bool = False,
+                      kv_prune: KVPrune | None = None) -> CompressionHandle:
     """Compress every video that ``model.generate`` sees, with ``method`` ("vidcom2" or "dycoke";
-    ``frame_budgets="vidcom2"`` puts VidCom2's frame budgets over DyCoke's token scores)."""
+    ``frame_budgets="vidcom2"`` puts VidCom2's frame budgets over DyCoke's token scores).
+    ``kv_prune=KVPrune(ratio, layer, drift)`` adds DyCoke's decode-time KV-cache pruning
+    (:mod:`vidcom2_kernels.adapters.kv_prune`); it works with sdpa, eager and flash-attn."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     adapter_for(model)  # unsupported models fail here, with the list of supported ones
     if getattr(model.generate, "vidcom2_handle", None) is not None:
         raise RuntimeError("this model already has a compression applied; remove() it first")
-    return CompressionHandle(model, Settings(retention, exact, target, backend, method, frame_budgets, quirks))
+    return CompressionHandle(model, Settings(retention, exact, target, backend, method, frame_budgets, quirks), kv_prune)
 
 
 def apply_vidcom2(model, retention: float = 0.25, *, exact: bool = False, backend: str = "auto") -> CompressionHandle:
@@ -122,6 +132,7 @@ def apply_from_env(model):
 __all__ = [
     "ADAPTERS",
     "Adapter",
+    "KVPrune",
     "CompressionHandle",
     "Pruned",
     "adapter_for",

@@ -1,0 +1,197 @@
+"""DyCoke's second stage: pruning the visual part of the KV cache during decoding, without eager
+attention weights.
+
+Semantics (per decoding step, i.e. every forward with a single query token; prefill untouched):
+
+1. at decoder layer ``layer``, the attention of the current query over the cached keys is computed
+   from q and K by a small kernel (:func:`vidcom2_kernels.ops.attention_row.attention_row`),
+   softmax over the valid keys, averaged over heads;
+2. if no choice exists yet, or the cosine similarity of that attention over the visual positions
+   with the attention at the last choice is below ``drift`` (0.9), the kept visual positions are
+   chosen again: the ``int((1 - ratio) * V)`` visual tokens of highest attention (lower index first
+   on ties), with VidCom2's selection kernels;
+3. layers ``layer`` and deeper attend to all non-visual keys and the kept visual keys only; layers
+   before ``layer`` see everything.
+
+It plugs in as a registered attention function wrapping the model's own (sdpa, eager or
+flash-attn): q and K arrive already rotated, whatever the family. At ``ratio=0`` every visual token
+is kept and no mask is touched, so generation is bit-identical. All of it runs on the device with no
+host sync per step (the kept counts are known on the host from the prompt).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+import vidcom2_kernels as vk
+
+_ACTIVE: list = []  # the KVPruneState of the generate() call in progress
+
+
+@dataclass
+class KVPrune:
+    """DyCoke's KV-cache pruning settings: ``ratio`` (p_kv) of the visual tokens dropped from layer
+    ``layer`` on, re-chosen when the attention drifts (cosine below ``drift``)."""
+
+    ratio: float = 0.7
+    layer: int = 3
+    drift: float = 0.9
+
+    def __post_init__(self):
+        if not (0.0 <= self.ratio < 1.0):
+            raise ValueError(f"kv ratio must be in [0, 1), got {self.ratio}")
+        if self.layer < 0:
+            raise ValueError(f"kv layer must be >= 0, got {self.layer}")
+
+
+class KVPruneState:
+    """The choice carried across the decoding steps of one generate() call."""
+
+    def __init__(self, config: KVPrune, visual: torch.Tensor, backend: str = "auto"):
+        self.config, self.backend = config, backend
+        self.visual = visual.bool()  # (B, L_prompt): visual positions of the pruned prompt
+        self.keep = None  # (B, L_prompt) bool: kept positions (all non-visual ones are kept)
+        self.ref = None  # (sum V_b,) attention over the visual positions at the last choice
+        self.steps = 0
+        self._plan(self.visual)
+
+    def _plan(self, visual: torch.Tensor) -> None:
+        """Host-side constants of a batch: per-row visual counts and kept counts, flat indices."""
+        counts = visual.sum(dim=1).tolist()  # once per generate() call, before decoding
+        self.frames = [(1, max(1, n)) for n in counts]
+        self.kept = [int((1.0 - self.config.ratio) * n) if n else 1 for n in counts]
+        self.prunes = any(k < n for k, n in zip(self.kept, counts))
+        B, L = visual.shape
+        flat = np.flatnonzero(visual.cpu().numpy().reshape(-1))
+        self.flat_index = torch.from_numpy(flat).to(visual.device)
+        self.row_of = torch.from_numpy(flat // L).to(visual.device)
+        self.has_visual = all(counts)
+
+    def _expand(self, batch: int) -> None:
+        """generate() repeats rows for beams / several return sequences: follow it."""
+        if batch != self.visual.shape[0]:
+            factor = batch // self.visual.shape[0]
+            self.visual = self.visual.repeat_interleave(factor, dim=0)
+            self.keep = None if self.keep is None else self.keep.repeat_interleave(factor, dim=0)
+            self.ref = None
+            self._plan(self.visual)
+
+    def update(self, query, key, valid, scale) -> None:
+        """Layer ``layer`` of a decoding step: the attention row, then the (re-)choice."""
+        self._expand(query.shape[0])
+        if not self.has_visual:
+            return
+        from ..ops.attention_row import attention_row
+        from ..reference import last_query_attention
+
+        row_fn = attention_row if (query.is_cuda or _interpreting()) and vk.api.triton_available() else last_query_attention
+        att = row_fn(query[:, :, 0, :], key, valid, scale)  # (B, S)
+        L = self.visual.shape[1]
+        att_vis = att[:, :L].reshape(-1).index_select(0, self.flat_index)  # (sum V_b,)
+        chosen = vk.select_tokens(
+            -att_vis, self.frames, torch.tensor(self.kept, device=att.device), target=self.kept, backend=self.backend
+        ).mask
+        new_keep = ~self.visual.clone()
+        new_keep.view(-1).index_copy_(0, self.flat_index, chosen)
+        if self.keep is None:
+            self.keep, self.ref = new_keep, att_vis
+        else:
+            B = self.visual.shape[0]
+            dot = torch.zeros(B, device=att.device).index_add_(0, self.row_of, att_vis * self.ref)
+            n1 = torch.zeros(B, device=att.device).index_add_(0, self.row_of, att_vis * att_vis)
+            n2 = torch.zeros(B, device=att.device).index_add_(0, self.row_of, self.ref * self.ref)
+            redo = dot / (n1.sqrt() * n2.sqrt()).clamp_min(1e-12) < self.config.drift  # (B,)
+            self.keep = torch.where(redo[:, None], new_keep, self.keep)
+            self.ref = torch.where(redo.index_select(0, self.row_of), att_vis, self.ref)
+        self.steps += 1
+
+    def key_mask(self, S: int, device) -> torch.Tensor:
+        """(B, S) bool over the keys of this step: the choice, then every generated token."""
+        tail = torch.ones((self.keep.shape[0], S - self.keep.shape[1]), dtype=torch.bool, device=device)
+        return torch.cat([self.keep, tail], dim=1)
+
+
+def _interpreting() -> bool:
+    import os
+
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _valid_keys(attention_mask, B: int, S: int, device) -> torch.Tensor:
+    """(B, S) bool keys the current query may attend to, from the mask the model passes:
+    None (all), a 4-D bool or additive float mask (its last query row), or a 2-D padding mask."""
+    if attention_mask is None:
+        return torch.ones((B, S), dtype=torch.bool, device=device)
+    m = attention_mask[:, 0, -1, :] if attention_mask.dim() == 4 else attention_mask
+    m = m[:, -S:]
+    if m.dtype == torch.bool:
+        valid = m
+    elif m.dtype.is_floating_point and attention_mask.dim() == 4:
+        valid = m > torch.finfo(m.dtype).min / 2  # additive: 0 attends, the lowest float does not
+    else:
+        valid = m != 0
+    return valid.expand(B, S)
+
+
+def _restrict(attention_mask, keep: torch.Tensor, query):
+    """The model's mask with the pruned keys removed, in the mask's own form."""
+    B, S = keep.shape
+    if attention_mask is None:
+        return keep[:, None, None, :]
+    if attention_mask.dim() == 2:  # flash-attn padding mask
+        return attention_mask * keep.to(attention_mask.dtype)
+    if attention_mask.dtype == torch.bool:
+        return attention_mask & keep[:, None, None, -attention_mask.shape[-1]:]
+    lowest = torch.finfo(attention_mask.dtype).min
+    return attention_mask.masked_fill(~keep[:, None, None, -attention_mask.shape[-1]:], lowest)
+
+
+def wrap_attention(base_name: str):
+    """An attention function that applies the active KV pruning, then calls ``base_name``'s."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    def attention(module, query, key, value, attention_mask, **kwargs):
+        base = ALL_ATTENTION_FUNCTIONS[base_name] if base_name != "eager" else _eager(module)
+        state = _ACTIVE[-1] if _ACTIVE else None
+        layer = getattr(module, "layer_idx", None)
+        if state is not None and layer is not None and query.shape[2] == 1 and layer >= state.config.layer:
+            S = key.shape[2]
+            if layer == state.config.layer:
+                valid = _valid_keys(attention_mask, query.shape[0], S, query.device)
+                state.update(query, key, valid, getattr(module, "scaling", query.shape[-1] ** -0.5))
+            if state.prunes and state.keep is not None:
+                attention_mask = _restrict(attention_mask, state.key_mask(S, query.device), query)
+        return base(module, query, key, value, attention_mask, **kwargs)
+
+    return attention
+
+
+def _eager(module):
+    import sys
+
+    return getattr(sys.modules[type(module).__module__], "eager_attention_forward")
+
+
+@contextlib.contextmanager
+def kv_pruning(model, config: KVPrune, visual: torch.Tensor, backend: str = "auto"):
+    """While active, decoding steps of ``model`` prune the visual KV cache as described above."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+    text_config = model.config.get_text_config()
+    base = text_config._attn_implementation or "sdpa"
+    name = f"vidcom2_dycoke_kv_{base}"
+    AttentionInterface.register(name, wrap_attention(base))
+    AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])
+    state = KVPruneState(config, visual, backend)
+    _ACTIVE.append(state)
+    text_config._attn_implementation = name
+    try:
+        yield state
+    finally:
+        text_config._attn_implementation = base
+        _ACTIVE.remove(state)
