@@ -151,26 +151,31 @@ def score_tokens(features: torch.Tensor, layout: VideoLayout, keep: torch.Tensor
     return _scores(features, layout, keep)
 
 
-def dycoke_similarity(features: torch.Tensor, layout: VideoLayout, anchors: np.ndarray) -> torch.Tensor:
-    """(N,) DyCoke scores: cosine similarity with the same-position token of the frame's anchor
-    (0 without one). Per video: one batched gather of the anchor frames, chunked."""
+def dycoke_similarity(features: torch.Tensor, layout: VideoLayout, anchors: np.ndarray):
+    """DyCoke's scores (N,): cosine similarity with the same-position token of the frame's anchor
+    (0 without one); and (V,) bool, True where a video has a row that is not finite (NaN and Inf
+    reach the row's norm, so no separate pass over the features is needed).
+    Per video: one batched gather of the anchor frames, chunked."""
     from .reference import COSINE_EPS
 
-    out = []
+    scores, nonfinite = [], []
     for v in range(layout.num_videos):
         f_start = int(layout.frame_start[v])
         local = torch.from_numpy(anchors[f_start : int(layout.frame_start[v + 1])] - f_start).to(features.device)
         video = features[int(layout.row_start[v]) : int(layout.row_start[v + 1])]
         video = video.view(int(layout.num_frames[v]), int(layout.tokens_per_frame[v]), -1)
-        f0 = 0
+        f0, bad = 0, []
         for x in _video_chunks(features, layout, v):
             a = local[f0 : f0 + x.shape[0]]
             f0 += x.shape[0]
             y = video.index_select(0, a.clamp(min=0)).float()
-            norms = torch.linalg.vector_norm(x, dim=2).clamp_min(COSINE_EPS) * torch.linalg.vector_norm(y, dim=2).clamp_min(COSINE_EPS)
+            x_norm = torch.linalg.vector_norm(x, dim=2)
+            bad.append(~torch.isfinite(x_norm).all())
+            norms = x_norm.clamp_min(COSINE_EPS) * torch.linalg.vector_norm(y, dim=2).clamp_min(COSINE_EPS)
             sim = torch.einsum("ftc,ftc->ft", x, y) / norms
-            out.append(torch.where((a >= 0)[:, None], sim, torch.zeros_like(sim)).flatten())
-    return nan_as_inf(torch.cat(out))
+            scores.append(torch.where((a >= 0)[:, None], sim, torch.zeros_like(sim)).flatten())
+        nonfinite.append(torch.stack(bad).any())
+    return nan_as_inf(torch.cat(scores)), torch.stack(nonfinite)
 
 
 # ---------------------------------------------------------------------------------- step 5
@@ -286,10 +291,9 @@ def compress_request(req):
     if req.method == "dycoke":
         from .dycoke import anchor_frames, dycoke_budgets
 
+        scores, bad = dycoke_similarity(x, layout, anchor_frames(layout, fca=req.dycoke_fca))
         if req.validate and nonfinite is None:
-            finite_rows = torch.isfinite(x).all(dim=1).long()
-            nonfinite = _segment_sum(finite_rows, ids.row_video, layout.num_videos) < ids.video_tokens
-        scores = dycoke_similarity(x, layout, anchor_frames(layout, fca=req.dycoke_fca))
+            nonfinite = bad
         if not req.dycoke_fca:
             uniqueness = torch.zeros(layout.total_frames, device=x.device)
             host_budgets = dycoke_budgets(layout, req.retention, req.quirks)
