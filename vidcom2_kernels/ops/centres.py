@@ -19,7 +19,7 @@ import triton.language as tl
 
 from ..buffers import new_output
 from ..constants import NORM_EPS
-from .common import UNIT_ROWS, DeviceLayout
+from .common import UNIT_ROWS, DeviceLayout, unit_rows
 
 
 @triton.jit
@@ -29,12 +29,8 @@ def centre_partials_kernel(
     C, stride_n, stride_c, eps,
     BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    i_u = tl.program_id(0)
-    row0 = tl.load(unit_row_start_ptr + i_u)
-    n_rows = tl.load(unit_rows_ptr + i_u)
+    i_u, row0, o_n, m_n = unit_rows(unit_row_start_ptr, unit_rows_ptr, BLOCK_N)
     i_v = tl.load(unit_video_ptr + i_u)
-    o_n = tl.arange(0, BLOCK_N)
-    m_n = o_n < n_rows
     p_rows = x_ptr + (row0 + o_n).to(tl.int64)[:, None] * stride_n
     p_keep = keep_ptr + i_v * C
     sumsq = tl.zeros([BLOCK_N], dtype=tl.float32)

@@ -47,6 +47,15 @@ def key_at_most(bits, rows, bits_max, row_max):
     return (bits < bits_max) | ((bits == bits_max) & (rows <= row_max))
 
 
+@triton.jit
+def unit_rows(unit_row_start_ptr, unit_rows_ptr, BLOCK_N: tl.constexpr):
+    """This program's row unit (<= BLOCK_N rows of one frame): its index, first row, the
+    (BLOCK_N,) row offsets inside the unit and their mask."""
+    i_u = tl.program_id(0)
+    o_n = tl.arange(0, BLOCK_N)
+    return i_u, tl.load(unit_row_start_ptr + i_u), o_n, o_n < tl.load(unit_rows_ptr + i_u)
+
+
 @dataclass
 class DeviceLayout:
     """A :class:`VideoLayout` on the device: int64 views into one packed tensor.

@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from ..buffers import new_output
-from .common import UNIT_ROWS, DeviceLayout
+from .common import UNIT_ROWS, DeviceLayout, unit_rows
 
 COSINE_EPS = 1e-8
 
@@ -26,17 +26,13 @@ def dycoke_similarity_kernel(
     C, stride_n, stride_c, eps,
     BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    i_u = tl.program_id(0)
-    row0 = tl.load(unit_row_start_ptr + i_u)
-    n_rows = tl.load(unit_rows_ptr + i_u)
+    i_u, row0, o_n, m_n = unit_rows(unit_row_start_ptr, unit_rows_ptr, BLOCK_N)
     i_v = tl.load(unit_video_ptr + i_u)
     i_f = tl.load(unit_frame_ptr + i_u)
     anchor = tl.load(anchor_ptr + i_f)
     has_anchor = anchor >= 0
     # rows of the anchor frame at the same positions (the unit's own rows when there is none)
     shift = tl.where(has_anchor, tl.load(frame_row_start_ptr + tl.maximum(anchor, 0)) - tl.load(frame_row_start_ptr + i_f), 0)
-    o_n = tl.arange(0, BLOCK_N)
-    m_n = o_n < n_rows
     p_x = x_ptr + (row0 + o_n).to(tl.int64)[:, None] * stride_n
     p_y = x_ptr + (row0 + shift + o_n).to(tl.int64)[:, None] * stride_n
     dot = tl.zeros([BLOCK_N], dtype=tl.float32)
