@@ -3,9 +3,9 @@ videos of different sizes: exactness at retention 1.0, batched rows equal solo r
 rope_deltas, caches and beams, remove(), errors."""
 
 import pytest
+import tiny_models as tm
 import torch
 
-import tiny_models as tm
 from vidcom2_kernels import adapters
 from vidcom2_kernels.adapters.base import Settings, accepts_encoder_outputs, installed
 

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from helpers import random_features
 
 import vidcom2_kernels as vk
-from helpers import random_features
 from vidcom2_kernels import reference
 
 BACKENDS = ["torch", "triton"]

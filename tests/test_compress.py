@@ -4,8 +4,6 @@ all dtypes, multi-video batches, both count modes and per-video retentions."""
 import numpy as np
 import pytest
 import torch
-
-import vidcom2_kernels as vk
 from helpers import (
     assert_matches_reference,
     exact_target_array,
@@ -16,6 +14,8 @@ from helpers import (
     repeated_frames,
     scene_cuts,
 )
+
+import vidcom2_kernels as vk
 
 BACKENDS = ["torch", "triton"]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -105,7 +105,7 @@ def test_videos_are_independent(backend, device):
     x = random_features(frames, 14, seed=9)
     batch = vk.compress(x.to(device), frames, 0.4, backend=backend)
     start = 0
-    for v, (F, T) in enumerate(frames):
+    for F, T in frames:
         alone = vk.compress(x[start : start + F * T].to(device), T, 0.4, backend=backend)
         got = batch.indices[batch.indices.ge(start) & batch.indices.lt(start + F * T)] - start
         assert torch.equal(got.cpu(), alone.indices.cpu())

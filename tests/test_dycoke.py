@@ -5,9 +5,9 @@ VidCom2's frame budgets; the released code's quirks by hand; sync budget; bad in
 import numpy as np
 import pytest
 import torch
+from helpers import random_features, repeated_frames, scene_cuts
 
 import vidcom2_kernels as vk
-from helpers import random_features, repeated_frames, scene_cuts
 from vidcom2_kernels import reference
 from vidcom2_kernels.dycoke import anchor_frames, dycoke_budgets
 from vidcom2_kernels.layout import parse_frames

@@ -5,9 +5,9 @@ random weights), compressed by every backend and compared with the reference."""
 import numpy as np
 import pytest
 import torch
+from helpers import assert_matches_reference, exact_target_array, reference_pair
 
 import vidcom2_kernels as vk
-from helpers import assert_matches_reference, exact_target_array, reference_pair
 from vidcom2_kernels.video import decode_frames, sample_clip_path, synthetic_clip
 from vidcom2_kernels.vision import build_qwen2vl_tower, encode, qwen2vl_patches
 

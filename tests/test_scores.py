@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from helpers import SCORE_ATOL, random_features
 
 import vidcom2_kernels as vk
-from helpers import SCORE_ATOL, random_features
 from vidcom2_kernels import reference
 
 BACKENDS = ["torch", "triton"]

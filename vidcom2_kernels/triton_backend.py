@@ -17,11 +17,10 @@ import torch
 from .layout import VideoLayout
 from .ops import budgets as budgets_op
 from .ops import centres as centres_op
-from .ops import channel_stats
+from .ops import channel_stats, topk
 from .ops import dycoke as dycoke_op
 from .ops import gather as gather_op
 from .ops import scores as scores_op
-from .ops import topk
 from .ops.common import device_layout
 
 #: Rows are addressed with int64 offsets, but the key bisection packs row numbers in int64 too and

@@ -17,6 +17,7 @@ import contextlib
 import functools
 import os
 
+from ..api import METHODS
 from .base import Adapter, Pruned, Settings, installed
 from .kv_prune import KVPrune, kv_pruning
 from .llava_onevision import LlavaOnevisionAdapter
@@ -25,7 +26,6 @@ from .qwen2_vl import Qwen2VLAdapter
 from .qwen3_vl import Qwen3VLAdapter
 
 ADAPTERS = {t: cls for cls in (Qwen2VLAdapter, Qwen25VLAdapter, Qwen3VLAdapter, LlavaOnevisionAdapter) for t in cls.model_types}
-from ..api import METHODS
 
 
 def adapter_for(model) -> Adapter:

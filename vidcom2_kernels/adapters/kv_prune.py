@@ -173,7 +173,7 @@ def wrap_attention(base_name: str):
 def _eager(module):
     import sys
 
-    return getattr(sys.modules[type(module).__module__], "eager_attention_forward")
+    return sys.modules[type(module).__module__].eager_attention_forward
 
 
 @contextlib.contextmanager
