@@ -24,14 +24,23 @@ import torch  # noqa: E402
 
 from vidcom2_kernels import adapters  # noqa: E402
 
-VIDEO_TOKEN, START, END = 151656, 151652, 151653  # Qwen2-VL's ids
 
 SIZES = {
     # text: hidden, layers, heads, kv heads, intermediate; vision: embed, depth, heads
-    "tiny": dict(text=(64, 2, 4, 2, 128), vision=(32, 1, 2), vocab=152064),
-    "small": dict(text=(512, 4, 8, 2, 1024), vision=(256, 4, 4), vocab=152064),
+    # the small ones have a 16k vocabulary so the output head does not dwarf their few layers
+    # (in the 7B model it is about a tenth of a decoding step)
+    "tiny": dict(text=(64, 2, 4, 2, 128), vision=(32, 1, 2), vocab=16384),
+    "small": dict(text=(512, 4, 8, 2, 1024), vision=(256, 4, 4), vocab=16384),
     "7b": dict(text=(3584, 28, 28, 4, 18944), vision=(1280, 32, 16), vocab=152064),
 }
+
+
+def special_ids(size: str) -> dict:
+    """Qwen2-VL's own ids for the 7B size, the top of the vocabulary for the small ones."""
+    if SIZES[size]["vocab"] > 151656:
+        return dict(image_token_id=151655, video_token_id=151656, vision_start_token_id=151652, vision_end_token_id=151653)
+    top = SIZES[size]["vocab"]
+    return dict(image_token_id=top - 4, video_token_id=top - 3, vision_start_token_id=top - 2, vision_end_token_id=top - 1)
 
 
 def build_model(size: str, device, dtype, attn: str):
@@ -45,6 +54,7 @@ def build_model(size: str, device, dtype, attn: str):
                          rope_parameters={"rope_type": "default", "rope_theta": 1e6,
                                           "mrope_section": [h // heads // 8, h // heads // 16 * 3, h // heads // 16 * 3]}),
         vision_config=dict(embed_dim=ve, depth=vd, num_heads=vh, hidden_size=h),
+        **special_ids(size),
     )
     cfg._attn_implementation = attn
     torch.manual_seed(0)
@@ -55,11 +65,13 @@ def build_model(size: str, device, dtype, attn: str):
     return model
 
 
-def make_inputs(batch: int, frames: int, height: int, width: int, device, dtype):
+def make_inputs(model, batch: int, frames: int, height: int, width: int, device, dtype):
     """A prompt of text, one video of ``frames`` frames at height x width pixels, more text."""
     t, h, w = frames // 2, height // 14, width // 14
     per_video = t * h * w // 4
-    row = [100, 101, 102, START] + [VIDEO_TOKEN] * per_video + [END] + list(range(200, 220))
+    cfg = model.config
+    row = [100, 101, 102, cfg.vision_start_token_id] + [cfg.video_token_id] * per_video
+    row += [cfg.vision_end_token_id] + list(range(200, 220))
     ids = torch.tensor([row] * batch, device=device)
     g = torch.Generator().manual_seed(1)
     return {
@@ -67,7 +79,7 @@ def make_inputs(batch: int, frames: int, height: int, width: int, device, dtype)
         "attention_mask": torch.ones_like(ids),
         "pixel_values_videos": torch.randn(batch * t * h * w, 3 * 2 * 14 * 14, generator=g).to(device, dtype),
         "video_grid_thw": torch.tensor([[t, h, w]] * batch, device=device),
-        "mm_token_type_ids": (ids == VIDEO_TOKEN).int() * 2,
+        "mm_token_type_ids": (ids == cfg.video_token_id).int() * 2,
     }
 
 
@@ -136,8 +148,8 @@ def run(args) -> list[dict]:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     rows = []
     for batch in args.batch:
-        inputs = make_inputs(batch, args.frames, args.height, args.width, device, dtype)
-        video_tokens = int((inputs["input_ids"] == VIDEO_TOKEN).sum()) // batch
+        inputs = make_inputs(model, batch, args.frames, args.height, args.width, device, dtype)
+        video_tokens = int((inputs["input_ids"] == model.config.video_token_id).sum()) // batch
         for setting in ["none"] + [str(r) for r in args.retentions]:
             if setting == "none":
                 handle, prompt, seen = None, inputs["input_ids"].shape[1], video_tokens
