@@ -24,7 +24,6 @@ import torch  # noqa: E402
 
 from vidcom2_kernels import adapters  # noqa: E402
 
-
 SIZES = {
     # text: hidden, layers, heads, kv heads, intermediate; vision: embed, depth, heads
     # the small ones have a 16k vocabulary so the output head does not dwarf their few layers

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import torch
 
 from .api import _backend_module, check_extras, check_features, resolve_backend
-from .layout import FramesSpec, VideoLayout, exact_targets, parse_frames, parse_retention, parse_target
+from .layout import FramesSpec, VideoLayout, parse_frames, parse_retention, parse_target
 
 
 class Selection(NamedTuple):
@@ -137,5 +137,4 @@ __all__ = [
     "frame_budgets",
     "select_tokens",
     "gather_rows",
-    "exact_targets",
 ]

@@ -23,8 +23,8 @@ from .ops import gather as gather_op
 from .ops import scores as scores_op
 from .ops.common import device_layout
 
-#: Rows are addressed with int64 offsets, but the key bisection packs row numbers in int64 too and
-#: indices are int64: this bound only keeps the (N,) buffers reasonable.
+#: Element offsets are int64 everywhere; row numbers inside a video are divided in 32 bits (the
+#: frame of a row in the reconcile), so a batch stays below 2**31 rows.
 MAX_ROWS = 2**31 - 1
 
 
