@@ -19,8 +19,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
+from results_md import update_section, write_csv  # noqa: E402
 
 from vidcom2_kernels import adapters  # noqa: E402
 
@@ -188,6 +190,7 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--attn", default="auto", choices=["auto", "sdpa", "eager", "flash_attention_2"])
     p.add_argument("--csv", default="bench/results_e2e.csv")
+    p.add_argument("--results", default="bench/RESULTS.md", help="table written here on a GPU")
     args = p.parse_args(argv)
     args.size = args.size or ("7b" if args.device == "cuda" else "small")
     return args
@@ -197,11 +200,15 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     rows = run(args)
     if args.csv:
-        keys = list(rows[0])
-        with open(args.csv, "w") as f:
-            f.write(",".join(keys) + "\n")
-            for r in rows:
-                f.write(",".join(str(r[k]) for k in keys) + "\n")
+        write_csv(args.csv, rows)
+    if args.results and args.device == "cuda":
+        name = rows[0]["device"]
+        lines = [f"### {name}, Qwen2-VL {args.size} random weights bf16, `python bench/bench_e2e.py`", "",
+                 "| attention | batch | setting | prompt tokens | video tokens | TTFT ms | LLM ms | total ms | peak GB |",
+                 "|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['attn']} | {r['batch']} | {r['setting']} | {r['prompt_tokens']} | {r['video_tokens']} | "
+                  f"{r['ttft_ms']:.1f} | {r['llm_ms']:.1f} | {r['total_ms']:.1f} | {r['peak_gb']:.2f} |" for r in rows]
+        update_section(args.results, f"bench_e2e {name} {args.size}", lines)
     return 0
 
 

@@ -20,8 +20,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
+from results_md import update_section, write_csv  # noqa: E402
 
 import vidcom2_kernels as vk  # noqa: E402
 from vidcom2_kernels import reference  # noqa: E402
@@ -136,14 +138,10 @@ def run(shapes, device, dtype, repeats, copies):
 def write_outputs(name, bw, rows, csv_path, results_path):
     keys = ["device", "shape", "method", "tokens", "channels", "kept", "ms", "gbps", "floor_ms", "x_floor",
             "peak_extra_mb", "host_reads", "note"]
-    with open(csv_path, "w") as f:
-        f.write(",".join(keys) + "\n")
-        for r in rows:
-            f.write(",".join(str(r.get(k, "")) for k in keys) + "\n")
+    write_csv(csv_path, rows, keys)
     if not results_path:
         return
-    begin, end = f"<!-- bench_gpu {name} begin -->", f"<!-- bench_gpu {name} end -->"
-    lines = [begin, f"### {name} (copy bandwidth {bw / 1e9:.0f} GB/s), `python bench/bench_gpu.py`", "",
+    lines = [f"### {name} (copy bandwidth {bw / 1e9:.0f} GB/s), `python bench/bench_gpu.py`", "",
              "| shape | method | median ms | GB/s | x floor | vs reference | peak extra MB | host reads |",
              "|---|---|---|---|---|---|---|---|"]
     ref_ms = {(r["shape"], r["method"].startswith("dycoke")): r["ms"] for r in rows if r["method"].endswith("reference")}
@@ -155,14 +153,7 @@ def write_outputs(name, bw, rows, csv_path, results_path):
             f"{r.get('x_floor', float('nan')):.1f} | {speed:.1f}x | {r.get('peak_extra_mb', float('nan')):.0f} | "
             f"{r.get('host_reads', '')} |"
         )
-    lines.append(end)
-    text = open(results_path).read() if os.path.exists(results_path) else "# Results\n"
-    if begin in text:
-        text = text[: text.index(begin)] + "\n".join(lines) + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + "\n".join(lines) + "\n"
-    with open(results_path, "w") as f:
-        f.write(text)
+    update_section(results_path, f"bench_gpu {name}", lines)
 
 
 def main(argv=None) -> int:

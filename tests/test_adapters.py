@@ -307,3 +307,56 @@ def test_kv_prune_arguments():
         adapters.KVPrune(1.0)
     with pytest.raises(ValueError, match="kv layer must be >= 0"):
         adapters.KVPrune(0.5, layer=-1)
+
+
+MIXED_ROWS = {
+    "image+video": [1, 5, ("image", (4, 4)), 6, ("video", (2, 4, 6)), 7, 8],
+    "two videos": [1, 9, ("video", (2, 4, 4)), 10, ("video", (3, 4, 6)), 11],
+    "one video": [1, 12, ("video", (2, 6, 4)), 13, 14, 15],
+    "text only": [1, 16, 17, 18, 19],
+}
+
+
+@pytest.mark.parametrize("rows", [["image+video", "one video"], ["two videos", "text only"], ["text only", "image+video"]],
+                         ids=lambda r: " | ".join(r))
+def test_images_several_videos_and_text_only_rows(rows):
+    """Images stay whole, several videos in one sample are compressed each, samples without video
+    ride along; every row equals that sample alone, and retention 1.0 changes nothing."""
+    model = tm.build("qwen2_vl")
+    batch = tm.make_mixed_batch(model, [MIXED_ROWS[r] for r in rows])
+    plain = generate(model, batch)
+    with adapters.apply_vidcom2(model, 1.0, exact=True):
+        assert torch.equal(generate(model, batch).sequences, plain.sequences)
+    image_tokens = int((batch["input_ids"] == tm.IDS["image_token_id"]).sum())
+    with adapters.apply_vidcom2(model, 0.5) as handle:
+        together = generate(model, batch)
+        pruned_ids = handle.last.kwargs["input_ids"]
+        assert int((pruned_ids == tm.IDS["image_token_id"]).sum()) == image_tokens
+        assert handle.last.video_tokens_after < handle.last.video_tokens_before
+        assert len(handle.last.compression.counts) == int(batch["video_grid_thw"].shape[0])
+        for b in range(len(rows)):
+            alone = generate(model, _nth_sample(model, rows, b))
+            assert torch.equal(together.sequences[b, -STEPS:], alone.sequences[0, -STEPS:])
+            for step_batch, step_alone in zip(together.logits, alone.logits):
+                torch.testing.assert_close(step_batch[b], step_alone[0], atol=1e-5, rtol=0)
+
+
+def _nth_sample(model, rows, b):
+    """Sample b of a mixed batch on its own, with the same media it had in the batch (the pixel
+    generator runs through the earlier rows' media first)."""
+    full = tm.make_mixed_batch(model, [MIXED_ROWS[r] for r in rows])
+    keep = full["attention_mask"][b].bool()
+    out = {k: full[k][b, keep][None] for k in ("input_ids", "attention_mask", "mm_token_type_ids")}
+    for kind, pixels_key, grid_key in (("video", "pixel_values_videos", "video_grid_thw"),
+                                       ("image", "pixel_values", "image_grid_thw")):
+        if grid_key not in full:
+            continue
+        per_row = [sum(1 for p in MIXED_ROWS[r] if isinstance(p, tuple) and p[0] == kind) for r in rows]
+        first, count = sum(per_row[:b]), per_row[b]
+        if count == 0:
+            continue
+        sizes = full[grid_key].prod(-1).tolist()
+        start = sum(sizes[:first])
+        out[pixels_key] = full[pixels_key][start : start + sum(sizes[first : first + count])]
+        out[grid_key] = full[grid_key][first : first + count]
+    return out

@@ -116,3 +116,42 @@ def split_batch(family: str, batch: dict, b: int, samples) -> dict:
         out["video_grid_thw"] = batch["video_grid_thw"][b : b + 1]
         out["mm_token_type_ids"] = batch["mm_token_type_ids"][b, keep][None]
     return out
+
+
+def make_mixed_batch(model, rows, seed: int = 0) -> dict:
+    """Qwen2-VL inputs from rows of parts: ints are text tokens, ("video", (t, h, w)) and
+    ("image", (h, w)) are media (images are one temporal patch group, t = 1). Left-padded."""
+    g = torch.Generator().manual_seed(seed)
+    ids_rows, types_rows, videos, video_grids, images, image_grids = [], [], [], [], [], []
+    S, E = IDS["vision_start_token_id"], IDS["vision_end_token_id"]
+    for parts in rows:
+        ids, types = [], []
+        for part in parts:
+            if isinstance(part, int):
+                ids.append(part)
+                types.append(0)
+                continue
+            kind, grid = part
+            t, h, w = grid if kind == "video" else (1, *grid)
+            token, code = (IDS["video_token_id"], 2) if kind == "video" else (IDS["image_token_id"], 1)
+            n = t * h * w // 4
+            ids += [S] + [token] * n + [E]
+            types += [0] + [code] * n + [0]
+            pixels = torch.randn(t * h * w, 3 * 2 * 14 * 14, generator=g)
+            (videos if kind == "video" else images).append(pixels)
+            (video_grids if kind == "video" else image_grids).append([t, h, w])
+        ids_rows.append(ids)
+        types_rows.append(types)
+    L = max(len(r) for r in ids_rows)
+    out = {"input_ids": torch.zeros((len(rows), L), dtype=torch.long)}
+    out["attention_mask"] = torch.zeros_like(out["input_ids"])
+    out["mm_token_type_ids"] = torch.zeros_like(out["input_ids"], dtype=torch.int)
+    for b, (ids, types) in enumerate(zip(ids_rows, types_rows)):
+        out["input_ids"][b, L - len(ids):] = torch.tensor(ids)
+        out["attention_mask"][b, L - len(ids):] = 1
+        out["mm_token_type_ids"][b, L - len(ids):] = torch.tensor(types, dtype=torch.int)
+    if videos:
+        out["pixel_values_videos"], out["video_grid_thw"] = torch.cat(videos), torch.tensor(video_grids)
+    if images:
+        out["pixel_values"], out["image_grid_thw"] = torch.cat(images), torch.tensor(image_grids)
+    return out
