@@ -16,7 +16,7 @@ def test_public_names():
         "select_tokens", "gather_rows", "Selection", "VideoLayout", "parse_frames", "exact_targets",
     }
     assert expected <= set(vk.__all__)
-    for name in ("compress", "select_channels", "token_scores", "frame_budgets", "select_tokens"):
+    for name in ("compress", "select_channels", "token_scores", "frame_budgets", "select_tokens", "gather_rows"):
         assert callable(getattr(reference, name)), f"reference twin {name} missing"
     fields = vk.Compression.__dataclass_fields__
     for name in ("indices", "features", "mask", "budgets", "counts", "extras"):

@@ -11,7 +11,7 @@ arguments as the functions in :mod:`vidcom2_kernels` (without ``backend``).
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import torch
@@ -146,8 +146,11 @@ def select_kept(
     return indices, mask, final_budgets.long(), counts.long()
 
 
-def gather_rows(indices: torch.Tensor, tensors: Sequence[torch.Tensor]) -> list:
-    """Rows ``indices`` of each tensor."""
+def gather_rows(indices: torch.Tensor, *tensors) -> list:
+    """Rows ``indices`` of each tensor: ``gather_rows(idx, a, b)`` (the public stage's form) or
+    ``gather_rows(idx, [a, b])``."""
+    if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
+        tensors = tensors[0]
     return [t.index_select(0, indices) for t in tensors]
 
 

@@ -14,6 +14,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ..buffers import new_output
+
 
 @triton.jit
 def attention_row_kernel(
@@ -64,7 +66,7 @@ def attention_row(q: torch.Tensor, k: torch.Tensor, valid: torch.Tensor, scale: 
     S = k.shape[2]
     q, k = q.contiguous(), k if k.stride(-1) == 1 else k.contiguous()
     valid = valid.to(torch.int8).contiguous()
-    out = torch.empty((B, H, S), dtype=torch.float32, device=q.device)
+    out = new_output((B, H, S), torch.float32, q.device)
     attention_row_kernel[(B, H)](
         q, k, valid, out, S, D, H // k.shape[1], scale, 1.0 / H,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), valid.stride(0), out.stride(0), out.stride(1),

@@ -97,7 +97,7 @@ def centres(features: torch.Tensor, keep: torch.Tensor, meta: DeviceLayout):
     layout, dev = meta.layout, features.device
     inv_norm = new_output(N, torch.float32, dev)
     self_dot = new_output(N, torch.float32, dev)
-    partials = torch.empty((meta.num_units, C), dtype=torch.float32, device=dev)
+    partials = new_output((meta.num_units, C), torch.float32, dev)
     centre_partials_kernel[(meta.num_units,)](
         features, keep, inv_norm, self_dot, partials, meta.unit_row_start, meta.unit_rows, meta.unit_video,
         C, features.stride(0), features.stride(1), NORM_EPS, **partials_config(C),

@@ -14,6 +14,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ..buffers import new_output
+
 MAX_TENSORS_PER_LAUNCH = 4
 
 
@@ -56,7 +58,7 @@ def gather_rows(indices: torch.Tensor, tensors: Sequence[torch.Tensor]) -> list:
     ``indices`` must be in range (the callers guarantee it)."""
     K = indices.shape[0]
     flat = [t.reshape(t.shape[0], -1) for t in tensors]
-    outs = [torch.empty((K, f.shape[1]), dtype=f.dtype, device=f.device) for f in flat]
+    outs = [new_output((K, f.shape[1]), f.dtype, f.device) for f in flat]
     for g in range(0, len(flat), MAX_TENSORS_PER_LAUNCH):
         srcs, dsts = flat[g : g + MAX_TENSORS_PER_LAUNCH], outs[g : g + MAX_TENSORS_PER_LAUNCH]
         widths = [s.shape[1] for s in srcs]

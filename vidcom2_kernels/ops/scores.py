@@ -105,7 +105,7 @@ def token_scores(features, keep, inv_norm, self_dot, frame_centre, video_centre,
     N, C = features.shape
     layout, dev = meta.layout, features.device
     scores = new_output(N, torch.float32, dev)
-    unit_sv = torch.empty(meta.num_units, dtype=torch.float32, device=dev)
+    unit_sv = new_output(meta.num_units, torch.float32, dev)
     token_scores_kernel[(meta.num_units,)](
         features, keep, inv_norm, self_dot, frame_centre, video_centre, scores, unit_sv,
         meta.unit_row_start, meta.unit_rows, meta.unit_video, meta.unit_frame,

@@ -212,7 +212,7 @@ def select_frames(scores, budgets, offsets, meta: DeviceLayout, num_kept: int):
     F = layout.total_frames
     indices = new_output(num_kept, torch.int64, dev)
     mask = new_output(layout.num_tokens, torch.bool, dev)
-    theta = torch.empty((2, F), dtype=torch.int64, device=dev)
+    theta = new_output((2, F), torch.int64, dev)
     frame_select_kernel[(F,)](
         scores, budgets, offsets, theta[0], theta[1], indices, mask, meta.frame_row_start,
         FIND_THRESHOLD=True, COMPACT=True, **select_config(layout),
@@ -228,8 +228,8 @@ def select_frames_exact(scores, budgets, meta: DeviceLayout, num_kept: int):
     indices = new_output(num_kept, torch.int64, dev)
     mask = new_output(layout.num_tokens, torch.bool, dev)
     final_budgets = new_output(F, torch.int64, dev)
-    offsets = torch.empty(F, dtype=torch.int64, device=dev)
-    theta = torch.empty((2, F), dtype=torch.int64, device=dev)
+    offsets = new_output(F, torch.int64, dev)
+    theta = new_output((2, F), torch.int64, dev)
     cfg = select_config(layout)
     frame_select_kernel[(F,)](
         scores, budgets, offsets, theta[0], theta[1], indices, mask, meta.frame_row_start,
