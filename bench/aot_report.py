@@ -92,8 +92,10 @@ def _variants(layout: VideoLayout, C: int):
     yield budgets.budgets_kernel, "", fp, cfg, w
     w, cfg = split(topk.select_config(layout))
     for find, compact in ((True, True), (True, False), (False, True)):
-        flags = {"FIND_THRESHOLD": find, "COMPACT": compact}
-        yield topk.frame_select_kernel, f"find={int(find)} compact={int(compact)}", {"score_ptr": "*fp32", "mask_ptr": "*i1"}, {**cfg, **flags}, w
+        for in_registers in (True, False):  # frames that fit one block, and wider ones
+            flags = {"FIND_THRESHOLD": find, "COMPACT": compact, "IN_REGISTERS": in_registers}
+            label = f"find={int(find)} compact={int(compact)} reg={int(in_registers)}"
+            yield topk.frame_select_kernel, label, {"score_ptr": "*fp32", "mask_ptr": "*i1"}, {**cfg, **flags}, w
     w, cfg = split(topk.reconcile_config(layout))
     yield topk.reconcile_kernel, "", {"score_ptr": "*fp32"}, cfg, w
     for dt in ("bf16", "fp16"):  # decode-time attention row, head dim 128 (Qwen2-VL-7B, LLaVA-OV-7B)

@@ -106,19 +106,48 @@ def kth_smallest_key(
 
 
 @triton.jit
+def kth_smallest_in_block(bits, rows, valid, k):
+    """As :func:`kth_smallest_key` for keys already in registers (one block): no memory traffic
+    per bisection step. ``bits`` int32, ``rows`` int64, ``valid`` the block's mask."""
+    lo = tl.min(tl.where(valid, bits, INT32_MAX), axis=0).to(tl.int64)
+    hi = tl.max(tl.where(valid, bits, INT32_MIN), axis=0).to(tl.int64)
+    while lo < hi:
+        mid = lo + (hi - lo) // 2
+        c = tl.sum((valid & (bits <= mid)).to(tl.int32), axis=0)
+        lo = tl.where(c >= k, lo, mid + 1)
+        hi = tl.where(c >= k, mid, hi)
+    bits_k = lo
+    lo = tl.min(tl.where(valid, rows, INT32_MAX), axis=0)
+    hi = tl.max(tl.where(valid, rows, -1), axis=0)
+    while lo < hi:
+        mid = lo + (hi - lo) // 2
+        c = tl.sum((valid & key_at_most(bits, rows, bits_k, mid)).to(tl.int32), axis=0)
+        lo = tl.where(c >= k, lo, mid + 1)
+        hi = tl.where(c >= k, mid, hi)
+    return bits_k, lo
+
+
+@triton.jit
 def frame_select_kernel(
     score_ptr, budget_ptr, offset_ptr, theta_bits_ptr, theta_row_ptr, index_ptr, mask_ptr,
     frame_row_start_ptr,
-    FIND_THRESHOLD: tl.constexpr, COMPACT: tl.constexpr, BLOCK: tl.constexpr,
+    FIND_THRESHOLD: tl.constexpr, COMPACT: tl.constexpr, BLOCK: tl.constexpr, IN_REGISTERS: tl.constexpr,
 ):
     i_f = tl.program_id(0)
     row0 = tl.load(frame_row_start_ptr + i_f)
     row1 = tl.load(frame_row_start_ptr + i_f + 1)
     k = tl.minimum(tl.maximum(tl.load(budget_ptr + i_f), 0), row1 - row0)
+    if IN_REGISTERS:  # the whole frame fits one block (the host checked): load its keys once
+        o_r = row0 + tl.arange(0, BLOCK)
+        m_r = o_r < row1
+        bits_r = order_key(tl.load(score_ptr + o_r, mask=m_r, other=0.0))
     if FIND_THRESHOLD:
-        t_bits, t_row = kth_smallest_key(
-            score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, i_f, row1 - row0, k, True, 0, BLOCK
-        )
+        if IN_REGISTERS:
+            t_bits, t_row = kth_smallest_in_block(bits_r, o_r, m_r, k)
+        else:
+            t_bits, t_row = kth_smallest_key(
+                score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, i_f, row1 - row0, k, True, 0, BLOCK
+            )
         t_bits = tl.where(k > 0, t_bits, NO_BITS)
         t_row = tl.where(k > 0, t_row, -1)
         tl.store(theta_bits_ptr + i_f, t_bits)
@@ -126,7 +155,14 @@ def frame_select_kernel(
     else:
         t_bits = tl.load(theta_bits_ptr + i_f)
         t_row = tl.load(theta_row_ptr + i_f)
-    if COMPACT:
+    if COMPACT and IN_REGISTERS:
+        out0 = tl.load(offset_ptr + i_f)
+        keep = m_r & key_at_most(bits_r, o_r, t_bits, t_row)
+        pos = tl.cumsum(keep.to(tl.int64), axis=0) - 1
+        keep = keep & (pos < k)  # never past the frame's slot
+        tl.store(index_ptr + out0 + pos, o_r, mask=keep)
+        tl.store(mask_ptr + o_r, keep, mask=m_r)
+    if COMPACT and not IN_REGISTERS:
         out0 = tl.load(offset_ptr + i_f)
         written = k * 0
         for start in range(row0, row1, BLOCK):
@@ -194,7 +230,8 @@ def frame_block(layout) -> int:
 
 def select_config(layout) -> dict:
     block = frame_block(layout)
-    return {"BLOCK": block, "num_warps": 4 if block <= 512 else 8}
+    in_registers = int(layout.tokens_per_frame.max()) <= block
+    return {"BLOCK": block, "IN_REGISTERS": in_registers, "num_warps": 4 if block <= 512 else 8}
 
 
 def reconcile_config(layout) -> dict:
