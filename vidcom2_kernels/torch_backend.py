@@ -7,6 +7,7 @@ For the CPU and any device without Triton. Materialises a few (N, C) float32 tem
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -115,6 +116,21 @@ def gaussian_similarity(dist2: torch.Tensor) -> torch.Tensor:
 REUSE_BYTES = 256 << 20
 
 
+_SCRATCH = threading.local()
+
+
+def _scratch(numel: int, device) -> torch.Tensor:
+    """A float32 buffer of ``numel`` elements reused across calls on the CPU, where torch has no
+    caching allocator and a fresh large buffer page-faults on every call (at most REUSE_BYTES kept
+    per thread). Elsewhere a plain allocation (the device's allocator caches)."""
+    if torch.device(device).type != "cpu":
+        return torch.empty(numel, dtype=torch.float32, device=device)
+    buf = getattr(_SCRATCH, "buf", None)
+    if buf is None or buf.numel() < numel:
+        buf = _SCRATCH.buf = torch.empty(numel, dtype=torch.float32, device=device)
+    return buf[:numel]
+
+
 def _scores(features: torch.Tensor, layout: VideoLayout, keep: torch.Tensor):
     """Scores (N,) and uniqueness (F,). Per video two chunked passes, all products through BLAS:
 
@@ -127,10 +143,16 @@ def _scores(features: torch.Tensor, layout: VideoLayout, keep: torch.Tensor):
     zero = torch.zeros((), device=features.device)  # a 0-d tensor: where() is 2x faster than with 0.0
     for v in range(layout.num_videos):
         w = keep[v]
-        reuse = int(layout.tokens_per_video[v]) * features.shape[1] * 4 <= REUSE_BYTES
+        numel = int(layout.tokens_per_video[v]) * features.shape[1]
+        reuse = numel * 4 <= REUSE_BYTES
+        scratch, at = (_scratch(numel, features.device), 0) if reuse else (None, 0)
         masked, inv_norms, self_dots, frame_sums = [], [], [], []
         for x in _video_chunks(features, layout, v):
-            xw = torch.where(w, x, zero)  # where, not *: NaN in a dropped channel stays out
+            if reuse:  # where, not *: NaN in a dropped channel stays out
+                xw = torch.where(w, x, zero, out=scratch[at : at + x.numel()].view(x.shape))
+                at += x.numel()
+            else:
+                xw = torch.where(w, x, zero)
             norm = torch.linalg.vector_norm(xw, dim=2)  # (f, T)
             inv = 1.0 / norm.clamp_min(NORM_EPS)
             inv_norms.append(inv)
