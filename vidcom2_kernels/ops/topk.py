@@ -33,6 +33,7 @@ from .common import DeviceLayout, key_at_most, order_key
 INT32_MAX = tl.constexpr(2147483647)
 INT32_MIN = tl.constexpr(-2147483648)
 NO_BITS = tl.constexpr(-2147483649)  # below every key: "keep nothing"
+PIVOTS = tl.constexpr(8)  # pivots a pass of the k-th key search counts at once
 
 
 @triton.jit
@@ -52,19 +53,54 @@ def is_candidate(bits, rows, theta_bits_ptr, theta_row_ptr, row0, frame0, T, m, 
 
 
 @triton.jit
-def count_at_most(
+def count_at_most_pivots(
     score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, frame0, T, bits_max, row_max, kept_side,
-    CAND: tl.constexpr, BLOCK: tl.constexpr,
+    CAND: tl.constexpr, BLOCK: tl.constexpr, P: tl.constexpr,
 ):
-    """Candidates of rows [row0, row1) whose key is at most (bits_max, row_max)."""
-    count = tl.zeros([BLOCK], dtype=tl.int32)
+    """For each of P pivots: how many candidates of rows [row0, row1) have a key at most
+    (bits_max[i], row_max[i]). One pass over the rows answers all P."""
+    counts = tl.zeros([P], dtype=tl.int32)
     for start in range(row0, row1, BLOCK):
         o = start + tl.arange(0, BLOCK)
         m = o < row1
         bits = order_key(tl.load(score_ptr + o, mask=m, other=0.0))
         hit = is_candidate(bits, o, theta_bits_ptr, theta_row_ptr, row0, frame0, T, m, kept_side, CAND)
-        count += (hit & key_at_most(bits, o, bits_max, row_max)).to(tl.int32)
-    return tl.sum(count, axis=0)
+        le = key_at_most(bits[:, None], o[:, None], bits_max[None, :], row_max[None, :])
+        counts += tl.sum((le & hit[:, None]).to(tl.int32), axis=0)
+    return counts
+
+
+@triton.jit
+def count_at_most(
+    score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, frame0, T, bits_max, row_max, kept_side,
+    CAND: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """Candidates of rows [row0, row1) whose key is at most (bits_max, row_max)."""
+    one = tl.zeros([1], dtype=tl.int64)
+    counts = count_at_most_pivots(
+        score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, frame0, T, one + bits_max, one + row_max,
+        kept_side, CAND, BLOCK, 1,
+    )
+    return tl.sum(counts, axis=0)
+
+
+@triton.jit
+def pivots_between(lo, hi, P: tl.constexpr):
+    """P int64 pivots cutting [lo, hi] into P + 1 near-equal parts (the last ones clipped to hi)."""
+    step = (hi - lo + 1 + P) // (P + 1)  # ceil(size / (P + 1))
+    return tl.minimum(lo + step * (tl.arange(0, P) + 1).to(tl.int64) - 1, hi)
+
+
+@triton.jit
+def narrow(lo, hi, pivots, counts, k, P: tl.constexpr):
+    """The part of [lo, hi] holding the k-th key, given count(key <= pivot_i) (non-decreasing)."""
+    first = P - tl.sum((counts >= k).to(tl.int32), axis=0)  # first pivot reaching k; P: none does
+    i = tl.arange(0, P)
+    at_first = tl.sum(tl.where(i == first, pivots, 0), axis=0)
+    before = tl.sum(tl.where(i == first - 1, pivots, 0), axis=0)
+    new_lo = tl.where(first == 0, lo, before + 1)
+    new_hi = tl.where(first == P, hi, at_first)
+    return tl.minimum(new_lo, hi), new_hi
 
 
 @triton.jit
@@ -73,7 +109,8 @@ def kth_smallest_key(
     CAND: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """(bits, row) of the k-th smallest candidate key (1-based) of rows [row0, row1); the largest
-    candidate when k exceeds their number. Bisection: over bits in [min, max], then over rows."""
+    candidate when k exceeds their number. Search with PIVOTS pivots a pass (each pass narrows the
+    range PIVOTS + 1 times): over bits in [min, max], then over rows."""
     lo_v = tl.full([BLOCK], INT32_MAX, dtype=tl.int64)
     hi_v = tl.full([BLOCK], INT32_MIN, dtype=tl.int64)
     for start in range(row0, row1, BLOCK):
@@ -85,24 +122,25 @@ def kth_smallest_key(
         hi_v = tl.maximum(hi_v, tl.where(cand, bits.to(tl.int64), INT32_MIN))
     lo = tl.min(lo_v, axis=0)
     hi = tl.max(hi_v, axis=0)
+    every_row = tl.zeros([PIVOTS], dtype=tl.int64) + row1
     while lo < hi:
-        mid = lo + (hi - lo) // 2
-        c = count_at_most(
-            score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, frame0, T, mid, row1, kept_side, CAND, BLOCK
+        pivots = pivots_between(lo, hi, PIVOTS)
+        counts = count_at_most_pivots(
+            score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, frame0, T, pivots, every_row, kept_side,
+            CAND, BLOCK, PIVOTS,
         )
-        lo = tl.where(c >= k, lo, mid + 1)
-        hi = tl.where(c >= k, mid, hi)
-    bits_k = lo
+        lo, hi = narrow(lo, hi, pivots, counts, k, PIVOTS)
+    bits_k = tl.zeros([PIVOTS], dtype=tl.int64) + lo
     lo = row0
     hi = row1 - 1
     while lo < hi:
-        mid = lo + (hi - lo) // 2
-        c = count_at_most(
-            score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, frame0, T, bits_k, mid, kept_side, CAND, BLOCK
+        pivots = pivots_between(lo, hi, PIVOTS)
+        counts = count_at_most_pivots(
+            score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, frame0, T, bits_k, pivots, kept_side,
+            CAND, BLOCK, PIVOTS,
         )
-        lo = tl.where(c >= k, lo, mid + 1)
-        hi = tl.where(c >= k, mid, hi)
-    return bits_k, lo
+        lo, hi = narrow(lo, hi, pivots, counts, k, PIVOTS)
+    return tl.max(bits_k, axis=0), lo
 
 
 @triton.jit
