@@ -360,3 +360,17 @@ def _nth_sample(model, rows, b):
         out[pixels_key] = full[pixels_key][start : start + sum(sizes[first : first + count])]
         out[grid_key] = full[grid_key][first : first + count]
     return out
+
+
+def test_dycoke_kv_pruning_with_text_only_row():
+    """A row without video keeps every key; the video row is still pruned, and equals itself alone."""
+    model = tm.build("qwen2_vl")
+    rows = ["one video", "text only"]
+    batch = tm.make_mixed_batch(model, [MIXED_ROWS[r] for r in rows])
+    with adapters.apply_compression(model, "dycoke", 0.5, kv_prune=adapters.KVPrune(0.7, layer=1)) as handle:
+        together = generate(model, batch)
+        state = handle.kv_state
+        assert state.prunes and bool(state.keep[1].all()) and not bool(state.keep[0].all())
+        for b in range(2):
+            alone = generate(model, _nth_sample(model, rows, b))
+            assert torch.equal(together.sequences[b, -STEPS:], alone.sequences[0, -STEPS:])

@@ -60,16 +60,19 @@ class KVPruneState:
         self._plan(self.visual)
 
     def _plan(self, visual: torch.Tensor) -> None:
-        """Host-side constants of a batch: per-row visual counts and kept counts, flat indices."""
-        counts = visual.sum(dim=1).tolist()  # once per generate() call, before decoding
-        self.frames = [(1, max(1, n)) for n in counts]
-        self.kept = [int((1.0 - self.config.ratio) * n) if n else 1 for n in counts]
+        """Host-side constants of a batch, once per generate() call before decoding: per row with
+        visual tokens its count and kept count (at least 1), the flat indices of the visual keys.
+        Rows without visual tokens keep every key."""
+        counts = [n for n in visual.sum(dim=1).tolist() if n]
+        self.frames = [(1, n) for n in counts]  # each row's visual keys are one "frame" to select in
+        self.kept = [max(1, int((1.0 - self.config.ratio) * n)) for n in counts]
+        self.kept_t = torch.tensor(self.kept, dtype=torch.int64).to(visual.device)
         self.prunes = any(k < n for k, n in zip(self.kept, counts))
-        B, L = visual.shape
+        L = visual.shape[1]
         flat = np.flatnonzero(visual.cpu().numpy().reshape(-1))
         self.flat_index = torch.from_numpy(flat).to(visual.device)
         self.row_of = torch.from_numpy(flat // L).to(visual.device)
-        self.has_visual = all(counts)
+        self.has_visual = bool(counts)
 
     def _expand(self, batch: int) -> None:
         """generate() repeats rows for beams / several return sequences: follow it."""
@@ -85,16 +88,10 @@ class KVPruneState:
         self._expand(query.shape[0])
         if not self.has_visual:
             return
-        from ..ops.attention_row import attention_row
-        from ..reference import last_query_attention
-
-        row_fn = attention_row if (query.is_cuda or _interpreting()) and vk.api.triton_available() else last_query_attention
-        att = row_fn(query[:, :, 0, :], key, valid, scale)  # (B, S)
+        att = _attention_row(query[:, :, 0, :], key, valid, scale)  # (B, S)
         L = self.visual.shape[1]
         att_vis = att[:, :L].reshape(-1).index_select(0, self.flat_index)  # (sum V_b,)
-        chosen = vk.select_tokens(
-            -att_vis, self.frames, torch.tensor(self.kept, device=att.device), target=self.kept, backend=self.backend
-        ).mask
+        chosen = vk.select_tokens(-att_vis, self.frames, self.kept_t, target=self.kept, backend=self.backend).mask
         new_keep = ~self.visual.clone()
         new_keep.view(-1).index_copy_(0, self.flat_index, chosen)
         if self.keep is None:
@@ -115,10 +112,17 @@ class KVPruneState:
         return torch.cat([self.keep, tail], dim=1)
 
 
-def _interpreting() -> bool:
-    import os
+def _attention_row(q, k, valid, scale):
+    """The attention-row kernel where Triton runs (CUDA, or the interpreter), else its reference."""
+    from ..reference import last_query_attention
 
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+    if vk.api.triton_available():
+        from ..ops.attention_row import attention_row
+        from ..ops.common import is_interpreter
+
+        if q.is_cuda or is_interpreter():
+            return attention_row(q, k, valid, scale)
+    return last_query_attention(q, k, valid, scale)
 
 
 def _valid_keys(attention_mask, B: int, S: int, device) -> torch.Tensor:
