@@ -92,21 +92,20 @@ class Adapter:
     """One model family. Subclasses say how videos are encoded, split into frames, and placed."""
 
     model_types: tuple = ()
-    #: whether positions are 3-row M-RoPE (kept and gathered) or plain 1-D (re-made contiguous)
-    mrope = True
-
     # -------------------------------------------------------------------------------- hooks
     def video_token_id(self, model) -> int:
         return model.config.video_token_id
 
     def encode_videos(self, model, inputs: dict, get_video_features=None):
-        """Encode with ``get_video_features`` (default: the model's own). Returns ``(encoder_output, features (N, C), frames [(F, T)], extras, tail)``: the raw
-        encoder output, the scored tokens of all videos concatenated, their layout, row-aligned
-        tensors to gather alike, and per-video token counts always kept after each video (0 here)."""
+        """Encode with ``get_video_features`` (default: the model's own). Returns ``(encoder_output,
+        features (N, C), frames [(F, T)], extras, tail)``: the raw encoder output, the scored tokens
+        of all videos concatenated, their layout, row-aligned tensors to gather alike, and per video
+        the count of tokens always kept after it (LLaVA-OneVision's newline)."""
         raise NotImplementedError
 
     def full_positions(self, model, inputs: dict) -> Optional[torch.Tensor]:
-        """(3, B, L) M-RoPE positions of the unpruned sequence, or None for 1-D positions."""
+        """(3, B, L) M-RoPE positions of the unpruned sequence (gathered for the kept tokens), or
+        None for 1-D positions (generate() re-makes them contiguous)."""
         return None
 
     def kept_encoder_output(self, encoder_output, compression, frames, tail):

@@ -15,7 +15,6 @@ from .base import Adapter
 
 class LlavaOnevisionAdapter(Adapter):
     model_types = ("llava_onevision",)
-    mrope = False
 
     def tokens_per_frame(self, model) -> int:
         side = model.config.vision_config.image_size // model.config.vision_config.patch_size
