@@ -120,27 +120,37 @@ def kth_smallest_key(
         cand = is_candidate(bits, o, theta_bits_ptr, theta_row_ptr, row0, frame0, T, m, kept_side, CAND)
         lo_v = tl.minimum(lo_v, tl.where(cand, bits.to(tl.int64), INT32_MAX))
         hi_v = tl.maximum(hi_v, tl.where(cand, bits.to(tl.int64), INT32_MIN))
-    lo = tl.min(lo_v, axis=0)
-    hi = tl.max(hi_v, axis=0)
-    every_row = tl.zeros([PIVOTS], dtype=tl.int64) + row1
+    bits_k = pivot_search(
+        score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, frame0, T, k, kept_side,
+        tl.min(lo_v, axis=0), tl.max(hi_v, axis=0), row1, False, CAND, BLOCK,
+    )
+    row_k = pivot_search(
+        score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, frame0, T, k, kept_side,
+        row0, row1 - 1, bits_k, True, CAND, BLOCK,
+    )
+    return bits_k, row_k
+
+
+@triton.jit
+def pivot_search(
+    score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, frame0, T, k, kept_side, lo, hi, fixed,
+    ON_ROWS: tl.constexpr, CAND: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """Smallest v in [lo, hi] with at least k candidate keys <= (v, fixed) (score bits), or
+    <= (fixed, v) with ``ON_ROWS``. PIVOTS values of v are counted per pass over the rows."""
+    fixed_v = tl.zeros([PIVOTS], dtype=tl.int64) + fixed
     while lo < hi:
         pivots = pivots_between(lo, hi, PIVOTS)
+        if ON_ROWS:
+            bits_max, row_max = fixed_v, pivots
+        else:
+            bits_max, row_max = pivots, fixed_v
         counts = count_at_most_pivots(
-            score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, frame0, T, pivots, every_row, kept_side,
+            score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, frame0, T, bits_max, row_max, kept_side,
             CAND, BLOCK, PIVOTS,
         )
         lo, hi = narrow(lo, hi, pivots, counts, k, PIVOTS)
-    bits_k = tl.zeros([PIVOTS], dtype=tl.int64) + lo
-    lo = row0
-    hi = row1 - 1
-    while lo < hi:
-        pivots = pivots_between(lo, hi, PIVOTS)
-        counts = count_at_most_pivots(
-            score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, frame0, T, bits_k, pivots, kept_side,
-            CAND, BLOCK, PIVOTS,
-        )
-        lo, hi = narrow(lo, hi, pivots, counts, k, PIVOTS)
-    return tl.max(bits_k, axis=0), lo
+    return lo
 
 
 @triton.jit
