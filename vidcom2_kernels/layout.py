@@ -98,6 +98,12 @@ class VideoLayout:
         """(N,) video index of every row."""
         return np.repeat(np.arange(self.num_videos, dtype=np.int64), self.tokens_per_video)
 
+    def per_video_sum(self, per_frame: np.ndarray) -> np.ndarray:
+        """(V,) sums of a (F_total,) per-frame array over each video's frames."""
+        out = np.zeros(self.num_videos, dtype=np.asarray(per_frame).dtype)
+        np.add.at(out, self.frame_video, per_frame)
+        return out
+
     def pairs(self) -> list[tuple[int, int]]:
         return [(int(f), int(t)) for f, t in zip(self.num_frames, self.tokens_per_frame)]
 

@@ -181,12 +181,13 @@ def dycoke_order(features, frames, retention=0.3, quirks=True) -> list:
 
     layout = parse_frames(frames, features.shape[0])
     budgets = dycoke_budgets(layout, parse_retention(retention, layout), quirks)
-    scores = dycoke_similarity(features, layout, anchor_frames(layout))
+    anchors = anchor_frames(layout)
+    scores = dycoke_similarity(features, layout, anchors)
     out = []
     for f in range(layout.total_frames):
         start, stop = int(layout.frame_row_start[f]), int(layout.frame_row_start[f + 1])
         order = torch.sort(scores[start:stop], stable=True).indices[: int(budgets[f])]
-        out.append((start + (order if anchor_frames(layout)[f] >= 0 else torch.sort(order).values)).tolist())
+        out.append((start + (order if anchors[f] >= 0 else torch.sort(order).values)).tolist())
     return out
 
 

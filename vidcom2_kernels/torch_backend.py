@@ -327,7 +327,7 @@ def compress_request(req):
         if not req.dycoke_fca:
             uniqueness = torch.zeros(layout.total_frames, device=x.device)
             host_budgets = dycoke_budgets(layout, req.retention, req.quirks)
-            known_counts = np.add.reduceat(host_budgets, layout.frame_start[:-1])
+            known_counts = layout.per_video_sum(host_budgets)
             budgets = torch.from_numpy(host_budgets).to(x.device)
     mask = _select_mask(scores, layout, budgets, req.targets, ids)
     indices, budgets, counts = _finish(mask, layout, ids, req.targets, nonfinite, known_counts)

@@ -39,10 +39,14 @@ def keep_channels(features: torch.Tensor, layout: VideoLayout) -> torch.Tensor:
     return channel_stats.keep_from_variance(channel_stats.channel_variance(features, meta, nonfinite))
 
 
+def _scores_from_keep(x, keep, meta):
+    """VidCom2 steps 2-4 for a channel choice: token scores (N,) and frame uniqueness (F,)."""
+    return scores_op.token_scores(x, keep, *centres_op.centres(x, keep, meta), meta)
+
+
 def score_tokens(features: torch.Tensor, layout: VideoLayout, keep: torch.Tensor):
     _check_rows(layout)
-    meta = device_layout(layout, features.device)
-    return scores_op.token_scores(features, keep, *centres_op.centres(features, keep, meta), meta)
+    return _scores_from_keep(features, keep, device_layout(layout, features.device))
 
 
 def budget_frames(uniqueness: torch.Tensor, layout: VideoLayout, retention) -> torch.Tensor:
@@ -57,11 +61,10 @@ def select_kept(scores: torch.Tensor, layout: VideoLayout, budgets: torch.Tensor
     if targets is not None:
         indices, mask, final = topk.select_frames_exact(scores, budgets.long().contiguous(), meta, int(targets.sum()))
         return indices, mask, final, meta.targets.clone()
-    tokens = meta.tokens_per_frame.index_select(0, torch.as_tensor(layout.frame_video, device=scores.device))
-    final = torch.minimum(budgets.long().clamp(min=0), tokens)
+    frame_video = torch.as_tensor(layout.frame_video, device=scores.device)
+    final = torch.minimum(budgets.long().clamp(min=0), meta.tokens_per_frame.index_select(0, frame_video))
     offsets = torch.cumsum(final, 0) - final
-    counts = torch.zeros(layout.num_videos, dtype=torch.int64, device=scores.device)
-    counts.index_add_(0, torch.as_tensor(layout.frame_video, device=scores.device), final)
+    counts = torch.zeros(layout.num_videos, dtype=torch.int64, device=scores.device).index_add_(0, frame_video, final)
     num_kept = sum(counts.tolist())  # the one host read: sizes the output
     indices, mask = topk.select_frames(scores, final, offsets, meta, num_kept)
     return indices, mask, final, counts
@@ -73,8 +76,7 @@ def gather_rows(indices: torch.Tensor, tensors: Sequence[torch.Tensor]) -> list:
 
 def _vidcom2_scores(x, meta, nonfinite):
     """VidCom2 steps 1-4: token scores (N,) and frame uniqueness (F,)."""
-    keep = channel_stats.keep_from_variance(channel_stats.channel_variance(x, meta, nonfinite))
-    return scores_op.token_scores(x, keep, *centres_op.centres(x, keep, meta), meta)
+    return _scores_from_keep(x, channel_stats.keep_from_variance(channel_stats.channel_variance(x, meta, nonfinite)), meta)
 
 
 def compress_request(req):
@@ -102,7 +104,7 @@ def compress_request(req):
         if not req.dycoke_fca:
             uniqueness = torch.zeros(layout.total_frames, dtype=torch.float32, device=dev)
             budgets, offsets = meta.extra["budgets"], meta.extra["offsets"]
-            counts_on_host = np.add.reduceat(host_budgets, layout.frame_start[:-1]).tolist()
+            counts_on_host = layout.per_video_sum(host_budgets).tolist()
 
     if req.targets is not None or counts_on_host is not None:
         bad = readback[V:].tolist() if req.validate else []

@@ -56,6 +56,7 @@ class KVPruneState:
         self.visual = visual.bool()  # (B, L_prompt): visual positions of the pruned prompt
         self.keep = None  # (B, L_prompt) bool: kept positions (all non-visual ones are kept)
         self.ref = None  # (sum V_b,) attention over the visual positions at the last choice
+        self.step_mask = None  # (B, S) key mask of the current step, built once for all its layers
         self.steps = 0
         self._plan(self.visual)
 
@@ -104,12 +105,16 @@ class KVPruneState:
             redo = dot / (n1.sqrt() * n2.sqrt()).clamp_min(1e-12) < self.config.drift  # (B,)
             self.keep = torch.where(redo[:, None], new_keep, self.keep)
             self.ref = torch.where(redo.index_select(0, self.row_of), att_vis, self.ref)
+        self.step_mask = None
         self.steps += 1
 
     def key_mask(self, S: int, device) -> torch.Tensor:
-        """(B, S) bool over the keys of this step: the choice, then every generated token."""
-        tail = torch.ones((self.keep.shape[0], S - self.keep.shape[1]), dtype=torch.bool, device=device)
-        return torch.cat([self.keep, tail], dim=1)
+        """(B, S) bool over the keys of this step: the choice, then every generated token. Built at
+        the first pruned layer of a step and reused by the deeper ones."""
+        if self.step_mask is None or self.step_mask.shape[1] != S:
+            tail = torch.ones((self.keep.shape[0], S - self.keep.shape[1]), dtype=torch.bool, device=device)
+            self.step_mask = torch.cat([self.keep, tail], dim=1)
+        return self.step_mask
 
 
 def _attention_row(q, k, valid, scale):
