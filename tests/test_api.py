@@ -121,3 +121,15 @@ def test_triton_backend_on_cpu_needs_interpreter(monkeypatch):
 def test_auto_backend_on_cpu_is_torch():
     out = vk.compress(torch.randn(8, 3), 4)
     assert out.backend == "torch"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_inputs_requiring_grad(backend, device):
+    """Inference-only: features that require grad (a vision tower run with grad on) work, and no
+    autograd graph is built."""
+    x = torch.randn(3 * 8, 6, device=device, requires_grad=True)
+    out = vk.compress(x, 8, 0.5, backend=backend)
+    plain = vk.compress(x.detach(), 8, 0.5, backend=backend)
+    assert torch.equal(out.indices, plain.indices) and not out.features.requires_grad
+    scores, _ = vk.token_scores(x, 8, backend=backend)
+    assert not scores.requires_grad

@@ -58,6 +58,7 @@ class Compression:
     layout: Optional[VideoLayout] = field(default=None, repr=False)
     backend: str = "reference"
 
+    @torch.no_grad()
     def gather(self, *tensors: torch.Tensor) -> tuple:
         """Rows ``indices`` of each row-aligned tensor ((N, ...) -> (K, ...)), in one launch."""
         tensors = check_extras(tensors, self.mask.shape[0], self.mask.device)
@@ -177,10 +178,7 @@ def prepare(
     if target is not None:
         targets = parse_target(target, layout)
     elif exact and method == "dycoke" and frame_budgets is None:
-        from .dycoke import dycoke_budgets  # DyCoke's own counts are known up front: already exact
-
-        per_frame = dycoke_budgets(layout, ratios, quirks)
-        targets = np.add.reduceat(per_frame, layout.frame_start[:-1]) if layout.num_videos else per_frame[:0]
+        targets = None  # DyCoke's own counts are known on the host up front: already exact
     elif exact:
         targets = exact_targets(layout, ratios)
     else:
@@ -219,6 +217,7 @@ def raise_nonfinite(bad_videos: Sequence[int]) -> None:
 
 
 # ----------------------------------------------------------------------------------------- public
+@torch.no_grad()  # inference only: no autograd graph, and inputs that require grad are fine
 def compress(
     features: torch.Tensor,
     frames: FramesSpec,
@@ -244,6 +243,7 @@ def compress(
     retention : float in (0, 1], or one per video. Fraction of tokens kept.
     exact : keep exactly ``max(F, min(int(N_v * r), N_v))`` tokens per video (vLLM's rule), so the
         output size is known before the call and no host sync is needed (with ``validate=False``).
+        DyCoke's own per-frame counts are known up front anyway, so there ``exact`` changes nothing.
     target : int or one int per video in ``[F_v, N_v]``: explicit kept counts; implies ``exact``.
     backend : "auto" (triton on CUDA, torch otherwise), "triton", "torch" or "reference".
     validate : raise ``ValueError`` naming the video when its features hold NaN or Inf. Checked on

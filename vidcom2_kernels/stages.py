@@ -47,6 +47,7 @@ def _frame_layout(frames: FramesSpec, num_frames: int) -> VideoLayout:
     return layout
 
 
+@torch.no_grad()
 def select_channels(features: torch.Tensor, frames: FramesSpec, *, backend: str = "auto") -> torch.Tensor:
     """Step 1, channel choice. Returns (V, C) bool: the ``max(1, C // 2)`` channels of lowest
     biased variance over each video (equal variances: lower index first)."""
@@ -55,6 +56,7 @@ def select_channels(features: torch.Tensor, frames: FramesSpec, *, backend: str 
     return _backend_module(resolve_backend(backend, features.device)).keep_channels(features, layout)
 
 
+@torch.no_grad()
 def token_scores(
     features: torch.Tensor, frames: FramesSpec, keep: torch.Tensor | None = None, *, backend: str = "auto"
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,6 +79,7 @@ def token_scores(
     return module.score_tokens(features, layout, keep)
 
 
+@torch.no_grad()
 def frame_budgets(
     uniqueness: torch.Tensor, frames: FramesSpec, retention=0.25, *, backend: str = "auto"
 ) -> torch.Tensor:
@@ -90,6 +93,7 @@ def frame_budgets(
     return module.budget_frames(uniqueness, layout, ratios)
 
 
+@torch.no_grad()
 def select_tokens(
     scores: torch.Tensor,
     frames: FramesSpec,
@@ -116,6 +120,7 @@ def select_tokens(
     return Selection(*module.select_kept(scores, layout, budgets, targets))
 
 
+@torch.no_grad()
 def gather_rows(indices: torch.Tensor, *tensors: torch.Tensor, backend: str = "auto") -> tuple:
     """Rows ``indices`` (K,) of each row-aligned tensor ((N, ...) -> (K, ...)), in one launch."""
     if not tensors:
