@@ -130,7 +130,8 @@ def measure(model, inputs, new_tokens: int, device, repeats: int) -> dict:
         "total_ms": statistics.median(r[0] for r in runs) * 1e3,
         "llm_ms": statistics.median(r[1] for r in runs) * 1e3,
         "peak_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan"),
-        "sequence_length": runs[0][2].shape[1],  # prompt as the model saw it + new tokens
+        # generate() returns the caller's prompt rows + the new tokens, compressed or not
+        "generated": runs[0][2].shape[1] - inputs["input_ids"].shape[1],
     }
 
 
@@ -166,7 +167,6 @@ def run(args) -> list[dict]:
                 handle.remove()
             row = dict(device=name, size=args.size, attn=attn, batch=batch, setting=setting, prompt_tokens=prompt,
                        video_tokens=seen, **res)
-            row["generated"] = row.pop("sequence_length") - prompt
             rows.append(row)
             print(
                 f"{name} {args.size} {attn} batch {batch:2d} {setting:>5s}: prompt {prompt:5d} tok, video {seen:5d} tok, "

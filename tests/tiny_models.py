@@ -10,7 +10,9 @@ import torch
 TEXT = dict(vocab_size=160, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=4096, bos_token_id=1, eos_token_id=2, pad_token_id=0)
 IDS = dict(image_token_id=150, video_token_id=151, vision_start_token_id=152, vision_end_token_id=153)
-FAMILIES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_onevision"]
+FAMILIES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe", "llava_onevision"]
+# families whose processor puts a timestamp (text) before every temporal patch group
+TIMESTAMPED = ("qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe")
 
 
 @functools.lru_cache(maxsize=None)
@@ -37,6 +39,31 @@ def build(family: str, attn: str = "sdpa"):
                                                   num_position_embeddings=64, patch_size=14),
                                **IDS)
         model = tf.Qwen3VLForConditionalGeneration(cfg)
+    elif family == "qwen3_vl_moe":
+        rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3], "mrope_interleaved": True}
+        cfg = tf.Qwen3VLMoeConfig(text_config=dict(TEXT, rope_parameters=rope, head_dim=16, moe_intermediate_size=32,
+                                                   num_experts=4, num_experts_per_tok=2),
+                                  vision_config=dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=2,
+                                                     out_hidden_size=64, deepstack_visual_indexes=[0, 1],
+                                                     num_position_embeddings=64, patch_size=14),
+                                  **IDS)
+        model = tf.Qwen3VLMoeForConditionalGeneration(cfg)
+    elif family in ("qwen3_5", "qwen3_5_moe"):
+        # hybrid text model: layer 0 Gated DeltaNet (linear attention), layer 1 full attention
+        rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1], "mrope_interleaved": True,
+                "partial_rotary_factor": 0.25}
+        text = dict(TEXT, rope_parameters=rope, head_dim=32, layer_types=["linear_attention", "full_attention"],
+                    linear_key_head_dim=16, linear_value_head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4)
+        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                      num_position_embeddings=64, patch_size=14)
+        if family == "qwen3_5":
+            cfg = tf.Qwen3_5Config(text_config=text, vision_config=vision, **IDS)
+            model = tf.Qwen3_5ForConditionalGeneration(cfg)
+        else:
+            text.pop("intermediate_size")
+            text.update(moe_intermediate_size=32, shared_expert_intermediate_size=32, num_experts=4, num_experts_per_tok=2)
+            cfg = tf.Qwen3_5MoeConfig(text_config=text, vision_config=vision, **IDS)
+            model = tf.Qwen3_5MoeForConditionalGeneration(cfg)
     elif family == "llava_onevision":
         cfg = tf.LlavaOnevisionConfig(
             text_config=dict(TEXT, model_type="qwen2"),
@@ -63,7 +90,7 @@ def video_tokens(family: str, model, video) -> list:
         return [TOK] * (frames * ((side + 1) // 2) ** 2 + 1)
     t, h, w = video
     per = h * w // 4
-    if family == "qwen3_vl":
+    if family in TIMESTAMPED:
         out = []
         for i in range(t):
             out += [40 + i, 41, S] + [V] * per + [E]  # "<t0.5 seconds>" style text, then the frame
@@ -71,8 +98,8 @@ def video_tokens(family: str, model, video) -> list:
     return [S] + [V] * (t * per) + [E]
 
 
-def make_batch(family: str, model, samples, seed: int = 0) -> dict:
-    """Left-padded processor-like inputs. ``samples``: list of (text_before, video, text_after)
+def make_batch(family: str, model, samples, seed: int = 0, side: str = "left") -> dict:
+    """Processor-like inputs, padded on ``side``. ``samples``: list of (text_before, video, text_after)
     where video is (t, h, w) for Qwen and a frame count for LLaVA-OneVision."""
     g = torch.Generator().manual_seed(seed)
     rows, pixels, grids = [], [], []
@@ -91,8 +118,9 @@ def make_batch(family: str, model, samples, seed: int = 0) -> dict:
     ids = torch.zeros((len(rows), L), dtype=torch.long)
     mask = torch.zeros_like(ids)
     for b, r in enumerate(rows):
-        ids[b, L - len(r):] = torch.tensor(r)
-        mask[b, L - len(r):] = 1
+        at = slice(0, len(r)) if side == "right" else slice(L - len(r), L)
+        ids[b, at] = torch.tensor(r)
+        mask[b, at] = 1
     out = {"input_ids": ids, "attention_mask": mask}
     if family == "llava_onevision":
         out["pixel_values_videos"] = torch.stack(pixels)

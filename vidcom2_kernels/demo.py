@@ -197,12 +197,11 @@ def answer_question(model, path: str, frames: np.ndarray, question: str, retenti
         start = time.perf_counter()
         if retention_used is None:
             out = model.generate(**inputs, max_new_tokens=64, do_sample=False)
-            prompt_len = inputs["input_ids"].shape[1]
         else:
-            with apply_vidcom2(model, retention_used) as handle:
+            with apply_vidcom2(model, retention_used):
                 out = model.generate(**inputs, max_new_tokens=64, do_sample=False)
-                prompt_len = handle.last.kwargs["input_ids"].shape[1]
-        text = processor.batch_decode(out[:, prompt_len:], skip_special_tokens=True)[0].strip()
+        # compressed or not, the rows are the prompt given + the new tokens
+        text = processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0].strip()
         answers.append((label, f"{text!r} ({time.perf_counter() - start:.1f} s)"))
     return answers
 

@@ -66,32 +66,44 @@ def pad_token_id(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -
     return int(pad) if isinstance(pad, int) else 0
 
 
-def repack_rows(keep: torch.Tensor, pad_value: int, input_ids: torch.Tensor, rows: dict) -> tuple:
-    """Drop the positions ``keep`` (B, L) marks False, then left-pad every row to the longest.
+def padding_side(attention_mask: torch.Tensor) -> str:
+    """"right" when some row ends in padding, else "left" (also for a batch without padding)."""
+    return "right" if bool((attention_mask[:, -1] == 0).any()) else "left"
 
-    ``rows`` maps names to (..., B, L) tensors that follow the same packing (padding value 0).
-    Returns ``(input_ids, attention_mask, rows, lengths)``.
+
+def repack_rows(drop: torch.Tensor, pad_value: int, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                rows: dict) -> tuple:
+    """Remove the positions ``drop`` (B, L) marks, keeping each row's padding and padding side.
+
+    Row ``b`` loses ``d_b = drop[b].sum()`` positions; every row is padded back to the common width
+    ``L - min(d_b)`` on the side the batch is padded on, so a batch where nothing is dropped comes
+    back unchanged (bit-identical generation at retention 1.0). ``rows`` maps names to (..., B, L)
+    tensors packed the same way (new padding 0). Returns ``(input_ids, attention_mask, rows)``.
     """
-    B = keep.shape[0]
-    lengths = keep.sum(dim=1).tolist()
-    width = max(lengths) if lengths else 0
+    B, L = input_ids.shape
+    dropped = drop.sum(dim=1).tolist()
+    width = L - (min(dropped) if dropped else 0)
+    right = padding_side(attention_mask) == "right"
     new_ids = input_ids.new_full((B, width), pad_value)
-    new_mask = torch.zeros((B, width), dtype=torch.long, device=input_ids.device)
+    new_mask = attention_mask.new_zeros((B, width))
     new_rows = {k: v.new_zeros((*v.shape[:-2], B, width)) for k, v in rows.items()}
     for b in range(B):
-        n = lengths[b]
-        sel = keep[b]
-        new_ids[b, width - n :] = input_ids[b, sel]
-        new_mask[b, width - n :] = 1
+        keep = ~drop[b]
+        n = L - dropped[b]
+        at = slice(0, n) if right else slice(width - n, width)
+        new_ids[b, at] = input_ids[b, keep]
+        new_mask[b, at] = attention_mask[b, keep]
         for k, v in rows.items():
-            new_rows[k][..., b, width - n :] = v[..., b, :][..., sel]
-    return new_ids, new_mask, new_rows, lengths
+            new_rows[k][..., b, at] = v[..., b, :][..., keep]
+    return new_ids, new_mask, new_rows
 
 
 class Adapter:
     """One model family. Subclasses say how videos are encoded, split into frames, and placed."""
 
-    model_types: tuple = ()
+    # model_type -> name of the transformers class of that model_type this adapter drives
+    model_classes: dict = {}
+
     # -------------------------------------------------------------------------------- hooks
     def video_token_id(self, model) -> int:
         return model.config.video_token_id
@@ -142,8 +154,8 @@ class Adapter:
                 f"the prompt has {int(is_video.sum())} video placeholder tokens but the videos have "
                 f"{video_keep.numel()} tokens: input_ids do not match the video grids"
             )
-        keep = attention_mask.bool().clone()
-        keep[is_video] = video_keep.to(keep.device)
+        drop = torch.zeros_like(is_video)
+        drop[is_video] = ~video_keep.to(drop.device)
 
         rows = {}
         positions = self.full_positions(model, {**inputs, "attention_mask": attention_mask})
@@ -151,8 +163,8 @@ class Adapter:
             rows["positions"] = positions
         if inputs.get("mm_token_type_ids") is not None:
             rows["mm_token_type_ids"] = inputs["mm_token_type_ids"]
-        new_ids, new_mask, new_rows, lengths = repack_rows(
-            keep, pad_token_id(model, input_ids, attention_mask), input_ids, rows
+        new_ids, new_mask, new_rows = repack_rows(
+            drop, pad_token_id(model, input_ids, attention_mask), input_ids, attention_mask, rows
         )
         out = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "position_ids")}
         out["input_ids"], out["attention_mask"] = new_ids, new_mask
@@ -163,7 +175,7 @@ class Adapter:
             text = (new_mask.cumsum(-1) - 1).masked_fill(new_mask == 0, 0)
             out["position_ids"] = torch.cat([text[None], new_rows["positions"]], dim=0)
             max_pos = new_rows["positions"].amax(dim=(0, 2))
-            model.model.rope_deltas = (max_pos + 1 - torch.tensor(lengths, device=max_pos.device))[:, None]
+            model.model.rope_deltas = (max_pos + 1 - new_mask.sum(dim=1))[:, None]
 
         kept = self.kept_encoder_output(encoder_output, comp, frames, tail)
         pruned = Pruned(out, comp, video_tokens_before=int(is_video.sum()), video_tokens_after=int(video_keep.sum()))

@@ -14,7 +14,7 @@ from .base import Adapter
 
 
 class LlavaOnevisionAdapter(Adapter):
-    model_types = ("llava_onevision",)
+    model_classes = {"llava_onevision": "LlavaOnevisionForConditionalGeneration"}
 
     def tokens_per_frame(self, model) -> int:
         side = model.config.vision_config.image_size // model.config.vision_config.patch_size

@@ -1,66 +1,168 @@
-"""Run lmms-eval with VidCom2, the upstream way: ``COMPRESSOR=vidcom2 R_RATIO=0.25``.
+"""Run lmms-eval with VidCom2 (or DyCoke), the upstream way: ``COMPRESSOR=vidcom2 R_RATIO=0.25``.
 
-    COMPRESSOR=vidcom2 R_RATIO=0.25 python -m vidcom2_kernels.adapters.lmms_eval \\
-        --model qwen2_vl --model_args pretrained=Qwen/Qwen2-VL-7B-Instruct --tasks videomme ...
+    COMPRESSOR=vidcom2 R_RATIO=0.25 accelerate launch --num_processes=8 -m vidcom2_kernels.adapters.lmms_eval \\
+        --model qwen2_vl --model_args pretrained=Qwen/Qwen2-VL-7B-Instruct --tasks videomme --batch_size 1
 
-Everything after the module name goes to lmms-eval's own command line. Before handing over, the
-``from_pretrained`` of every supported transformers class is wrapped so that each model lmms-eval
-loads gets :func:`vidcom2_kernels.adapters.apply_from_env` (nothing happens when ``COMPRESSOR`` is
-unset or ``none``). lmms-eval itself is not a dependency of this package.
+Every argument goes to lmms-eval's own command line, unchanged. In each process the launcher
+wraps the one place lmms-eval builds the model it evaluates (``lmms.create_from_arg_string``):
+right after lmms-eval's model class has loaded its transformers model, :func:`apply_from_env`
+compresses that model's ``generate`` (the adapter is chosen by ``config.model_type``). It stops
+with a one-line error, exit code 2, before any evaluation when the environment is wrong, when the
+``--model`` cannot be compressed (lmms-eval's ``llava_onevision`` and ``llava_vid`` load the
+LLaVA-NeXT package's classes, not transformers'), or when the model lmms-eval loaded has no
+adapter. lmms-eval exits 0 even when a generation raised; the launcher exits 1 if a compressed
+``generate`` raised, and prints each process's token totals at the end. ``COMPRESSOR`` unset or
+``none``: plain lmms-eval. lmms-eval is not a dependency of this package (see the README).
+
+Why not lmms-eval's ``lmms_eval.models`` entry points: they register model names. Making the
+built-in ``--model qwen2_vl`` compress would mean overriding built-in names from an environment
+variable inside lmms-eval's registry setup, which downgrades any error there to a warning, so a
+mistake would silently evaluate the uncompressed model.
 """
 
 from __future__ import annotations
 
-import functools
+import importlib.util
+import os
 import runpy
 import sys
 
-SUPPORTED_CLASSES = (
-    "Qwen2VLForConditionalGeneration",
-    "Qwen2_5_VLForConditionalGeneration",
-    "Qwen3VLForConditionalGeneration",
-    "LlavaOnevisionForConditionalGeneration",
-    "AutoModelForImageTextToText",
-    "AutoModelForVision2Seq",
-)
+from . import ADAPTERS, apply_from_env, settings_from_env
+
+# lmms-eval model names whose classes are not transformers' (so no adapter can reach them)
+NOT_TRANSFORMERS = {
+    "llava_onevision": "loads the LLaVA-NeXT package's own LLaVA-OneVision class",
+    "llava_vid": "loads the LLaVA-NeXT package's own LLaVA-Video class",
+}
+TRANSFORMERS_ROUTE = "use --model llava_hf --force_simple with a transformers LLaVA-OneVision/LLaVA-Video checkpoint"
+SUPPORTED_NAMES = "qwen2_vl, qwen2_5_vl, qwen3_vl, qwen3_5, llava_hf --force_simple"
 
 
-def install_load_hooks() -> list:
-    """Wrap ``from_pretrained`` of the supported classes; returns an undo list."""
-    import transformers
+class LaunchError(SystemExit):
+    """A one-line reason to stop before (or instead of) evaluating: :func:`main` prints it and exits
+    with code 2. A SystemExit, so lmms-eval's ``except Exception`` around an evaluation cannot
+    swallow it."""
 
-    from . import apply_from_env
-
-    undo = []
-    for name in SUPPORTED_CLASSES:
-        cls = getattr(transformers, name, None)
-        if cls is None:
-            continue
-        original = cls.__dict__.get("from_pretrained")
-        loader = cls.from_pretrained
-
-        @functools.wraps(loader)
-        def from_pretrained(*args, _loader=loader, **kwargs):
-            model = _loader(*args, **kwargs)
-            model.vidcom2_handle = apply_from_env(model) if hasattr(model, "generate") else None
-            return model
-
-        cls.from_pretrained = from_pretrained
-        undo.append((cls, original))
-    return undo
+    def __init__(self, message: str):
+        super().__init__(2)
+        self.message = f"vidcom2 lmms-eval launcher: {message}"
 
 
-def remove_load_hooks(undo: list) -> None:
-    for cls, original in reversed(undo):
-        if original is None:
-            del cls.from_pretrained
-        else:
-            cls.from_pretrained = original
+def model_name(argv: list) -> str | None:
+    """The value of lmms-eval's ``--model`` in ``argv`` (``--model X`` or ``--model=X``)."""
+    for i, arg in enumerate(argv):
+        if arg == "--model" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--model="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def check_launch(argv: list, environ=None) -> dict | None:
+    """Everything that can be checked before lmms-eval starts: lmms-eval is installed, the
+    environment's settings, and the ``--model`` name. Returns the settings (None: no compression)."""
+    if importlib.util.find_spec("lmms_eval") is None:
+        raise LaunchError("lmms-eval is not installed: pip install lmms-eval (keep your torch; README, lmms-eval)")
+    try:
+        settings = settings_from_env(environ)
+    except ValueError as exc:
+        raise LaunchError(str(exc)) from None
+    name = model_name(argv)
+    if settings is not None and name in NOT_TRANSFORMERS:
+        raise LaunchError(f"--model {name} cannot be compressed: it {NOT_TRANSFORMERS[name]}; {TRANSFORMERS_ROUTE}")
+    if settings is not None and name == "llava_hf" and "--force_simple" not in argv:
+        print("vidcom2 lmms-eval launcher: note: lmms-eval's chat llava_hf fails on video-only prompts; "
+              "add --force_simple for video tasks", file=sys.stderr)
+    return settings
+
+
+class Compressing:
+    """Wraps ``lmms.create_from_arg_string`` so that the model lmms-eval builds is compressed;
+    ``handles`` collects the handles (one per model built). ``remove()`` restores lmms-eval."""
+
+    def __init__(self, lmms_class):
+        self.lmms_class, self.handles = lmms_class, []
+        self.original = lmms_class.__dict__["create_from_arg_string"]
+        create = self.original.__func__
+
+        def create_from_arg_string(cls, *args, **kwargs):
+            lm = create(cls, *args, **kwargs)
+            self.handles.append(self.compress(lm))
+            return lm
+
+        lmms_class.create_from_arg_string = classmethod(create_from_arg_string)
+
+    @staticmethod
+    def compress(lm):
+        """Apply the environment's compression to the transformers model inside lmms-eval's ``lm``
+        (its ``model`` attribute, unwrapped from accelerate by lmms-eval's own property)."""
+        model = getattr(lm, "model", None)
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        if model_type not in ADAPTERS:
+            loaded = type(model).__name__ if model is not None else "no transformers model"
+            raise LaunchError(
+                f"lmms-eval's {type(lm).__name__} loaded {loaded} (model_type {model_type!r}), which VidCom2 has "
+                f"no adapter for; adapters: {', '.join(sorted(ADAPTERS))}; lmms-eval names known to work: "
+                f"{SUPPORTED_NAMES}"
+            )
+        return apply_from_env(model)
+
+    def remove(self) -> None:
+        self.lmms_class.create_from_arg_string = self.original
+
+
+def summary(handles: list) -> str:
+    rank = os.environ.get("RANK", "0")
+    before = sum(h.video_tokens_before for h in handles)
+    after = sum(h.video_tokens_after for h in handles)
+    calls = sum(h.calls for h in handles)
+    settings = handles[0].settings if handles else None
+    what = f"{settings.method}, retention {settings.retention:g}{', exact' if settings.exact else ''}" if settings else ""
+    share = f" ({100.0 * after / before:.1f}%)" if before else ""
+    return f"vidcom2 [rank {rank}] {what}: {calls} generate() calls with video, video tokens {before} -> {after}{share}"
 
 
 def main(argv=None) -> None:
-    install_load_hooks()
-    sys.argv = ["lmms_eval", *(sys.argv[1:] if argv is None else argv)]
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv in ([], ["-h"], ["--help"]):
+        print(__doc__.strip() + "\n\nlmms-eval's own options: python -m lmms_eval eval --help")
+        return
+    try:
+        launch(argv)
+    except LaunchError as exc:
+        print(exc.message, file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def launch(argv: list) -> None:
+    settings = check_launch(argv)
+    if settings is None:  # plain lmms-eval
+        return run_lmms_eval(argv)
+    from lmms_eval.api.model import lmms  # lmms-eval is optional: imported only when launching it
+
+    hook = Compressing(lmms)
+    code = 0
+    try:
+        run_lmms_eval(argv)
+    except LaunchError:
+        raise
+    except SystemExit as exc:  # lmms-eval's own sys.exit(0) at the end of a run
+        code = exc.code
+    finally:
+        hook.remove()
+    handles = [h for h in hook.handles if h is not None]
+    print(summary(handles), file=sys.stderr)
+    failures = sum(h.failures for h in handles)
+    if failures:
+        raise SystemExit(f"vidcom2 lmms-eval launcher: {failures} compressed generate() call(s) raised (see the "
+                         "tracebacks above); lmms-eval itself exits 0 in that case")
+    if code not in (None, 0):
+        raise SystemExit(code)
+
+
+def run_lmms_eval(argv: list) -> None:
+    """lmms-eval's ``python -m lmms_eval ARGV``, in this process."""
+    sys.argv = ["lmms_eval", *argv]
     runpy.run_module("lmms_eval", run_name="__main__", alter_sys=True)
 
 

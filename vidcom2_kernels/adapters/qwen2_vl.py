@@ -9,7 +9,7 @@ from .base import Adapter
 
 
 class Qwen2VLAdapter(Adapter):
-    model_types = ("qwen2_vl",)
+    model_classes = {"qwen2_vl": "Qwen2VLForConditionalGeneration"}
 
     def merge(self, model) -> int:
         return model.config.vision_config.spatial_merge_size

@@ -11,7 +11,7 @@ from .qwen2_vl import Qwen2VLAdapter
 
 
 class Qwen3VLAdapter(Qwen2VLAdapter):
-    model_types = ("qwen3_vl", "qwen3_vl_moe")
+    model_classes = {"qwen3_vl": "Qwen3VLForConditionalGeneration", "qwen3_vl_moe": "Qwen3VLMoeForConditionalGeneration"}
 
     def extras(self, encoder_output) -> list:
         layers = encoder_output.deepstack_features or []

@@ -1,0 +1,156 @@
+"""Offline material for driving lmms-eval end to end (tests/test_lmms_eval.py), run by the side
+environment's python (ci/lmms_eval_env.sh: it has torchvision, which transformers' video
+processors need):
+
+    python tests/lmms_eval_harness.py checkpoint FAMILY DIR   # tiny random model + processor
+    python tests/lmms_eval_harness.py task DIR VIDEO [ITEMS]  # a local lmms-eval task over VIDEO
+
+The checkpoint is what ``from_pretrained`` loads from a hub: config, random weights, a byte-level
+tokenizer with the family's special tokens, its image and video processors and a chat template, so
+lmms-eval's own model classes load and prompt it as they would a real one. The language model's
+output rows of special tokens are zero, so greedy answers are printable text (never empty because
+of a special token)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import textwrap
+
+import tiny_models as tm
+import torch
+import transformers as tf
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                 "<|image_pad|>", "<|video_pad|>"]
+LLAVA_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
+# Qwen's layout (my own template): text as is, media as <|vision_start|><|X_pad|><|vision_end|>
+QWEN_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}"
+    "{% if c['type'] == 'text' %}{{ c['text'] }}"
+    "{% elif c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif c['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+PLAIN_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def byte_tokenizer(specials: list) -> tf.PreTrainedTokenizerFast:
+    """256 byte tokens (ids 0-255, no merges) then ``specials`` (ids 256, 257, ...)."""
+    vocab = {ch: i for i, ch in enumerate(pre_tokenizers.ByteLevel.alphabet())}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(specials)
+    return tf.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+
+
+def checkpoint(family: str, out: str) -> None:
+    specials = LLAVA_SPECIALS if family == "llava_onevision" else QWEN_SPECIALS
+    tokenizer = byte_tokenizer(specials)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in specials}
+    tiny = tm.build(family)  # the tiny model of the adapter tests, re-keyed to this vocabulary
+    config = tiny.config
+    if family in tm.TIMESTAMPED:
+        config.vision_config.patch_size = 16  # lmms-eval's Qwen3 classes resize frames for 16-pixel patches
+    text = config.text_config
+    text.vocab_size, text.pad_token_id = 272, ids["<|endoftext|>"]
+    text.bos_token_id = text.eos_token_id = ids["<|im_end|>"]
+    if family == "llava_onevision":
+        config.image_token_id, config.video_token_id = ids["<image>"], ids["<video>"]
+    else:
+        config.image_token_id, config.video_token_id = ids["<|image_pad|>"], ids["<|video_pad|>"]
+        config.vision_start_token_id, config.vision_end_token_id = ids["<|vision_start|>"], ids["<|vision_end|>"]
+    torch.manual_seed(1)
+    model = type(tiny)(config)
+    with torch.no_grad():
+        model.lm_head.weight[256:] = 0  # special tokens never win a greedy step: answers are text
+    model.generation_config = tf.GenerationConfig(pad_token_id=text.pad_token_id, eos_token_id=text.eos_token_id)
+    model.save_pretrained(out)
+    processor(family, config, tokenizer).save_pretrained(out)
+
+
+def processor(family: str, config, tokenizer):
+    vision = config.vision_config
+    if family == "llava_onevision":
+        side = vision.image_size
+        size = {"height": side, "width": side}
+        return tf.LlavaOnevisionProcessor(
+            image_processor=tf.LlavaOnevisionImageProcessor(size=size, crop_size=size, image_grid_pinpoints=[[side, side]]),
+            video_processor=tf.LlavaOnevisionVideoProcessor(size=size),
+            tokenizer=tokenizer, num_image_tokens=(side // vision.patch_size) ** 2,
+            vision_feature_select_strategy=config.vision_feature_select_strategy, chat_template=PLAIN_TEMPLATE,
+        )
+    pixels = dict(patch_size=vision.patch_size, temporal_patch_size=2, merge_size=2)
+    if family in tm.TIMESTAMPED:
+        cls, image_cls, video_cls = tf.Qwen3VLProcessor, tf.Qwen2VLImageProcessor, tf.Qwen3VLVideoProcessor
+    else:
+        cls, image_cls, video_cls = tf.Qwen2VLProcessor, tf.Qwen2VLImageProcessor, tf.Qwen2VLVideoProcessor
+    return cls(image_processor=image_cls(**pixels), video_processor=video_cls(**pixels), tokenizer=tokenizer,
+               chat_template=QWEN_TEMPLATE)
+
+
+TASK_YAML = """\
+task: vidcom2_smoke
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: generate_until
+doc_to_visual: !function utils.doc_to_visual
+doc_to_text: !function utils.doc_to_text
+doc_to_target: answer
+process_results: !function utils.process_results
+generation_kwargs:
+  max_new_tokens: 12
+  temperature: 0
+  do_sample: false
+  until: []
+metric_list:
+  - metric: answered
+    aggregation: mean
+    higher_is_better: true
+"""
+
+TASK_UTILS = """\
+def doc_to_visual(doc):
+    return [doc["video"]]
+
+
+def doc_to_text(doc, lmms_eval_specific_kwargs=None):
+    return doc["question"]
+
+
+def process_results(doc, results):
+    return {"answered": float(bool(results[0].strip()))}
+"""
+
+
+QUESTIONS = ["What happens in the video?", "Which animal appears first, and what colour is it?",
+             "Describe the scene in one word.", "How many times does the camera cut?"]
+
+
+def task(out: str, video: str, items: int = 3) -> None:
+    """A local generate_until task ``vidcom2_smoke`` of ``items`` questions over ``video``."""
+    os.makedirs(out, exist_ok=True)
+    data = os.path.join(out, "data.jsonl")
+    with open(data, "w") as f:
+        for i in range(items):
+            f.write(json.dumps({"video": video, "question": QUESTIONS[i % len(QUESTIONS)], "answer": "a rabbit"}) + "\n")
+    with open(os.path.join(out, "vidcom2_smoke.yaml"), "w") as f:
+        f.write(TASK_YAML.format(data=data))
+    with open(os.path.join(out, "utils.py"), "w") as f:
+        f.write(textwrap.dedent(TASK_UTILS))
+
+
+if __name__ == "__main__":
+    command, *args = sys.argv[1:]
+    {"checkpoint": checkpoint, "task": task}[command](*args[:2], *map(int, args[2:]))

