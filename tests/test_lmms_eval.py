@@ -232,6 +232,17 @@ def test_lmms_eval_end_to_end(runs, case):
 
 
 @pytest.mark.lmms_eval
+def test_launcher_runs_dycoke_with_vidcom2_budgets(side_python, material, tmp_path):
+    """``COMPRESSOR=dycoke FRAME_BUDGETS=vidcom2``: DyCoke's token choice under VidCom2's frame budgets."""
+    env = {"COMPRESSOR": "dycoke", "R_RATIO": "0.3", "FRAME_BUDGETS": "vidcom2"}
+    done, answers = lmms_eval_run(side_python, material, CASES[0], tmp_path, env)
+    assert_ok(done)
+    [(calls, before, after)] = token_totals(done.stderr)
+    assert "vidcom2 [rank 0] dycoke, retention 0.3:" in done.stderr
+    assert calls == ITEMS and after < before and all(a.strip() for a in answers.values())
+
+
+@pytest.mark.lmms_eval
 def test_launcher_under_torchrun_two_processes(side_python, material, tmp_path):
     """``accelerate launch --num_processes=N -m`` starts N processes through torch.distributed.run
     (on GPUs); torchrun is that same launcher on the CPU. Each process compresses its share."""

@@ -46,16 +46,19 @@ def adapter_for(model) -> Adapter:
 def prune_inputs(model, inputs, retention: float = 0.25, *, exact: bool = False, target=None,
                  backend: str = "auto", method: str = "vidcom2", frame_budgets=None, quirks: bool = False) -> dict:
     """Compress the videos of ``inputs`` (the processor's output) and return the keyword arguments
-    for ``model.generate``: pruned ``input_ids`` and ``attention_mask`` (re-left-padded),
-    ``position_ids`` of the kept tokens, and the kept features in the form the installed
-    transformers takes (``mm_encoder_outputs`` on 5.18+). On transformers < 5.18 use
-    :func:`apply_vidcom2` instead, which also installs the encoder patch those versions need."""
+    for ``model.generate``: pruned ``input_ids`` and ``attention_mask`` (each row's padding kept,
+    rows padded back to a common width), ``position_ids`` of the kept tokens, and the kept features
+    in the form the installed transformers takes (``mm_encoder_outputs`` on 5.18+). The rows
+    ``generate`` returns from these start with the *pruned* prompt: slice the answers at
+    ``kwargs["input_ids"].shape[1]`` (:func:`apply_compression` gives back the caller's rows instead).
+    On transformers < 5.18 use :func:`apply_compression`, which also installs the encoder patch
+    those versions need."""
     settings = Settings(retention, exact, target, backend, method, frame_budgets, quirks)
     pruned = adapter_for(model).prune(model, dict(inputs), settings)
     if pruned.patches:
         raise RuntimeError(
             "this transformers version re-encodes videos inside forward: use apply_vidcom2(model) "
-            "(or generate_compressed) so the encoder can be patched for the call"
+            "(or apply_compression) so the encoder can be patched for the call"
         )
     return pruned.kwargs
 
