@@ -111,13 +111,13 @@ class Compressing:
         self.lmms_class.create_from_arg_string = self.original
 
 
-def summary(handles: list) -> str:
+def summary(settings: dict, handles: list) -> str:
+    """One line per process: the settings and the video tokens of all compressed calls."""
     rank = os.environ.get("RANK", "0")
     before = sum(h.video_tokens_before for h in handles)
     after = sum(h.video_tokens_after for h in handles)
     calls = sum(h.calls for h in handles)
-    settings = handles[0].settings if handles else None
-    what = f"{settings.method}, retention {settings.retention:g}{', exact' if settings.exact else ''}" if settings else ""
+    what = f"{settings['method']}, retention {settings['retention']:g}{', exact' if settings['exact'] else ''}"
     share = f" ({100.0 * after / before:.1f}%)" if before else ""
     return f"vidcom2 [rank {rank}] {what}: {calls} generate() calls with video, video tokens {before} -> {after}{share}"
 
@@ -150,9 +150,8 @@ def launch(argv: list) -> None:
         code = exc.code
     finally:
         hook.remove()
-    handles = [h for h in hook.handles if h is not None]
-    print(summary(handles), file=sys.stderr)
-    failures = sum(h.failures for h in handles)
+    print(summary(settings, hook.handles), file=sys.stderr)
+    failures = sum(h.failures for h in hook.handles)
     if failures:
         raise SystemExit(f"vidcom2 lmms-eval launcher: {failures} compressed generate() call(s) raised (see the "
                          "tracebacks above); lmms-eval itself exits 0 in that case")
