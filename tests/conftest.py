@@ -7,6 +7,7 @@ imported). ``--device=cuda`` runs the same tests on a GPU with compiled kernels.
 import os
 
 import pytest
+import tiny_models as tm
 
 
 def pytest_addoption(parser):
@@ -21,6 +22,12 @@ def pytest_configure(config):
     if device == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"
     config.addinivalue_line("markers", "slow: longer end-to-end checks (real video through a vision tower)")
+
+
+@pytest.fixture(params=tm.FAMILIES)
+def family(request):
+    """Every model family with an adapter (tiny random models, tests/tiny_models.py)."""
+    return request.param
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import textwrap
 
 import tiny_models as tm
 import torch
@@ -148,7 +147,7 @@ def task(out: str, video: str, items: int = 3) -> None:
     with open(os.path.join(out, "vidcom2_smoke.yaml"), "w") as f:
         f.write(TASK_YAML.format(data=data))
     with open(os.path.join(out, "utils.py"), "w") as f:
-        f.write(textwrap.dedent(TASK_UTILS))
+        f.write(TASK_UTILS)
 
 
 if __name__ == "__main__":

@@ -13,27 +13,16 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 STEPS = 4
 
 
-def samples_for(family):
-    if family == "llava_onevision":
-        return [([1, 5, 6], 3, [7, 8]), ([1, 9], 3, [10, 11, 12, 13])]
-    return [([1, 5, 6], (2, 4, 6), [7, 8]), ([1, 9], (3, 4, 4), [10, 11, 12, 13])]
-
-
 def generate(model, inputs, **kwargs):
     kw = dict(max_new_tokens=STEPS, do_sample=False, return_dict_in_generate=True, output_logits=True)
     kw.update(kwargs)
     return model.generate(**inputs, **kw)
 
 
-@pytest.fixture(params=tm.FAMILIES)
-def family(request):
-    return request.param
-
-
 @pytest.mark.parametrize("batch", [1, 2])
 def test_retention_one_is_identical(family, batch):
     model = tm.build(family)
-    samples = samples_for(family)[:batch]
+    samples = tm.samples_for(family)[:batch]
     inputs = tm.make_batch(family, model, samples)
     plain = generate(model, inputs)
     with adapters.apply_vidcom2(model, 1.0, exact=True) as handle:
@@ -47,7 +36,7 @@ def test_retention_one_is_identical(family, batch):
 @pytest.mark.parametrize("retention", [0.25, 0.5])
 def test_batched_rows_equal_solo(family, retention):
     model = tm.build(family)
-    samples = samples_for(family)
+    samples = tm.samples_for(family)
     batch = tm.make_batch(family, model, samples)
     exact = family == "llava_onevision"  # equal kept counts keep its tensor form batchable
     with adapters.apply_vidcom2(model, retention, exact=exact) as handle:
@@ -86,7 +75,7 @@ def _positions_seen(model, inputs, handle_settings=None):
 @pytest.mark.parametrize("family", [f for f in tm.FAMILIES if f != "llava_onevision"])  # M-RoPE families
 def test_decode_positions_follow_unpruned(family):
     model = tm.build(family)
-    inputs = tm.make_batch(family, model, samples_for(family))
+    inputs = tm.make_batch(family, model, tm.samples_for(family))
     plain = _positions_seen(model, inputs)
     pruned = _positions_seen(model, inputs, (0.25,))
     # prefill: the last prompt token keeps its position (text after the video is not moved)
@@ -101,7 +90,7 @@ def test_decode_positions_follow_unpruned(family):
 def test_rope_deltas_consistent_for_manual_decoding(family):
     """A manual decode loop (batch 1, no mask, no position_ids) relies on model.rope_deltas."""
     model = tm.build(family)
-    inputs = tm.make_batch(family, model, samples_for(family)[:1])
+    inputs = tm.make_batch(family, model, tm.samples_for(family)[:1])
     pruned = adapters.adapter_for(model).prune(model, inputs, Settings(0.25))
     kwargs = pruned.kwargs
     with installed(pruned.patches):  # transformers < 5.18 re-encodes the video inside forward
@@ -118,7 +107,7 @@ def test_rope_deltas_consistent_for_manual_decoding(family):
 
 def test_static_cache_beams_and_return_sequences(family):
     model = tm.build(family)
-    inputs = tm.make_batch(family, model, samples_for(family))
+    inputs = tm.make_batch(family, model, tm.samples_for(family))
     exact = family == "llava_onevision"
     with adapters.apply_vidcom2(model, 0.5, exact=exact):
         dynamic = model.generate(**inputs, max_new_tokens=STEPS, do_sample=False)
@@ -136,7 +125,7 @@ def test_static_cache_beams_and_return_sequences(family):
 
 def test_remove_restores_exactly(family):
     model = tm.build(family)
-    inputs = tm.make_batch(family, model, samples_for(family))
+    inputs = tm.make_batch(family, model, tm.samples_for(family))
     before = generate(model, inputs)
     handle = adapters.apply_vidcom2(model, 0.25, exact=True)
     assert "generate" in model.__dict__
@@ -171,7 +160,7 @@ def test_text_only_batch_untouched():
 
 def test_prune_inputs_needs_encoder_outputs_support():
     model = tm.build("qwen2_vl")
-    inputs = tm.make_batch("qwen2_vl", model, samples_for("qwen2_vl"))
+    inputs = tm.make_batch("qwen2_vl", model, tm.samples_for("qwen2_vl"))
     if accepts_encoder_outputs(model):
         assert "mm_encoder_outputs" in adapters.prune_inputs(model, inputs)
     else:
@@ -181,7 +170,7 @@ def test_prune_inputs_needs_encoder_outputs_support():
 
 def test_errors():
     model = tm.build("qwen2_vl")
-    inputs = tm.make_batch("qwen2_vl", model, samples_for("qwen2_vl"))
+    inputs = tm.make_batch("qwen2_vl", model, tm.samples_for("qwen2_vl"))
     bad = dict(inputs, video_grid_thw=torch.tensor([[2, 4, 6], [3, 4, 6]]))
     with pytest.raises(ValueError, match="describes"):
         adapters.adapter_for(model).prune(model, bad, Settings())
@@ -224,7 +213,7 @@ def test_dycoke_through_adapters(family):
     """method='dycoke': retention 1.0 keeps every token (identical output); at 0.5 batched rows
     equal solo runs."""
     model = tm.build(family)
-    samples = samples_for(family)
+    samples = tm.samples_for(family)
     batch = tm.make_batch(family, model, samples)
     plain = generate(model, batch)
     with adapters.apply_compression(model, "dycoke", 1.0):
@@ -256,7 +245,7 @@ def test_dycoke_kv_pruning_ratio_zero_is_identical(family, attn):
     """Decode-time KV pruning at ratio 0 runs its whole machinery (attention rows, choice) but keeps
     every visual key: generation is bit-identical."""
     model = tm.build(family, attn)
-    batch = tm.make_batch(family, model, samples_for(family))
+    batch = tm.make_batch(family, model, tm.samples_for(family))
     with adapters.apply_compression(model, "dycoke", 0.5):
         plain = generate(model, batch)
     with adapters.apply_compression(model, "dycoke", 0.5, kv_prune=adapters.KVPrune(0.0, layer=1)) as handle:
@@ -269,7 +258,7 @@ def test_dycoke_kv_pruning_ratio_zero_is_identical(family, attn):
 
 def test_dycoke_kv_pruning_semantics():
     model = tm.build("qwen2_vl")
-    samples = samples_for("qwen2_vl")
+    samples = tm.samples_for("qwen2_vl")
     batch = tm.make_batch("qwen2_vl", model, samples)
     with adapters.apply_compression(model, "dycoke", 0.5):
         plain = generate(model, batch)

@@ -17,17 +17,6 @@ STEPS = 4
 DICT = dict(return_dict_in_generate=True, output_logits=True, output_scores=True)
 
 
-def samples_for(family):
-    if family == "llava_onevision":
-        return [([1, 5, 6], 3, [7, 8]), ([1, 9], 3, [10, 11, 12, 13])]
-    return [([1, 5, 6], (2, 4, 6), [7, 8]), ([1, 9], (3, 4, 4), [10, 11, 12, 13])]
-
-
-@pytest.fixture(params=tm.FAMILIES)
-def family(request):
-    return request.param
-
-
 def greedy(model, inputs, **kwargs):
     return model.generate(**inputs, max_new_tokens=STEPS, do_sample=False, **kwargs)
 
@@ -50,7 +39,7 @@ def assert_rows_start_with_prompt(sequences, input_ids, copies=1):
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_retention_one_is_bit_identical(family, side):
     model = tm.build(family)
-    inputs = tm.make_batch(family, model, samples_for(family), side=side)
+    inputs = tm.make_batch(family, model, tm.samples_for(family), side=side)
     plain = greedy(model, inputs, **DICT)
     with adapters.apply_vidcom2(model, 1.0, exact=True):
         same = greedy(model, inputs, **DICT)
@@ -63,7 +52,7 @@ def test_retention_one_is_bit_identical(family, side):
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_pruned_rows_keep_the_callers_prompt(family, side):
     model = tm.build(family)
-    inputs = tm.make_batch(family, model, samples_for(family), side=side)
+    inputs = tm.make_batch(family, model, tm.samples_for(family), side=side)
     exact = family == "llava_onevision"  # equal kept counts keep its tensor form batchable
     with adapters.apply_vidcom2(model, 0.25, exact=exact) as handle:
         out = greedy(model, inputs, **DICT)
@@ -79,7 +68,7 @@ def test_pruned_rows_keep_the_callers_prompt(family, side):
 
 def test_beams_and_return_sequences(family):
     model = tm.build(family)
-    inputs = tm.make_batch(family, model, samples_for(family))
+    inputs = tm.make_batch(family, model, tm.samples_for(family))
     exact = family == "llava_onevision"
     with adapters.apply_vidcom2(model, 0.5, exact=exact) as handle:
         greedy_new = new_tokens_of_pruned_call(model, handle, inputs, do_sample=False)
@@ -98,7 +87,7 @@ def test_beams_and_return_sequences(family):
 def test_positional_inputs_and_generation_config(family):
     """``generate(input_ids, generation_config, ...)``, the positional form, works as on the plain model."""
     model = tm.build(family)
-    inputs = tm.make_batch(family, model, samples_for(family))
+    inputs = tm.make_batch(family, model, tm.samples_for(family))
     ids, rest = inputs["input_ids"], {k: v for k, v in inputs.items() if k != "input_ids"}
     config = GenerationConfig(max_new_tokens=STEPS, do_sample=False, pad_token_id=0)
     plain = model.generate(ids, config, **rest)
@@ -116,7 +105,7 @@ def test_positional_inputs_and_generation_config(family):
 def test_max_length_counts_the_callers_prompt(where):
     """``max_length`` bounds the whole returned row: a pruned prompt must not buy extra new tokens."""
     model = tm.build("qwen2_vl")
-    inputs = tm.make_batch("qwen2_vl", model, samples_for("qwen2_vl"))
+    inputs = tm.make_batch("qwen2_vl", model, tm.samples_for("qwen2_vl"))
     L = inputs["input_ids"].shape[1]
     kwargs = {"do_sample": False}
     saved = model.generation_config.max_length
@@ -162,7 +151,7 @@ class Recorder:
 
 def test_streamer_sees_the_callers_prompt():
     model = tm.build("qwen2_vl")
-    inputs = tm.make_batch("qwen2_vl", model, samples_for("qwen2_vl")[:1])
+    inputs = tm.make_batch("qwen2_vl", model, tm.samples_for("qwen2_vl")[:1])
     plain, compressed = Recorder(), Recorder()
     model.generate(**inputs, max_new_tokens=STEPS, do_sample=False, streamer=plain)
     with adapters.apply_vidcom2(model, 1.0, exact=True):

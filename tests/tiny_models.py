@@ -98,6 +98,14 @@ def video_tokens(family: str, model, video) -> list:
     return [S] + [V] * (t * per) + [E]
 
 
+def samples_for(family: str) -> list:
+    """The two samples of the adapter tests (different video sizes, different text lengths):
+    (text_before, video, text_after), video as ``make_batch`` takes it."""
+    if family == "llava_onevision":
+        return [([1, 5, 6], 3, [7, 8]), ([1, 9], 3, [10, 11, 12, 13])]
+    return [([1, 5, 6], (2, 4, 6), [7, 8]), ([1, 9], (3, 4, 4), [10, 11, 12, 13])]
+
+
 def make_batch(family: str, model, samples, seed: int = 0, side: str = "left") -> dict:
     """Processor-like inputs, padded on ``side``. ``samples``: list of (text_before, video, text_after)
     where video is (t, h, w) for Qwen and a frame count for LLaVA-OneVision."""
