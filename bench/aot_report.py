@@ -27,7 +27,16 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 from vidcom2_kernels.layout import VideoLayout  # noqa: E402
-from vidcom2_kernels.ops import attention_row, budgets, centres, channel_stats, dycoke, gather, scores, topk  # noqa: E402
+from vidcom2_kernels.ops import (  # noqa: E402
+    attention_row,
+    centres,
+    dycoke_similarity,
+    frame_budgets,
+    gather_rows,
+    select_channels,
+    select_tokens,
+    token_scores,
+)
 
 #: (name, frames, channels, feature dtypes): the shapes the configurations are picked for.
 SHAPES = [
@@ -64,40 +73,40 @@ def _variants(layout: VideoLayout, C: int):
 
     for dt in FEATURE_DTYPES:
         x = {"x_ptr": f"*{dt}", "keep_ptr": "*i1", "stride_c": "constexpr"}
-        w, cfg = split(channel_stats.variance_config(C))
-        yield channel_stats.channel_variance_kernel, dt, {**x, "var_ptr": "*fp32"}, {**cfg, "stride_c": 1}, w
+        w, cfg = split(select_channels.variance_config(C))
+        yield select_channels.channel_variance_kernel, dt, {**x, "var_ptr": "*fp32"}, {**cfg, "stride_c": 1}, w
         w, cfg = split(centres.partials_config(C))
         fp = {"inv_norm_ptr": "*fp32", "self_dot_ptr": "*fp32", "partial_ptr": "*fp32", "eps": "fp32"}
         yield centres.centre_partials_kernel, dt, {**x, **fp}, {**cfg, "stride_c": 1}, w
-        w, cfg = split(scores.scores_config(C))
+        w, cfg = split(token_scores.scores_config(C))
         fp = {n: "*fp32" for n in ("inv_norm_ptr", "self_dot_ptr", "frame_centre_ptr", "video_centre_ptr", "score_ptr", "unit_sv_ptr")}
-        yield scores.token_scores_kernel, dt, {**x, **fp}, {**cfg, "stride_c": 1}, w
-        w, cfg = split(dycoke.similarity_config(C))
-        yield dycoke.dycoke_similarity_kernel, dt, {**x, "score_ptr": "*fp32", "eps": "fp32"}, {**cfg, "stride_c": 1}, w
-        w, cfg = split(gather.gather_config(C))
+        yield token_scores.token_scores_kernel, dt, {**x, **fp}, {**cfg, "stride_c": 1}, w
+        w, cfg = split(dycoke_similarity.similarity_config(C))
+        yield dycoke_similarity.dycoke_similarity_kernel, dt, {**x, "score_ptr": "*fp32", "eps": "fp32"}, {**cfg, "stride_c": 1}, w
+        w, cfg = split(gather_rows.gather_config(C))
         one = {"idx_ptr": "*i64", **{f"src{i}": f"*{dt}" for i in range(4)}, **{f"dst{i}": f"*{dt}" for i in range(4)}}
         ones = {f"sc{i}": 1 for i in range(4)}
         for num in (1, 4):
-            yield gather.gather_rows_kernel, f"{dt} x{num}", one, {**cfg, **ones, "NUM": num}, w
+            yield gather_rows.gather_rows_kernel, f"{dt} x{num}", one, {**cfg, **ones, "NUM": num}, w
 
-    w, cfg = split(channel_stats.rank_config(C))
-    yield channel_stats.channel_rank_kernel, "", {"var_ptr": "*fp32", "keep_ptr": "*i1"}, cfg, w
+    w, cfg = split(select_channels.rank_config(C))
+    yield select_channels.channel_rank_kernel, "", {"var_ptr": "*fp32", "keep_ptr": "*i1"}, cfg, w
     w, cfg = split(centres.finalize_config(C))
     fp = {"partial_ptr": "*fp32", "frame_centre_ptr": "*fp32", "video_centre_ptr": "*fp32"}
     yield centres.centre_finalize_kernel, "", fp, cfg, w
-    w, cfg = split(scores.UNIQUENESS_CONFIG)
-    yield scores.frame_uniqueness_kernel, "", {"unit_sv_ptr": "*fp32", "uniqueness_ptr": "*fp32"}, cfg, w
-    w, cfg = split(budgets.budgets_config(layout))
+    w, cfg = split(token_scores.UNIQUENESS_CONFIG)
+    yield token_scores.frame_uniqueness_kernel, "", {"unit_sv_ptr": "*fp32", "uniqueness_ptr": "*fp32"}, cfg, w
+    w, cfg = split(frame_budgets.frame_budgets_config(layout))
     fp = {"uniqueness_ptr": "*fp32", "retention_ptr": "*fp64", "temperature": "fp32"}
-    yield budgets.budgets_kernel, "", fp, cfg, w
-    w, cfg = split(topk.select_config(layout))
+    yield frame_budgets.frame_budgets_kernel, "", fp, cfg, w
+    w, cfg = split(select_tokens.select_config(layout))
     for find, compact in ((True, True), (True, False), (False, True)):
         for in_registers in (True, False):  # frames that fit one block, and wider ones
             flags = {"FIND_THRESHOLD": find, "COMPACT": compact, "IN_REGISTERS": in_registers}
             label = f"find={int(find)} compact={int(compact)} reg={int(in_registers)}"
-            yield topk.frame_select_kernel, label, {"score_ptr": "*fp32", "mask_ptr": "*i1"}, {**cfg, **flags}, w
-    w, cfg = split(topk.reconcile_config(layout))
-    yield topk.reconcile_kernel, "", {"score_ptr": "*fp32"}, cfg, w
+            yield select_tokens.frame_select_kernel, label, {"score_ptr": "*fp32", "mask_ptr": "*i1"}, {**cfg, **flags}, w
+    w, cfg = split(select_tokens.reconcile_config(layout))
+    yield select_tokens.reconcile_kernel, "", {"score_ptr": "*fp32"}, cfg, w
     for dt in ("bf16", "fp16"):  # decode-time attention row, head dim 128 (Qwen2-VL-7B, LLaVA-OV-7B)
         w, cfg = split(attention_row.row_config(128))
         types = {"q_ptr": f"*{dt}", "k_ptr": f"*{dt}", "valid_ptr": "*i8", "out_ptr": "*fp32", "scale": "fp32",

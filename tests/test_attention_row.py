@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vidcom2_kernels.ops.attention_row import attention_row
-from vidcom2_kernels.reference import last_query_attention
+from vidcom2_kernels.reference import attention_row as attention_row_reference
 
 SHAPES = [(1, 4, 4, 1, 8), (2, 4, 2, 37, 16), (3, 8, 1, 130, 24), (1, 28, 4, 257, 128)]
 
@@ -18,7 +18,7 @@ def test_matches_reference(B, H, Hkv, S, D, dtype, device):
     valid = torch.rand(B, S, generator=g) > 0.25
     valid[:, -1] = True  # every row attends to at least one key
     got = attention_row(q.to(device), k.to(device), valid.to(device), D**-0.5).cpu()
-    want = last_query_attention(q, k, valid, D**-0.5)
+    want = attention_row_reference(q, k, valid, D**-0.5)
     torch.testing.assert_close(got, want, atol=2e-6, rtol=1e-5)
     assert bool((got[~valid] == 0).all())
     torch.testing.assert_close(got.sum(1), torch.ones(B), atol=1e-5, rtol=0)
@@ -32,4 +32,4 @@ def test_strided_keys(device):
     q = torch.randn(2, 4, 16, generator=g)
     valid = torch.ones(2, 30, dtype=torch.bool)
     got = attention_row(q.to(device), k.to(device), valid.to(device), 0.25).cpu()
-    torch.testing.assert_close(got, last_query_attention(q, k, valid, 0.25), atol=2e-6, rtol=1e-5)
+    torch.testing.assert_close(got, attention_row_reference(q, k, valid, 0.25), atol=2e-6, rtol=1e-5)

@@ -84,7 +84,7 @@ def test_frame_budgets_composition_is_vidcom2_step5(backend, device):
     assert torch.equal(out.budgets.cpu(), want)
     # and within each frame the tokens are DyCoke's least similar ones
     layout = parse_frames(frames, x.shape[0])
-    sims = reference.dycoke_similarity(x, layout, anchor_frames(layout, fca=True))
+    sims, _ = reference.dycoke_similarity(x, layout, anchor_frames(layout, fca=True))
     mask = out.mask.cpu()
     for f in range(layout.total_frames):
         a, b = layout.frame_row_start[f], layout.frame_row_start[f + 1]
@@ -113,7 +113,7 @@ def test_quirk_order_is_by_similarity():
     x = random_features(frames, 6, seed=4)
     order = reference.dycoke_order(x, frames, 0.5, quirks=True)
     layout = parse_frames(frames, x.shape[0])
-    sims = reference.dycoke_similarity(x, layout, anchor_frames(layout))
+    sims, _ = reference.dycoke_similarity(x, layout, anchor_frames(layout))
     out = vk.compress(x, frames, 0.5, method="dycoke", quirks=True, backend="torch")
     for f, rows in enumerate(order):
         if f % 4:  # pruned frames come out by ascending similarity

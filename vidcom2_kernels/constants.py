@@ -9,6 +9,8 @@ CHANNEL_FRACTION = 0.5
 TEMPERATURE = 0.01
 #: Lower bound of a token's L2 norm before dividing by it.
 NORM_EPS = 1e-12
+#: DyCoke: lower bound of each norm in the cosine similarity ``x.y / (max(|x|, eps) max(|y|, eps))``.
+COSINE_EPS = 1e-8
 
 
 def kept_channels(num_channels: int) -> int:

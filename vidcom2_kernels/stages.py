@@ -1,37 +1,18 @@
 """The five stages of VidCom2 as separate public functions, so an adapter can swap one eager step
-at a time. Each takes ``backend=`` like :func:`vidcom2_kernels.compress`; its reference twin of the
-same name lives in :mod:`vidcom2_kernels.reference`.
+at a time. Each checks its arguments and calls the backend function of the same name (the backend
+contract, :mod:`vidcom2_kernels.backends.contract`); ``backend=`` as in :func:`vidcom2_kernels.compress`.
+Their reference twins of the same names live in :mod:`vidcom2_kernels.reference`.
 """
 
 from __future__ import annotations
 
 import numbers
-from typing import NamedTuple
 
 import torch
 
-from .api import _backend_module, check_extras, check_features, resolve_backend
+from .backends import resolve
 from .layout import FramesSpec, VideoLayout, parse_frames, parse_retention, parse_target
-
-
-class Selection(NamedTuple):
-    """Result of :func:`select_tokens`: ``indices`` (K,) ascending int64, ``mask`` (N,) bool,
-    final ``budgets`` (F,) int64 and ``counts`` (V,) int64."""
-
-    indices: torch.Tensor
-    mask: torch.Tensor
-    budgets: torch.Tensor
-    counts: torch.Tensor
-
-
-def _check_vector(t, name: str, length: int, floating: bool) -> torch.Tensor:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dim() != 1 or t.shape[0] != length:
-        raise ValueError(f"{name} must have shape ({length},), got {tuple(t.shape)}")
-    if floating != t.dtype.is_floating_point or t.dtype == torch.bool:
-        raise TypeError(f"{name} must be {'floating point' if floating else 'integer'}, got {t.dtype}")
-    return t
+from .records import Selection, check_extras, check_features, check_vector
 
 
 def _frame_layout(frames: FramesSpec, num_frames: int) -> VideoLayout:
@@ -53,7 +34,8 @@ def select_channels(features: torch.Tensor, frames: FramesSpec, *, backend: str 
     biased variance over each video (equal variances: lower index first)."""
     features = check_features(features)
     layout = parse_frames(frames, features.shape[0])
-    return _backend_module(resolve_backend(backend, features.device)).keep_channels(features, layout)
+    keep, _ = resolve(backend, features.device).select_channels(features, layout)
+    return keep
 
 
 @torch.no_grad()
@@ -66,9 +48,9 @@ def token_scores(
     ``keep`` (V, C) bool is the channel choice; computed with :func:`select_channels` when None."""
     features = check_features(features)
     layout = parse_frames(frames, features.shape[0])
-    module = _backend_module(resolve_backend(backend, features.device))
+    module = resolve(backend, features.device)
     if keep is None:
-        keep = module.keep_channels(features, layout)
+        keep, _ = module.select_channels(features, layout)
     elif not isinstance(keep, torch.Tensor) or keep.dtype != torch.bool:
         raise TypeError("keep must be a bool tensor of shape (V, C)")
     elif tuple(keep.shape) != (layout.num_videos, features.shape[1]) or keep.device != features.device:
@@ -76,7 +58,7 @@ def token_scores(
             f"keep must have shape {(layout.num_videos, features.shape[1])} on {features.device}, "
             f"got {tuple(keep.shape)} on {keep.device}"
         )
-    return module.score_tokens(features, layout, keep)
+    return module.token_scores(features, layout, keep)
 
 
 @torch.no_grad()
@@ -87,10 +69,10 @@ def frame_budgets(
     distinctive frame). Returns (F,) int64 budgets ``max(1, round_half_even(scale_f * T))``."""
     num_frames = uniqueness.shape[0] if isinstance(uniqueness, torch.Tensor) and uniqueness.dim() else -1
     layout = _frame_layout(frames, max(num_frames, 0))
-    uniqueness = _check_vector(uniqueness, "uniqueness", layout.total_frames, floating=True)
+    uniqueness = check_vector(uniqueness, "uniqueness", layout.total_frames, floating=True)
     ratios = parse_retention(retention, layout)
-    module = _backend_module(resolve_backend(backend, uniqueness.device))
-    return module.budget_frames(uniqueness, layout, ratios)
+    budgets, _ = resolve(backend, uniqueness.device).frame_budgets(uniqueness, layout, ratios)
+    return budgets
 
 
 @torch.no_grad()
@@ -104,20 +86,25 @@ def select_tokens(
 ) -> Selection:
     """Step 6 (and the exact-count reconcile when ``target`` is given). ``scores`` (N,) float, low
     = kept first; ``budgets`` (F,) integer, clamped to ``[0, T]``; ``target`` an int or one per
-    video. Reads the kept count to size the output unless ``target`` is given."""
+    video. Reads the kept count to size the output (one host read) unless ``target`` is given."""
     if not isinstance(scores, torch.Tensor) or scores.dim() != 1:
         raise ValueError("scores must be a 1-D tensor of one score per token")
     layout = parse_frames(frames, scores.shape[0])
-    scores = _check_vector(scores, "scores", layout.num_tokens, floating=True)
-    budgets = _check_vector(budgets, "budgets", layout.total_frames, floating=False)
+    scores = check_vector(scores, "scores", layout.num_tokens, floating=True)
+    budgets = check_vector(budgets, "budgets", layout.total_frames, floating=False)
     if budgets.device != scores.device:
         raise ValueError(f"budgets is on {budgets.device} but scores is on {scores.device}")
     targets = None if target is None else parse_target(target, layout)
-    module = _backend_module(resolve_backend(backend, scores.device))
+    module = resolve(backend, scores.device)
     if layout.num_tokens == 0:
         empty = torch.empty(0, dtype=torch.int64, device=scores.device)
         return Selection(empty, torch.zeros(0, dtype=torch.bool, device=scores.device), empty, empty)
-    return Selection(*module.select_kept(scores, layout, budgets, targets))
+    if targets is None:  # each frame keeps min(max(budget, 0), T) tokens
+        tokens = torch.as_tensor(layout.frame_tokens, device=budgets.device)
+        num_kept = int(torch.minimum(budgets.clamp(min=0), tokens).sum())
+    else:
+        num_kept = int(targets.sum())
+    return module.select_tokens(scores, layout, budgets, targets, num_kept)
 
 
 @torch.no_grad()
@@ -132,7 +119,7 @@ def gather_rows(indices: torch.Tensor, *tensors: torch.Tensor, backend: str = "a
         lo, hi = torch.aminmax(indices)
         if int(lo) < 0 or int(hi) >= tensors[0].shape[0]:
             raise ValueError(f"indices must be in [0, {tensors[0].shape[0]}), got [{int(lo)}, {int(hi)}]")
-    return tuple(_backend_module(resolve_backend(backend, indices.device)).gather_rows(indices, tensors))
+    return tuple(resolve(backend, indices.device).gather_rows(indices, tensors))
 
 
 __all__ = [

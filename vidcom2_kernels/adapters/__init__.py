@@ -18,7 +18,7 @@ import contextlib
 import functools
 import os
 
-from ..api import FRAME_BUDGETS, METHODS
+from ..records import FRAME_BUDGETS, METHODS
 from .base import Adapter, Pruned, Settings, installed
 from .generation import PromptStreamer, bind_generate_call, shift_length_limits, with_caller_prompt
 from .kv_prune import KVPrune, kv_pruning

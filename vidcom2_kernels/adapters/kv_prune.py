@@ -4,8 +4,8 @@ attention weights.
 Semantics (per decoding step, i.e. every forward with a single query token; prefill untouched):
 
 1. at decoder layer ``layer``, the attention of the current query over the cached keys is computed
-   from q and K by a small kernel (:func:`vidcom2_kernels.ops.attention_row.attention_row`),
-   softmax over the valid keys, averaged over heads;
+   from q and K by the backend's ``attention_row`` (a small kernel on Triton), softmax over the
+   valid keys, averaged over heads;
 2. if no choice exists yet, or the cosine similarity of that attention over the visual positions
    with the attention at the last choice is below ``drift`` (0.9), the kept visual positions are
    chosen again: the ``int((1 - ratio) * V)`` visual tokens of highest attention (lower index first
@@ -22,12 +22,17 @@ host sync per step (the kept counts are known on the host from the prompt).
 from __future__ import annotations
 
 import contextlib
+import sys
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from transformers import AttentionInterface
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-import vidcom2_kernels as vk
+from ..backends import resolve
+from ..layout import VideoLayout
 
 _ACTIVE: list = []  # the KVPruneState of the generate() call in progress
 
@@ -52,7 +57,7 @@ class KVPruneState:
     """The choice carried across the decoding steps of one generate() call."""
 
     def __init__(self, config: KVPrune, visual: torch.Tensor, backend: str = "auto"):
-        self.config, self.backend = config, backend
+        self.config, self.backend = config, resolve(backend, visual.device)
         self.visual = visual.bool()  # (B, L_prompt): visual positions of the pruned prompt
         self.keep = None  # (B, L_prompt) bool: kept positions (all non-visual ones are kept)
         self.ref = None  # (sum V_b,) attention over the visual positions at the last choice
@@ -65,9 +70,10 @@ class KVPruneState:
         visual tokens its count and kept count (at least 1), the flat indices of the visual keys.
         Rows without visual tokens keep every key."""
         counts = [n for n in visual.sum(dim=1).tolist() if n]
-        self.frames = [(1, n) for n in counts]  # each row's visual keys are one "frame" to select in
+        self.layout = VideoLayout.from_pairs([(1, n) for n in counts])  # a row's visual keys: one "frame"
         self.kept = [max(1, int((1.0 - self.config.ratio) * n)) for n in counts]
-        self.kept_t = torch.tensor(self.kept, dtype=torch.int64).to(visual.device)
+        self.targets = np.array(self.kept, dtype=np.int64)
+        self.kept_t = torch.from_numpy(self.targets).to(visual.device)
         self.prunes = any(k < n for k, n in zip(self.kept, counts))
         L = visual.shape[1]
         flat = np.flatnonzero(visual.cpu().numpy().reshape(-1))
@@ -89,10 +95,10 @@ class KVPruneState:
         self._expand(query.shape[0])
         if not self.has_visual:
             return
-        att = _attention_row(query[:, :, 0, :], key, valid, scale)  # (B, S)
+        att = self.backend.attention_row(query[:, :, 0, :], key, valid, scale)  # (B, S)
         L = self.visual.shape[1]
         att_vis = att[:, :L].reshape(-1).index_select(0, self.flat_index)  # (sum V_b,)
-        chosen = vk.select_tokens(-att_vis, self.frames, self.kept_t, target=self.kept, backend=self.backend).mask
+        chosen = self.backend.select_tokens(-att_vis, self.layout, self.kept_t, self.targets, sum(self.kept)).mask
         new_keep = ~self.visual.clone()
         new_keep.view(-1).index_copy_(0, self.flat_index, chosen)
         if self.keep is None:
@@ -115,19 +121,6 @@ class KVPruneState:
             tail = torch.ones((self.keep.shape[0], S - self.keep.shape[1]), dtype=torch.bool, device=device)
             self.step_mask = torch.cat([self.keep, tail], dim=1)
         return self.step_mask
-
-
-def _attention_row(q, k, valid, scale):
-    """The attention-row kernel where Triton runs (CUDA, or the interpreter), else its reference."""
-    from ..reference import last_query_attention
-
-    if vk.api.triton_available():
-        from ..ops.attention_row import attention_row
-        from ..ops.common import is_interpreter
-
-        if q.is_cuda or is_interpreter():
-            return attention_row(q, k, valid, scale)
-    return last_query_attention(q, k, valid, scale)
 
 
 def _valid_keys(attention_mask, B: int, S: int, device) -> torch.Tensor:
@@ -161,8 +154,6 @@ def _restrict(attention_mask, keep: torch.Tensor, query):
 
 def wrap_attention(base_name: str):
     """An attention function that applies the active KV pruning, then calls ``base_name``'s."""
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
     def attention(module, query, key, value, attention_mask, **kwargs):
         base = ALL_ATTENTION_FUNCTIONS[base_name] if base_name != "eager" else _eager(module)
         state = _ACTIVE[-1] if _ACTIVE else None
@@ -180,17 +171,13 @@ def wrap_attention(base_name: str):
 
 
 def _eager(module):
-    import sys
-
+    """The eager attention function of the module's own modeling file."""
     return sys.modules[type(module).__module__].eager_attention_forward
 
 
 @contextlib.contextmanager
 def kv_pruning(model, config: KVPrune, visual: torch.Tensor, backend: str = "auto"):
     """While active, decoding steps of ``model`` prune the visual KV cache as described above."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
-
     text_config = model.config.get_text_config()
     base = text_config._attn_implementation or "sdpa"
     name = f"vidcom2_dycoke_kv_{base}"

@@ -23,10 +23,6 @@ def is_interpreter() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def next_pow2(n: int) -> int:
-    return triton.next_power_of_2(max(1, int(n)))
-
-
 def num_warps_for(block_elements: int) -> int:
     """Host heuristic: 4 warps up to 4K elements per loaded tile, 8 beyond."""
     return 4 if block_elements <= 4096 else 8

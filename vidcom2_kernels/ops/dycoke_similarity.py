@@ -4,7 +4,7 @@ frame's anchor frame. One read of the features (plus the anchor rows, mostly fro
 ``dycoke_similarity_kernel``  grid (U,), one program per row unit (<= UNIT_ROWS rows of one frame):
     ``x.y / (max(|x|, 1e-8) max(|y|, 1e-8))`` against row ``anchor_start + (row - frame_start)``,
     0 where the frame has no anchor; NaN as +inf. Flags the video in ``nonfinite`` when a row it
-    reads holds NaN/Inf (the validation read-back). The selection then reuses :mod:`.topk`.
+    reads holds NaN/Inf (the validation read-back). The selection then reuses :mod:`.select_tokens`.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import triton
 import triton.language as tl
 
 from ..buffers import new_output
+from ..constants import COSINE_EPS
 from .common import UNIT_ROWS, DeviceLayout, unit_rows
-
-COSINE_EPS = 1e-8
 
 
 @triton.jit

@@ -291,7 +291,7 @@ def reconcile_config(layout) -> dict:
     }
 
 
-def select_frames(scores, budgets, offsets, meta: DeviceLayout, num_kept: int):
+def frame_select(scores, budgets, offsets, meta: DeviceLayout, num_kept: int):
     """Non-exact mode: ``budgets`` (F,) with output ``offsets`` (F,). Returns indices (K,), mask (N,)."""
     layout, dev = meta.layout, scores.device
     F = layout.total_frames
@@ -305,7 +305,7 @@ def select_frames(scores, budgets, offsets, meta: DeviceLayout, num_kept: int):
     return indices, mask
 
 
-def select_frames_exact(scores, budgets, meta: DeviceLayout, num_kept: int):
+def frame_select_reconcile(scores, budgets, meta: DeviceLayout, num_kept: int):
     """Exact mode: per-frame thresholds, the per-video reconcile to ``meta.targets``, then the
     compaction. Returns indices (K,), mask (N,), final budgets (F,)."""
     layout, dev = meta.layout, scores.device

@@ -1,6 +1,6 @@
 """Step 5, Frame Compression Adjustment: softmax-scaled frame budgets.
 
-``budgets_kernel``  grid (1,): one program walks the videos in order (they are few and their frame
+``frame_budgets_kernel``  grid (1,): one program walks the videos in order (they are few and their frame
 vectors short) so it can also write every frame's output offset, an exclusive prefix sum of the
 budgets across the whole batch, and each video's kept count. Per video:
 ``p = softmax(u / 0.01)``, ``scale = min(1, r * (1 + (p - mean(p))))`` (``r`` where NaN),
@@ -28,7 +28,7 @@ def round_half_even(x):
 
 
 @triton.jit
-def budgets_kernel(
+def frame_budgets_kernel(
     uniqueness_ptr, budget_ptr, frame_offset_ptr, count_ptr,
     frame_start_ptr, tokens_per_frame_ptr, retention_ptr,
     V, temperature,
@@ -84,7 +84,7 @@ def budgets_kernel(
         tl.store(count_ptr + i_v, running - video_start)
 
 
-def budgets_config(layout) -> dict:
+def frame_budgets_config(layout) -> dict:
     block = min(1024, triton.next_power_of_2(int(layout.num_frames.max())))
     return {"BLOCK_F": max(16, block), "num_warps": 4}
 
@@ -98,8 +98,8 @@ def frame_budgets(uniqueness: torch.Tensor, meta: DeviceLayout, counts: torch.Te
     offsets = new_output(F, torch.int64, dev)
     if counts is None:
         counts = new_output(V, torch.int64, dev)
-    budgets_kernel[(1,)](
+    frame_budgets_kernel[(1,)](
         uniqueness, budgets, offsets, counts, meta.frame_start, meta.tokens_per_frame,
-        meta.retention, V, TEMPERATURE, **budgets_config(layout),
+        meta.retention, V, TEMPERATURE, **frame_budgets_config(layout),
     )
     return budgets, offsets, counts

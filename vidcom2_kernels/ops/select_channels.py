@@ -101,7 +101,7 @@ def channel_variance(features: torch.Tensor, meta: DeviceLayout, nonfinite: torc
     return var
 
 
-def keep_from_variance(var: torch.Tensor) -> torch.Tensor:
+def channel_rank(var: torch.Tensor) -> torch.Tensor:
     """(V, C) bool: ``max(1, C // 2)`` lowest variances per row, lower index first on ties."""
     V, C = var.shape
     keep = new_output((V, C), torch.bool, var.device)

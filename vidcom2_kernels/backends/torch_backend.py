@@ -1,23 +1,27 @@
-"""VidCom2 vectorised in PyTorch: segment reductions over videos and frames, no Python loop over
-either, and the same host-sync budget as the triton backend (one read that sizes the output,
-shared with validation; none in exact mode with ``validate=False``).
-
-For the CPU and any device without Triton. Materialises a few (N, C) float32 temporaries.
+"""The ``torch`` backend: VidCom2 vectorised in PyTorch, segment reductions over videos and
+frames (no Python loop over frames), no host read of its own (the pipeline's one read sizes the
+output). For the CPU and any device without Triton. Implements :mod:`.contract`.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
-from .buffers import new_output
-from .constants import GAUSSIAN_BANDWIDTHS, NORM_EPS, TEMPERATURE, kept_channels
-from .layout import VideoLayout
-from .reference import nan_as_inf
+from ..buffers import new_output
+from ..constants import COSINE_EPS, GAUSSIAN_BANDWIDTHS, NORM_EPS, TEMPERATURE, kept_channels
+from ..layout import VideoLayout
+from ..records import Selection
+from .contract import nan_as_inf
+
+
+def supports(device: torch.device) -> bool:
+    return True
 
 
 @dataclass
@@ -29,7 +33,6 @@ class SegmentIds:
     frame_video: torch.Tensor  # (F,)
     frame_tokens: torch.Tensor  # (F,)
     frame_row_start: torch.Tensor  # (F,)
-    video_tokens: torch.Tensor  # (V,)
     video_row_start: torch.Tensor  # (V,)
     video_frames: torch.Tensor  # (V,)
 
@@ -44,10 +47,23 @@ class SegmentIds:
             frame_video=dev(layout.frame_video),
             frame_tokens=dev(layout.frame_tokens),
             frame_row_start=dev(layout.frame_row_start[:-1]),
-            video_tokens=dev(layout.tokens_per_video),
             video_row_start=dev(layout.row_start[:-1]),
             video_frames=dev(layout.num_frames),
         )
+
+
+_SEGMENT_IDS: "OrderedDict[tuple, SegmentIds]" = OrderedDict()
+
+
+def segment_ids(layout: VideoLayout, device) -> SegmentIds:
+    """:class:`SegmentIds` of ``layout`` on ``device``, from a small LRU cache (one build per layout)."""
+    key = (layout.key(), str(device))
+    if key not in _SEGMENT_IDS:
+        _SEGMENT_IDS[key] = SegmentIds.build(layout, device)
+        if len(_SEGMENT_IDS) > 16:
+            _SEGMENT_IDS.popitem(last=False)
+    _SEGMENT_IDS.move_to_end(key)
+    return _SEGMENT_IDS[key]
 
 
 def _segment_sum(values: torch.Tensor, segment: torch.Tensor, num_segments: int) -> torch.Tensor:
@@ -97,8 +113,10 @@ def keep_from_order(order: torch.Tensor, num_channels: int) -> torch.Tensor:
     return keep.scatter_(1, order, True)
 
 
-def keep_channels(features: torch.Tensor, layout: VideoLayout) -> torch.Tensor:
-    return keep_from_order(kept_channel_order(channel_variance(features, layout)), features.shape[1])
+def select_channels(features: torch.Tensor, layout: VideoLayout) -> tuple[torch.Tensor, torch.Tensor]:
+    """(V, C) bool kept channels and (V,) bool non-finite videos (a NaN/Inf reaches the variance)."""
+    var = channel_variance(features, layout)
+    return keep_from_order(kept_channel_order(var), features.shape[1]), ~torch.isfinite(var).all(dim=1)
 
 
 # ---------------------------------------------------------------------------------- steps 2-4
@@ -131,7 +149,7 @@ def _scratch(numel: int, device) -> torch.Tensor:
     return buf[:numel]
 
 
-def _scores(features: torch.Tensor, layout: VideoLayout, keep: torch.Tensor):
+def token_scores(features: torch.Tensor, layout: VideoLayout, keep: torch.Tensor):
     """Scores (N,) and uniqueness (F,). Per video two chunked passes, all products through BLAS:
 
     1. rows masked to the kept channels, their norms, and the frame sums of the normalised rows
@@ -177,17 +195,11 @@ def _scores(features: torch.Tensor, layout: VideoLayout, keep: torch.Tensor):
     return nan_as_inf(torch.cat(scores)), torch.cat(uniqueness)
 
 
-def score_tokens(features: torch.Tensor, layout: VideoLayout, keep: torch.Tensor):
-    return _scores(features, layout, keep)
-
-
 def dycoke_similarity(features: torch.Tensor, layout: VideoLayout, anchors: np.ndarray):
     """DyCoke's scores (N,): cosine similarity with the same-position token of the frame's anchor
     (0 without one); and (V,) bool, True where a video has a row that is not finite (NaN and Inf
     reach the row's norm, so no separate pass over the features is needed).
     Per video: one batched gather of the anchor frames, chunked."""
-    from .reference import COSINE_EPS
-
     scores, nonfinite = [], []
     for v in range(layout.num_videos):
         f_start = int(layout.frame_start[v])
@@ -209,7 +221,9 @@ def dycoke_similarity(features: torch.Tensor, layout: VideoLayout, anchors: np.n
 
 
 # ---------------------------------------------------------------------------------- step 5
-def _budgets(uniqueness: torch.Tensor, layout: VideoLayout, retention: np.ndarray, ids: SegmentIds):
+def frame_budgets(uniqueness: torch.Tensor, layout: VideoLayout, retention: np.ndarray) -> tuple:
+    """(F,) int64 FCA budgets and (V,) int64 their per-video sums (segment softmax per video)."""
+    ids = segment_ids(layout, uniqueness.device)
     fv = ids.frame_video
     z = uniqueness.float() / TEMPERATURE
     zmax = torch.full((layout.num_videos,), float("-inf"), device=z.device)
@@ -222,11 +236,8 @@ def _budgets(uniqueness: torch.Tensor, layout: VideoLayout, retention: np.ndarra
     r = torch.from_numpy(retention.astype(np.float32)).to(z.device).index_select(0, fv)
     scale = torch.clamp(r * (1 + (p - p_mean.index_select(0, fv))), max=1.0)
     scale = torch.where(torch.isnan(scale) | has_nan.index_select(0, fv), r, scale)
-    return torch.round(scale * ids.frame_tokens.float()).clamp_min(1).long()
-
-
-def budget_frames(uniqueness: torch.Tensor, layout: VideoLayout, retention: np.ndarray) -> torch.Tensor:
-    return _budgets(uniqueness, layout, retention, SegmentIds.build(layout, uniqueness.device))
+    budgets = torch.round(scale * ids.frame_tokens.float()).clamp_min(1).long()
+    return budgets, _segment_sum(budgets, fv, layout.num_videos)
 
 
 # ---------------------------------------------------------------------------------- step 6
@@ -274,65 +285,26 @@ def _indices_from_mask(mask: torch.Tensor, num_kept: int) -> torch.Tensor:
     return out[:num_kept]
 
 
-def _finish(mask, layout: VideoLayout, ids: SegmentIds, targets, nonfinite: Optional[torch.Tensor],
-            known_counts: Optional[np.ndarray] = None):
-    """Counts, budgets and indices from the mask; the one host read (counts and/or validation).
-    ``known_counts`` (V,): kept counts already known on the host (no read needed to size)."""
-    from .api import raise_nonfinite
-
-    budgets = _segment_sum(mask.long(), ids.row_frame, layout.total_frames)
-    counts = _segment_sum(mask.long(), ids.row_video, layout.num_videos)
-    if known_counts is not None and targets is None:
-        targets = known_counts
-    if targets is None:
-        host = torch.cat([counts, nonfinite.long()]) if nonfinite is not None else counts
-        values = host.tolist()
-        num_kept = sum(values[: layout.num_videos])
-        bad = values[layout.num_videos :]
-    else:
-        num_kept = int(targets.sum())
-        bad = nonfinite.tolist() if nonfinite is not None else []
-    raise_nonfinite([v for v, flag in enumerate(bad) if flag])
-    return _indices_from_mask(mask, num_kept), budgets, counts
-
-
-def select_kept(scores, layout: VideoLayout, budgets, targets=None):
-    ids = SegmentIds.build(layout, scores.device)
+def select_tokens(scores, layout: VideoLayout, budgets, targets: Optional[np.ndarray], num_kept: int) -> Selection:
+    """The kept mask by sorts and segment ranks, then its indices, per-frame and per-video counts."""
+    ids = segment_ids(layout, scores.device)
     mask = _select_mask(scores, layout, budgets, targets, ids)
-    indices, budgets, counts = _finish(mask, layout, ids, targets, None)
-    return indices, mask, budgets, counts
+    final_budgets = _segment_sum(mask.long(), ids.row_frame, layout.total_frames)
+    counts = _segment_sum(mask.long(), ids.row_video, layout.num_videos)
+    return Selection(_indices_from_mask(mask, num_kept), mask, final_budgets, counts)
 
 
 def gather_rows(indices: torch.Tensor, tensors: Sequence[torch.Tensor]) -> list:
     return [t.index_select(0, indices) for t in tensors]
 
 
-def compress_request(req):
-    from .api import Compression
-
-    x, layout = req.features, req.layout
-    ids = SegmentIds.build(layout, x.device)
-    nonfinite, known_counts = None, None
-    if req.method == "vidcom2" or req.dycoke_fca:
-        var = channel_variance(x, layout)
-        nonfinite = ~torch.isfinite(var).all(dim=1) if req.validate else None
-        scores, uniqueness = _scores(x, layout, keep_from_order(kept_channel_order(var), x.shape[1]))
-        budgets = _budgets(uniqueness, layout, req.retention, ids)
-    if req.method == "dycoke":
-        from .dycoke import anchor_frames, dycoke_budgets
-
-        scores, bad = dycoke_similarity(x, layout, anchor_frames(layout, fca=req.dycoke_fca))
-        if req.validate and nonfinite is None:
-            nonfinite = bad
-        if not req.dycoke_fca:
-            uniqueness = torch.zeros(layout.total_frames, device=x.device)
-            host_budgets = dycoke_budgets(layout, req.retention, req.quirks)
-            known_counts = layout.per_video_sum(host_budgets)
-            budgets = torch.from_numpy(host_budgets).to(x.device)
-    mask = _select_mask(scores, layout, budgets, req.targets, ids)
-    indices, budgets, counts = _finish(mask, layout, ids, req.targets, nonfinite, known_counts)
-    kept = gather_rows(indices, (x, *req.extras))
-    return Compression(
-        indices=indices, features=kept[0], mask=mask, budgets=budgets, counts=counts,
-        scores=scores, uniqueness=uniqueness, extras=tuple(kept[1:]), layout=layout, backend="torch",
-    )
+# ---------------------------------------------------------------------- DyCoke's KV pruning
+def attention_row(q: torch.Tensor, k: torch.Tensor, valid: torch.Tensor, scale: float) -> torch.Tensor:
+    """(B, S) float32 head-averaged attention of one query: the query heads of a group are
+    multiplied with their shared key head in one batched product (K is never repeated)."""
+    B, H, D = q.shape
+    Hkv, S = k.shape[1], k.shape[2]
+    q = q.float().view(B, Hkv, H // Hkv, D)
+    logits = torch.matmul(q, k.float().transpose(-1, -2)) * scale  # (B, Hkv, G, S)
+    logits = logits.masked_fill(~valid[:, None, None, :], float("-inf"))
+    return torch.softmax(logits, dim=-1).nan_to_num(0.0).view(B, H, S).mean(dim=1)

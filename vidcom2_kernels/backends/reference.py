@@ -1,0 +1,203 @@
+"""The yardstick: VidCom2 (and DyCoke's token scores) in eager PyTorch, written for clarity, one
+loop over videos and frames, step by step as in ALGORITHM.md, in float32.
+
+The ``torch`` and ``triton`` backends are tested against this file; it imports nothing from them,
+and they import nothing from it. It reads tensors back to the host freely: never use it for speed.
+The public twins (``vidcom2_kernels.reference.compress`` ...) run the pipeline over it.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..constants import COSINE_EPS, GAUSSIAN_BANDWIDTHS, NORM_EPS, TEMPERATURE, kept_channels
+from ..dycoke import anchor_frames, dycoke_budgets
+from ..layout import VideoLayout, parse_frames, parse_retention
+from ..records import Selection
+from .contract import nan_as_inf
+
+
+def supports(device: torch.device) -> bool:
+    return True
+
+
+def _video_rows(layout: VideoLayout, v: int) -> slice:
+    return slice(int(layout.row_start[v]), int(layout.row_start[v + 1]))
+
+
+def _frame_rows(layout: VideoLayout, f: int) -> slice:
+    return slice(int(layout.frame_row_start[f]), int(layout.frame_row_start[f + 1]))
+
+
+def nonfinite_videos(features: torch.Tensor, layout: VideoLayout) -> torch.Tensor:
+    """(V,) bool: the video's features hold NaN or Inf."""
+    return torch.stack(
+        [~torch.isfinite(features[_video_rows(layout, v)]).all() for v in range(layout.num_videos)]
+    )
+
+
+# ------------------------------------------------------------------------ step 1: channel choice
+def channel_variance(features: torch.Tensor, layout: VideoLayout, dtype=torch.float32) -> torch.Tensor:
+    """(V, C) biased variance of every channel over each video's tokens."""
+    return torch.stack(
+        [features[_video_rows(layout, v)].to(dtype).var(dim=0, unbiased=False) for v in range(layout.num_videos)]
+    )
+
+
+def select_channels(features: torch.Tensor, layout: VideoLayout) -> tuple[torch.Tensor, torch.Tensor]:
+    """(V, C) bool, the ``max(1, C // 2)`` lowest-variance channels of each video (equal
+    variances: lower channel index first; NaN ranks last), and (V,) bool non-finite videos."""
+    var = nan_as_inf(channel_variance(features, layout))
+    keep = torch.zeros_like(var, dtype=torch.bool)
+    for v in range(layout.num_videos):
+        order = torch.sort(var[v], stable=True).indices  # ascending, lower index first on ties
+        keep[v, order[: kept_channels(features.shape[1])]] = True
+    return keep, nonfinite_videos(features, layout)
+
+
+# ---------------------------------------------------------------- steps 2-4: token scores
+def gaussian_similarity(x: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    """(T,) multi-scale Gaussian similarity ``sum_a exp(-||x - c||^2 / (2a))`` of rows x to c."""
+    dist2 = ((x - centre) ** 2).sum(dim=-1)
+    return sum(torch.exp(-dist2 / (2 * a)) for a in GAUSSIAN_BANDWIDTHS)
+
+
+def token_scores(features: torch.Tensor, layout: VideoLayout, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores ``sv + sf`` (N,) (NaN as +inf) and frame uniqueness ``-mean(sv)`` (F,), float32:
+    rows restricted to the kept channels and L2-normalised (step 2), centres of the video and of
+    each frame (step 3), similarity of every row to both (step 4)."""
+    scores = torch.empty(layout.num_tokens, dtype=torch.float32, device=features.device)
+    uniqueness = torch.empty(layout.total_frames, dtype=torch.float32, device=features.device)
+    for v in range(layout.num_videos):
+        rows = _video_rows(layout, v)
+        s = features[rows][:, keep[v]].float()
+        s = s / s.norm(dim=1, keepdim=True).clamp_min(NORM_EPS)
+        video_centre = s.mean(dim=0)
+        T = int(layout.tokens_per_frame[v])
+        for f in range(int(layout.num_frames[v])):
+            frame = s[f * T : (f + 1) * T]
+            sv = gaussian_similarity(frame, video_centre)
+            sf = gaussian_similarity(frame, frame.mean(dim=0))
+            scores[rows.start + f * T : rows.start + (f + 1) * T] = sv + sf
+            uniqueness[int(layout.frame_start[v]) + f] = -sv.mean()
+    return nan_as_inf(scores), uniqueness
+
+
+# ------------------------------------------------------- step 5: frame compression adjustment
+def frame_scales(uniqueness: torch.Tensor, layout: VideoLayout, retention: np.ndarray) -> torch.Tensor:
+    """(F,) float32 ``min(1, r * (1 + p_f - mean(p)))``, ``p = softmax(u / 0.01)`` per video.
+
+    Where the scale is not a number (non-finite uniqueness, ``validate=False``) it is ``r``.
+    """
+    scales = torch.empty(layout.total_frames, dtype=torch.float32, device=uniqueness.device)
+    for v in range(layout.num_videos):
+        frames = slice(int(layout.frame_start[v]), int(layout.frame_start[v + 1]))
+        p = torch.softmax(uniqueness[frames].float() / TEMPERATURE, dim=0)
+        r = torch.tensor(retention[v], dtype=torch.float32)
+        # mean(p) summed in float64: every backend then gets the same float32 value whatever its
+        # summation order; and p - mean(p) is formed before adding 1, so equal frames get exactly
+        # scale = r (in float32, (1 + p) - mean(p) can miss 1 by an ulp and flip a .5 rounding).
+        p_mean = p.double().mean().float()
+        scale = torch.clamp(r * (1 + (p - p_mean)), max=1.0)
+        scales[frames] = torch.where(torch.isnan(scale), r, scale)
+    return scales
+
+
+def frame_budgets(uniqueness: torch.Tensor, layout: VideoLayout, retention: np.ndarray) -> tuple:
+    """(F,) int64 ``k_f = max(1, round_half_even(scale_f * T))`` and (V,) int64 their sums."""
+    scales = frame_scales(uniqueness, layout, retention)
+    tokens = torch.as_tensor(layout.frame_tokens, device=scales.device).float()
+    budgets = torch.round(scales * tokens).clamp_min(1).long()
+    counts = torch.stack(
+        [budgets[int(layout.frame_start[v]) : int(layout.frame_start[v + 1])].sum() for v in range(layout.num_videos)]
+    )
+    return budgets, counts
+
+
+# ------------------------------------------------------------- step 6: selection, exact counts
+def select_tokens(
+    scores: torch.Tensor,
+    layout: VideoLayout,
+    budgets: torch.Tensor,
+    targets: Optional[np.ndarray] = None,
+    num_kept: Optional[int] = None,
+) -> Selection:
+    """Per frame keep the ``budgets[f]`` lowest scores (lower index first on ties).
+
+    With ``targets`` (exact mode), reconcile each video to ``targets[v]`` tokens: drop the kept
+    tokens of largest score (higher index first), or add the not-kept ones of smallest score
+    (lower index first). ``num_kept`` is not needed here (the mask is read back to index it).
+    """
+    scores = nan_as_inf(scores.float())
+    mask = torch.zeros(layout.num_tokens, dtype=torch.bool, device=scores.device)
+    for f in range(layout.total_frames):
+        rows = _frame_rows(layout, f)
+        order = torch.sort(scores[rows], stable=True).indices
+        k = min(max(int(budgets[f]), 0), rows.stop - rows.start)  # budgets are clamped to [0, T]
+        mask[rows.start + order[:k]] = True
+    if targets is not None:
+        for v in range(layout.num_videos):
+            rows = _video_rows(layout, v)
+            video_mask = mask[rows]
+            order = torch.sort(scores[rows], stable=True).indices  # ascending (score, index)
+            kept_in_order = order[video_mask[order]]
+            dropped_in_order = order[~video_mask[order]]
+            surplus = int(video_mask.sum()) - int(targets[v])
+            if surplus > 0:  # drop the largest kept: the tail of the ascending order
+                video_mask[kept_in_order[len(kept_in_order) - surplus :]] = False
+            elif surplus < 0:
+                video_mask[dropped_in_order[:-surplus]] = True
+    final_budgets = torch.stack([mask[_frame_rows(layout, f)].sum() for f in range(layout.total_frames)])
+    counts = torch.stack([mask[_video_rows(layout, v)].sum() for v in range(layout.num_videos)])
+    return Selection(torch.nonzero(mask).flatten(), mask, final_budgets.long(), counts.long())
+
+
+def gather_rows(indices: torch.Tensor, tensors) -> list:
+    """Rows ``indices`` of each tensor."""
+    return [t.index_select(0, indices) for t in tensors]
+
+
+# ------------------------------------------------------------------------ DyCoke's token scores
+def dycoke_similarity(features: torch.Tensor, layout: VideoLayout, anchors: np.ndarray) -> tuple:
+    """(N,) float32 cosine similarity of every token with the same-position token of its frame's
+    anchor frame (``anchors[f]``, -1: none, similarity 0), ``x.y / (max(|x|, eps) max(|y|, eps))``,
+    NaN as +inf; and (V,) bool non-finite videos."""
+    out = torch.zeros(layout.num_tokens, dtype=torch.float32, device=features.device)
+    for f in range(layout.total_frames):
+        a = int(anchors[f])
+        if a < 0:
+            continue
+        x = features[_frame_rows(layout, f)].float()
+        y = features[_frame_rows(layout, a)].float()
+        norms = x.norm(dim=1).clamp_min(COSINE_EPS) * y.norm(dim=1).clamp_min(COSINE_EPS)
+        out[_frame_rows(layout, f)] = (x * y).sum(dim=1) / norms
+    return nan_as_inf(out), nonfinite_videos(features, layout)
+
+
+def dycoke_order(features, frames, retention=0.3, quirks=True) -> list:
+    """Per frame, the kept row indices in the order the released DyCoke code emits them (by
+    ascending similarity, anchors in position order): quirk 1 of :mod:`vidcom2_kernels.dycoke`."""
+    layout = parse_frames(frames, features.shape[0])
+    budgets = dycoke_budgets(layout, parse_retention(retention, layout), quirks)
+    anchors = anchor_frames(layout)
+    scores, _ = dycoke_similarity(features, layout, anchors)
+    out = []
+    for f in range(layout.total_frames):
+        rows = _frame_rows(layout, f)
+        order = torch.sort(scores[rows], stable=True).indices[: int(budgets[f])]
+        out.append((rows.start + (order if anchors[f] >= 0 else torch.sort(order).values)).tolist())
+    return out
+
+
+# --------------------------------------------------------------- DyCoke's KV pruning, attention
+def attention_row(q: torch.Tensor, k: torch.Tensor, valid: torch.Tensor, scale: float) -> torch.Tensor:
+    """q (B, H, D), k (B, Hkv, S, D), valid (B, S) -> (B, S) float32 softmax attention of the
+    query over the valid keys, averaged over heads (a key head serves H / Hkv query heads)."""
+    B, H, D = q.shape
+    k = k.float().repeat_interleave(H // k.shape[1], dim=1)  # grouped-query: one key head per group
+    scores = torch.einsum("bhd,bhsd->bhs", q.float(), k) * scale
+    scores = scores.masked_fill(~valid[:, None, :], float("-inf"))
+    return torch.softmax(scores, dim=-1).nan_to_num(0.0).mean(dim=1)
