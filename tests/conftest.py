@@ -8,6 +8,11 @@ import os
 
 import pytest
 import tiny_models as tm
+import torch
+
+#: the production backends, each compared with the reference
+BACKENDS = ("torch", "triton")
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def pytest_addoption(parser):
@@ -15,13 +20,29 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    import torch
-
     device = config.getoption("--device") or ("cuda" if torch.cuda.is_available() else "cpu")
     config.option.device = device
     if device == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"
     config.addinivalue_line("markers", "slow: longer end-to-end checks (real video through a vision tower)")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """Each production backend (the reference is what they are compared with)."""
+    return request.param
+
+
+@pytest.fixture(params=(*BACKENDS, "reference"))
+def any_backend(request):
+    """Every backend, the reference included (for properties all of them share)."""
+    return request.param
+
+
+@pytest.fixture(params=DTYPES, ids=["fp32", "fp16", "bf16"])
+def dtype(request):
+    """Every feature dtype."""
+    return request.param
 
 
 @pytest.fixture(params=tm.FAMILIES)
@@ -38,6 +59,8 @@ def device(pytestconfig):
 @pytest.fixture(autouse=True)
 def poison_outputs():
     """Every output buffer starts as NaN / -1 / True, so an element no kernel wrote fails a test."""
+    # imported here, not at the top: importing the package defines the Triton kernels, which must
+    # happen after pytest_configure has set TRITON_INTERPRET
     from vidcom2_kernels.testing import poisoned_outputs
 
     with poisoned_outputs():

@@ -19,27 +19,32 @@ import statistics
 import sys
 import time
 
+import matplotlib
 import numpy as np
 import torch
+from tqdm import tqdm
+from transformers import AutoProcessor
 
+from .adapters import apply_vidcom2
+from .api import compress
 from .video import VideoError, decode_frames, sample_clip_path, synthetic_clip
+from .vision import FACTOR, build_qwen2vl_tower, encode, load_qwen2vl_tower, qwen2vl_patches
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
 
 def _progress(desc: str, total: int):
-    from tqdm import tqdm
-
     return tqdm(total=total, desc=desc, unit="frame" if "decod" in desc else "group", leave=True, file=sys.stderr)
 
 
 def time_backend(features, frames, retention, exact, backend, repeats=5) -> float:
     """Median seconds of one ``compress`` call (after a warm-up call)."""
-    import vidcom2_kernels as vk
-
     def once():
         if features.is_cuda:
             torch.cuda.synchronize()
         start = time.perf_counter()
-        vk.compress(features, frames, retention, exact=exact, backend=backend)
+        compress(features, frames, retention, exact=exact, backend=backend)
         if features.is_cuda:
             torch.cuda.synchronize()
         return time.perf_counter() - start
@@ -60,13 +65,6 @@ def selection_timings(features, frames, retention, exact) -> list[tuple[str, str
 
 def draw(path: str, patches, out, title: str) -> None:
     """Frames (first of each temporal group) with dropped tokens dimmed, then the bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .vision import FACTOR
-
     groups, per_frame = patches.num_groups, patches.tokens_per_frame
     _, gh, gw = patches.grid_thw[0].tolist()
     rows_t, cols_t = gh // 2, gw // 2
@@ -116,10 +114,6 @@ def parse_args(argv):
 
 
 def run(args) -> int:
-    import vidcom2_kernels as vk
-
-    from .vision import build_qwen2vl_tower, encode, load_qwen2vl_tower, qwen2vl_patches
-
     if not (0.0 < args.retention <= 1.0):
         raise VideoError(f"--retention must be in (0, 1], got {args.retention}")
     if args.frames < 1:
@@ -155,7 +149,7 @@ def run(args) -> int:
     bar.close()
     T = patches.tokens_per_frame
 
-    out = vk.compress(features, T, args.retention, exact=args.exact, backend=args.backend)
+    out = compress(features, T, args.retention, exact=args.exact, backend=args.backend)
     timings = selection_timings(features, T, args.retention, args.exact)
     budgets = out.budgets.cpu()
     rows = [
@@ -183,10 +177,6 @@ def run(args) -> int:
 
 def answer_question(model, path: str, frames: np.ndarray, question: str, retention: float, device) -> list:
     """Ask ``question`` about the frames with the real model, without and with VidCom2."""
-    from transformers import AutoProcessor
-
-    from .adapters import apply_vidcom2
-
     processor = AutoProcessor.from_pretrained(path)
     messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)

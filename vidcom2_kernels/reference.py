@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from . import api, stages
 from .backends.reference import (
+    attention_row,
     channel_variance,
     dycoke_order,
     dycoke_similarity,
     frame_scales,
     gaussian_similarity,
-    attention_row,
 )
 
 

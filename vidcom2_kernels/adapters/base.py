@@ -1,43 +1,56 @@
 """What every model adapter shares: pruning a batch of prompts at the input, before ``generate()``.
 
-The approach (see ADAPTERS.md in the design notes): encode the videos once, choose the kept tokens
-with :func:`vidcom2_kernels.compress`, compute the FULL sequence's positions, then drop the pruned
-placeholders from ``input_ids`` and the mask, re-left-pad the rows, gather the positions of what is
-kept (M-RoPE rows gathered, the text row re-made contiguous), and hand the kept features to
-``generate()``: through ``mm_encoder_outputs`` (transformers >= 5.18), or a scoped instance patch
-of ``get_video_features`` for older 5.x. ``model.rope_deltas`` is left consistent for manual loops.
+The approach (see ADAPTERS.md in the design notes), :meth:`Adapter.prune` step by step:
+1. encode the videos once (:meth:`Adapter.encode_videos` -> :class:`EncodedVideos`);
+2. choose the kept tokens with :func:`vidcom2_kernels.compress`;
+3. mark the video placeholders to drop (:meth:`Adapter.dropped_positions`);
+4. drop them from ``input_ids``, the mask and the FULL sequence's positions, keeping each row's
+   padding (:func:`repack_rows`; M-RoPE rows gathered, the text row re-made contiguous), and set
+   the model's ``rope_deltas`` so decoding continues from the kept positions;
+5. hand the kept features to ``generate()``: through ``mm_encoder_outputs`` (transformers >= 5.18),
+   or a scoped patch of ``get_video_features`` for older 5.x (:attr:`Pruned.patches`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
-import vidcom2_kernels as vk
+from ..records import Compression
+from .settings import Settings
 
 
 @dataclass
-class Settings:
-    """How to compress: the arguments of :func:`vidcom2_kernels.compress`."""
+class EncodedVideos:
+    """The videos of a batch after the vision encoder (and merger / projector).
 
-    retention: float = 0.25
-    exact: bool = False
-    target: Optional[object] = None
-    backend: str = "auto"
-    method: str = "vidcom2"
-    frame_budgets: Optional[str] = None
-    quirks: bool = False
+    ``output`` is the encoder's own output object (``kept_encoder_output`` edits it into what the
+    model's ``forward`` takes); ``features`` (N, C) every video's scored tokens, concatenated;
+    ``frames`` their layout ``[(F_v, T_v)]``; ``extras`` row-aligned (N, ...) tensors gathered with
+    the same indices; ``tail[v]`` placeholder tokens always kept after video v (LLaVA-OneVision's
+    newline; empty: none). Families subclass it for what their output's form needs.
+    """
 
-    def compress(self, features, frames, extras=()):
-        return vk.compress(
-            features, frames, self.retention, exact=self.exact, target=self.target, backend=self.backend,
-            extras=extras, method=self.method, frame_budgets=self.frame_budgets, quirks=self.quirks,
-        )
+    output: Any
+    features: torch.Tensor
+    frames: list
+    extras: list = field(default_factory=list)
+    tail: list = field(default_factory=list)
+
+    def placeholder_keep(self, mask: torch.Tensor) -> torch.Tensor:
+        """Keep flags of every video placeholder, videos in order: the selection ``mask`` (N,),
+        then ``tail[v]`` always-kept tokens after each video."""
+        if not any(self.tail):
+            return mask
+        parts, start = [], 0
+        for (F, T), extra in zip(self.frames, self.tail):
+            parts += [mask[start : start + F * T], mask.new_ones(extra)]
+            start += F * T
+        return torch.cat(parts)
 
 
 @dataclass
@@ -45,7 +58,7 @@ class Pruned:
     """Result of :meth:`Adapter.prune`: ``kwargs`` for ``model.generate`` and what was chosen."""
 
     kwargs: dict
-    compression: Optional[vk.Compression]
+    compression: Optional[Compression]
     video_tokens_before: int = 0
     video_tokens_after: int = 0
     patches: list = field(default_factory=list)  # (obj, name, value) to install while generating
@@ -101,18 +114,20 @@ def repack_rows(drop: torch.Tensor, pad_value: int, input_ids: torch.Tensor, att
 class Adapter:
     """One model family. Subclasses say how videos are encoded, split into frames, and placed."""
 
-    # model_type -> name of the transformers class of that model_type this adapter drives
+    #: model_type -> name of the transformers class of that model_type this adapter drives
     model_classes: dict = {}
+    #: lmms-eval ``--model`` names (with the flags they need) that load one of ``model_classes``
+    lmms_eval_models: tuple = ()
 
     # -------------------------------------------------------------------------------- hooks
     def video_token_id(self, model) -> int:
         return model.config.video_token_id
 
-    def encode_videos(self, model, inputs: dict, get_video_features=None):
-        """Encode with ``get_video_features`` (default: the model's own). Returns ``(encoder_output,
-        features (N, C), frames [(F, T)], extras, tail)``: the raw encoder output, the scored tokens
-        of all videos concatenated, their layout, row-aligned tensors to gather alike, and per video
-        the count of tokens always kept after it (LLaVA-OneVision's newline)."""
+    def check_inputs(self, model, inputs: dict) -> None:
+        """Raise a clear ValueError when the inputs do not match their grids."""
+
+    def encode_videos(self, model, inputs: dict, get_video_features=None) -> EncodedVideos:
+        """Encode with ``get_video_features`` (default: the model's own)."""
         raise NotImplementedError
 
     def full_positions(self, model, inputs: dict) -> Optional[torch.Tensor]:
@@ -120,45 +135,52 @@ class Adapter:
         None for 1-D positions (generate() re-makes them contiguous)."""
         return None
 
-    def kept_encoder_output(self, encoder_output, compression, frames, tail):
+    def kept_encoder_output(self, videos: EncodedVideos, comp: Compression):
         """The encoder output restricted to the kept tokens, in the form ``forward`` expects."""
         raise NotImplementedError
 
-    def check_inputs(self, model, inputs: dict) -> None:
-        """Raise a clear ValueError when the inputs do not match their grids."""
-
-    # -------------------------------------------------------------------------------- pipeline
     def has_video(self, inputs: dict) -> bool:
         return inputs.get("pixel_values_videos") is not None
 
+    # -------------------------------------------------------------------------------- pipeline
     @torch.no_grad()
     def prune(self, model, inputs: dict, settings: Settings) -> Pruned:
+        """Steps 1-5 of the module docstring for one ``generate()`` call's inputs."""
         inputs = dict(inputs)
         if not self.has_video(inputs):
             return Pruned(inputs, None)
-        input_ids = inputs.get("input_ids")
-        if input_ids is None:
+        if inputs.get("input_ids") is None:
             raise ValueError("VidCom2 adapters prune input_ids: pass the processor's input_ids, not inputs_embeds")
         self.check_inputs(model, inputs)
-        attention_mask = inputs.get("attention_mask")
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        encoder_output, features, frames, extras, tail = self.encode_videos(model, inputs)
-        comp = settings.compress(features, frames, extras=extras)
+        if inputs.get("attention_mask") is None:
+            inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+        videos = self.encode_videos(model, inputs)
+        comp = settings.compress(videos.features, videos.frames, extras=videos.extras)
+        keep = videos.placeholder_keep(comp.mask)
+        out = self.pruned_prompt(model, inputs, self.dropped_positions(model, inputs["input_ids"], keep))
+        pruned = Pruned(out, comp, video_tokens_before=keep.numel(), video_tokens_after=int(keep.sum()))
+        self.hand_over(model, pruned, self.kept_encoder_output(videos, comp), settings)
+        return pruned
 
-        # which sequence positions survive: all real (unpadded) tokens, video placeholders per the mask
+    def dropped_positions(self, model, input_ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """(B, L) bool: the video placeholders whose token is not kept (``keep`` has one flag per
+        placeholder, in order)."""
         is_video = input_ids == self.video_token_id(model)
-        video_keep = self.placeholder_keep(comp.mask, frames, tail)
-        if int(is_video.sum()) != video_keep.numel():
+        if int(is_video.sum()) != keep.numel():
             raise ValueError(
                 f"the prompt has {int(is_video.sum())} video placeholder tokens but the videos have "
-                f"{video_keep.numel()} tokens: input_ids do not match the video grids"
+                f"{keep.numel()} tokens: input_ids do not match the video grids"
             )
         drop = torch.zeros_like(is_video)
-        drop[is_video] = ~video_keep.to(drop.device)
+        drop[is_video] = ~keep.to(drop.device)
+        return drop
 
+    def pruned_prompt(self, model, inputs: dict, drop: torch.Tensor) -> dict:
+        """The inputs without the dropped positions: ``input_ids``, ``attention_mask``,
+        ``mm_token_type_ids`` and (M-RoPE) ``position_ids`` of the kept tokens."""
+        input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
         rows = {}
-        positions = self.full_positions(model, {**inputs, "attention_mask": attention_mask})
+        positions = self.full_positions(model, inputs)
         if positions is not None:
             rows["positions"] = positions
         if inputs.get("mm_token_type_ids") is not None:
@@ -174,29 +196,19 @@ class Adapter:
             # row 0: text positions, contiguous over the kept tokens (what generate() would build)
             text = (new_mask.cumsum(-1) - 1).masked_fill(new_mask == 0, 0)
             out["position_ids"] = torch.cat([text[None], new_rows["positions"]], dim=0)
-            max_pos = new_rows["positions"].amax(dim=(0, 2))
-            model.model.rope_deltas = (max_pos + 1 - new_mask.sum(dim=1))[:, None]
+            set_rope_deltas(model, new_rows["positions"], new_mask)
+        return out
 
-        kept = self.kept_encoder_output(encoder_output, comp, frames, tail)
-        pruned = Pruned(out, comp, video_tokens_before=int(is_video.sum()), video_tokens_after=int(video_keep.sum()))
+    def hand_over(self, model, pruned: Pruned, kept_output, settings: Settings) -> None:
+        """Give ``forward`` the kept features: ``mm_encoder_outputs`` (transformers >= 5.18), else
+        a patch of ``get_video_features`` for the call (forward re-encodes on 5.12-5.17)."""
+        out = pruned.kwargs
         if accepts_encoder_outputs(model):
             for key in ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts"):
                 out.pop(key, None)
-            out["mm_encoder_outputs"] = {**(out.get("mm_encoder_outputs") or {}), "video": kept}
-        else:  # transformers 5.12-5.17: forward re-encodes; answer it with the compressed features
+            out["mm_encoder_outputs"] = {**(out.get("mm_encoder_outputs") or {}), "video": kept_output}
+        else:
             pruned.patches.append((model.model, "get_video_features", self.compressing_encoder(model, settings)))
-        return pruned
-
-    def placeholder_keep(self, mask: torch.Tensor, frames, tail) -> torch.Tensor:
-        """Keep flags of every video placeholder, videos in order: the selection, then ``tail[v]``
-        always-kept tokens (e.g. LLaVA-OneVision's newline) after each video."""
-        if not any(tail):
-            return mask
-        parts, start = [], 0
-        for (F, T), extra in zip(frames, tail):
-            parts += [mask[start : start + F * T], mask.new_ones(extra)]
-            start += F * T
-        return torch.cat(parts)
 
     def compressing_encoder(self, model, settings: Settings):
         """A stand-in for ``model.model.get_video_features`` that returns only the kept tokens.
@@ -208,28 +220,14 @@ class Adapter:
         def get_video_features(*args, **kwargs):
             inputs = dict(zip(("pixel_values_videos", "video_grid_thw"), args))
             inputs.update(kwargs)
-            encoder_output, features, frames, extras, tail = self.encode_videos(model, inputs, original)
-            comp = settings.compress(features, frames, extras=extras)
-            return self.kept_encoder_output(encoder_output, comp, frames, tail)
+            videos = self.encode_videos(model, inputs, original)
+            return self.kept_encoder_output(videos, settings.compress(videos.features, videos.frames, videos.extras))
 
         return get_video_features
 
 
-@contextlib.contextmanager
-def installed(patches):
-    """Set attributes for the duration of a call, then restore them exactly."""
-    saved = []
-    try:
-        for obj, name, value in patches:
-            saved.append((obj, name, obj.__dict__.get(name, _MISSING)))
-            setattr(obj, name, value)
-        yield
-    finally:
-        for obj, name, before in reversed(saved):
-            if before is _MISSING:
-                delattr(obj, name)
-            else:
-                setattr(obj, name, before)
-
-
-_MISSING = object()
+def set_rope_deltas(model, positions: torch.Tensor, attention_mask: torch.Tensor) -> None:
+    """M-RoPE models cache ``rope_deltas`` (B, 1), the offset decoding adds to the text position
+    of each new token; generate() computes it only when it builds the positions itself. From the
+    kept positions (3, B, L): ``max position + 1 - kept length`` per row."""
+    model.model.rope_deltas = (positions.amax(dim=(0, 2)) + 1 - attention_mask.sum(dim=1))[:, None]

@@ -33,6 +33,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from ..backends import resolve
 from ..layout import VideoLayout
+from .patching import installed
 
 _ACTIVE: list = []  # the KVPruneState of the generate() call in progress
 
@@ -185,9 +186,8 @@ def kv_pruning(model, config: KVPrune, visual: torch.Tensor, backend: str = "aut
     AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])
     state = KVPruneState(config, visual, backend)
     _ACTIVE.append(state)
-    text_config._attn_implementation = name
     try:
-        yield state
+        with installed([(text_config, "_attn_implementation", name)]):
+            yield state
     finally:
-        text_config._attn_implementation = base
         _ACTIVE.remove(state)

@@ -7,14 +7,24 @@ attention block-diagonal, see the design notes)."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-from .base import Adapter
+from .base import Adapter, EncodedVideos
+
+
+@dataclass
+class NewlineVideos(EncodedVideos):
+    """LLaVA-OneVision's encoded videos. ``includes_newline``: the encoder output already ends
+    every video with the newline token (transformers >= 5.18; older 5.x appends it in forward)."""
+
+    includes_newline: bool = False
 
 
 class LlavaOnevisionAdapter(Adapter):
     model_classes = {"llava_onevision": "LlavaOnevisionForConditionalGeneration"}
+    lmms_eval_models = ("llava_hf --force_simple",)
 
     def tokens_per_frame(self, model) -> int:
         side = model.config.vision_config.image_size // model.config.vision_config.patch_size
@@ -25,7 +35,7 @@ class LlavaOnevisionAdapter(Adapter):
         if pixels.dim() != 5:
             raise ValueError(f"pixel_values_videos must be (videos, frames, 3, H, W), got {tuple(pixels.shape)}")
 
-    def encode_videos(self, model, inputs: dict, get_video_features=None):
+    def encode_videos(self, model, inputs: dict, get_video_features=None) -> NewlineVideos:
         encode = get_video_features or model.model.get_video_features
         pixels = inputs["pixel_values_videos"]
         layer = inputs.get("vision_feature_layer", model.config.vision_feature_layer)
@@ -33,26 +43,24 @@ class LlavaOnevisionAdapter(Adapter):
         out = encode(pixels, vision_feature_layer=layer, vision_feature_select_strategy=strategy, return_dict=True)
         V, F, T = pixels.shape[0], pixels.shape[1], self.tokens_per_frame(model)
         pooled = out.pooler_output
-        # transformers >= 5.18 appends the newline inside get_video_features, older 5.x in forward
-        self.includes_newline = pooled.shape[1] == F * T + 1
         if pooled.shape[1] not in (F * T, F * T + 1):
             raise ValueError(f"expected {F} frames x {T} tokens per video, the encoder gave {pooled.shape[1]}")
         features = pooled[:, : F * T].reshape(V * F * T, -1)
-        return out, features, [(F, T)] * V, [], [1] * V
+        return NewlineVideos(out, features, [(F, T)] * V, tail=[1] * V, includes_newline=pooled.shape[1] == F * T + 1)
 
-    def kept_encoder_output(self, encoder_output, comp, frames, tail):
+    def kept_encoder_output(self, videos: NewlineVideos, comp):
         counts = comp.counts.tolist()
         kept = list(torch.split(comp.features, counts))
-        if self.includes_newline:
-            newline = encoder_output.pooler_output[:, -1:]
+        if videos.includes_newline:
+            newline = videos.output.pooler_output[:, -1:]
             kept = [torch.cat([k, newline[v]]) for v, k in enumerate(kept)]
         if len(set(counts)) == 1:
-            encoder_output.pooler_output = torch.stack(kept)
-        elif self.includes_newline:  # one packed row: right for every sample unless generate() expands
-            encoder_output.pooler_output = torch.cat(kept)[None]
+            videos.output.pooler_output = torch.stack(kept)
+        elif videos.includes_newline:  # one packed row: right for every sample unless generate() expands
+            videos.output.pooler_output = torch.cat(kept)[None]
         else:
             raise ValueError(
                 "with transformers < 5.18 LLaVA-OneVision needs the same kept count for every video of a "
                 f"batch (got {counts}): use exact=True with videos of the same size"
             )
-        return encoder_output
+        return videos.output

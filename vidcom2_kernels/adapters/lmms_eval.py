@@ -27,7 +27,9 @@ import os
 import runpy
 import sys
 
-from . import ADAPTERS, apply_from_env, settings_from_env
+from .apply import apply_from_env
+from .registry import ADAPTERS, LMMS_EVAL_MODELS
+from .settings import Settings, settings_from_env
 
 # lmms-eval model names whose classes are not transformers' (so no adapter can reach them)
 NOT_TRANSFORMERS = {
@@ -35,7 +37,7 @@ NOT_TRANSFORMERS = {
     "llava_vid": "loads the LLaVA-NeXT package's own LLaVA-Video class",
 }
 TRANSFORMERS_ROUTE = "use --model llava_hf --force_simple with a transformers LLaVA-OneVision/LLaVA-Video checkpoint"
-SUPPORTED_NAMES = "qwen2_vl, qwen2_5_vl, qwen3_vl, qwen3_5, llava_hf --force_simple"
+SUPPORTED_NAMES = ", ".join(LMMS_EVAL_MODELS)
 
 
 class LaunchError(SystemExit):
@@ -58,7 +60,7 @@ def model_name(argv: list) -> str | None:
     return None
 
 
-def check_launch(argv: list, environ=None) -> dict | None:
+def check_launch(argv: list, environ=None) -> Settings | None:
     """Everything that can be checked before lmms-eval starts: lmms-eval is installed, the
     environment's settings, and the ``--model`` name. Returns the settings (None: no compression)."""
     if importlib.util.find_spec("lmms_eval") is None:
@@ -111,13 +113,13 @@ class Compressing:
         self.lmms_class.create_from_arg_string = self.original
 
 
-def summary(settings: dict, handles: list) -> str:
+def summary(settings: Settings, handles: list) -> str:
     """One line per process: the settings and the video tokens of all compressed calls."""
     rank = os.environ.get("RANK", "0")
     before = sum(h.video_tokens_before for h in handles)
     after = sum(h.video_tokens_after for h in handles)
     calls = sum(h.calls for h in handles)
-    what = f"{settings['method']}, retention {settings['retention']:g}{', exact' if settings['exact'] else ''}"
+    what = f"{settings.method}, retention {settings.retention:g}{', exact' if settings.exact else ''}"
     share = f" ({100.0 * after / before:.1f}%)" if before else ""
     return f"vidcom2 [rank {rank}] {what}: {calls} generate() calls with video, video tokens {before} -> {after}{share}"
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import torch
 
-from .base import Adapter
+from .base import Adapter, EncodedVideos
 
 
 class Qwen2VLAdapter(Adapter):
     model_classes = {"qwen2_vl": "Qwen2VLForConditionalGeneration"}
+    lmms_eval_models = ("qwen2_vl",)
 
     def merge(self, model) -> int:
         return model.config.vision_config.spatial_merge_size
@@ -31,14 +32,10 @@ class Qwen2VLAdapter(Adapter):
                 f"video_grid_thw {grid.tolist()} describes {patches}"
             )
 
-    def encode_videos(self, model, inputs: dict, get_video_features=None):
+    def encode_videos(self, model, inputs: dict, get_video_features=None) -> EncodedVideos:
         encode = get_video_features or model.model.get_video_features
         out = encode(inputs["pixel_values_videos"], inputs["video_grid_thw"], return_dict=True)
-        frames = self.frames(model, inputs["video_grid_thw"])
-        return out, torch.cat(out.pooler_output), frames, self.extras(out), [0] * len(frames)
-
-    def extras(self, encoder_output) -> list:
-        return []
+        return EncodedVideos(out, torch.cat(out.pooler_output), self.frames(model, inputs["video_grid_thw"]))
 
     def rope_inputs(self, inputs: dict) -> dict:
         keys = ("image_grid_thw", "video_grid_thw", "attention_mask", "mm_token_type_ids")
@@ -50,7 +47,7 @@ class Qwen2VLAdapter(Adapter):
         positions, _ = model.model.get_rope_index(inputs["input_ids"], **self.rope_inputs(inputs))
         return positions
 
-    def kept_encoder_output(self, encoder_output, comp, frames, tail):
-        counts = comp.counts.tolist()
-        encoder_output.pooler_output = tuple(torch.split(comp.features, counts))
-        return encoder_output
+    def kept_encoder_output(self, videos: EncodedVideos, comp):
+        """One ``pooler_output`` tensor per video, of its kept tokens."""
+        videos.output.pooler_output = comp.split()
+        return videos.output

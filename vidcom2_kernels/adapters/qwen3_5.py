@@ -10,3 +10,4 @@ from .qwen2_vl import Qwen2VLAdapter
 
 class Qwen35Adapter(Qwen2VLAdapter):
     model_classes = {"qwen3_5": "Qwen3_5ForConditionalGeneration", "qwen3_5_moe": "Qwen3_5MoeForConditionalGeneration"}
+    lmms_eval_models = ("qwen3_5",)

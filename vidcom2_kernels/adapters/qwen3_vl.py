@@ -5,24 +5,38 @@ processor puts between frames are ordinary text and keep their positions."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from .base import EncodedVideos
 from .qwen2_vl import Qwen2VLAdapter
+
+
+@dataclass
+class DeepstackVideos(EncodedVideos):
+    """Qwen3-VL's encoded videos; ``extras`` are the deepstack layers, concatenated over videos.
+    ``per_video_layers``: the encoder gave every layer as one tensor per video (transformers
+    >= 5.18; 5.17 gives one tensor per layer), and ``forward`` wants them back that way."""
+
+    per_video_layers: bool = False
 
 
 class Qwen3VLAdapter(Qwen2VLAdapter):
     model_classes = {"qwen3_vl": "Qwen3VLForConditionalGeneration", "qwen3_vl_moe": "Qwen3VLMoeForConditionalGeneration"}
+    lmms_eval_models = ("qwen3_vl",)
 
-    def extras(self, encoder_output) -> list:
-        layers = encoder_output.deepstack_features or []
-        # transformers >= 5.18 splits every layer per video, 5.17 keeps one tensor per layer
-        self.split_deepstack = bool(layers) and isinstance(layers[0], (tuple, list))
-        return [torch.cat(layer) if self.split_deepstack else layer for layer in layers]
+    def encode_videos(self, model, inputs: dict, get_video_features=None) -> DeepstackVideos:
+        videos = super().encode_videos(model, inputs, get_video_features)
+        layers = videos.output.deepstack_features or []
+        per_video = bool(layers) and isinstance(layers[0], (tuple, list))
+        extras = [torch.cat(layer) if per_video else layer for layer in layers]
+        return DeepstackVideos(videos.output, videos.features, videos.frames, extras, per_video_layers=per_video)
 
-    def kept_encoder_output(self, encoder_output, comp, frames, tail):
+    def kept_encoder_output(self, videos: DeepstackVideos, comp):
         counts = comp.counts.tolist()
-        encoder_output.pooler_output = tuple(torch.split(comp.features, counts))
-        encoder_output.deepstack_features = [
-            tuple(torch.split(layer, counts)) if self.split_deepstack else layer for layer in comp.extras
+        videos.output.pooler_output = tuple(torch.split(comp.features, counts))
+        videos.output.deepstack_features = [
+            tuple(torch.split(layer, counts)) if videos.per_video_layers else layer for layer in comp.extras
         ]
-        return encoder_output
+        return videos.output

@@ -37,7 +37,8 @@ def resolve(name: str, device: torch.device) -> ModuleType:
     if not backend.supports(device):
         raise ValueError(
             f"backend={name!r} needs CUDA tensors (features are on {device}); "
-            "set TRITON_INTERPRET=1 to run the kernels on the CPU, or use backend='torch'"
+            "set TRITON_INTERPRET=1 before importing vidcom2_kernels to run the kernels on the CPU, "
+            "or use backend='torch'"
         )
     return backend
 

@@ -3,7 +3,6 @@ packed per-layout metadata the kernels read (one host-to-device copy, cached per
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -11,16 +10,12 @@ import numpy as np
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.interpreter import InterpretedFunction
 
 from ..layout import VideoLayout
 
 #: Rows a program of the row-unit kernels (centres, scores) handles: one unit never spans frames.
 UNIT_ROWS = 32
-
-
-def is_interpreter() -> bool:
-    """True when kernels run on the CPU through ``TRITON_INTERPRET=1``."""
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def num_warps_for(block_elements: int) -> int:
@@ -35,6 +30,12 @@ def order_key(x):
     x = tl.where(x != x, float("inf"), x) + 0.0
     bits = x.to(tl.int32, bitcast=True)
     return bits ^ ((bits >> 31) & 0x7FFFFFFF)
+
+
+def is_interpreter() -> bool:
+    """True when the kernels were built for Triton's CPU interpreter: ``TRITON_INTERPRET=1`` was
+    set when this package was imported (Triton decides per kernel, at definition)."""
+    return isinstance(order_key, InterpretedFunction)
 
 
 @triton.jit

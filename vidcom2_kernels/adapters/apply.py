@@ -1,0 +1,128 @@
+"""Compressing the videos a transformers video LLM sees, keeping ``generate()``'s contract.
+
+- :func:`prune_inputs`: the keyword arguments to pass to ``model.generate`` yourself.
+- :class:`CompressionHandle`: what :func:`apply_compression` installs on ``model.generate``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from dataclasses import asdict
+
+from .generation import PromptStreamer, bind_generate_call, shift_length_limits, with_caller_prompt
+from .kv_prune import KVPrune, kv_pruning
+from .patching import install, installed
+from .registry import adapter_for
+from .settings import Settings, settings_from_env
+
+
+def prune_inputs(model, inputs, retention: float = 0.25, **options) -> dict:
+    """Compress the videos of ``inputs`` (the processor's output) and return the keyword arguments
+    for ``model.generate``: pruned ``input_ids`` and ``attention_mask`` (each row's padding kept,
+    rows padded back to a common width), ``position_ids`` of the kept tokens, and the kept features
+    in the form the installed transformers takes (``mm_encoder_outputs`` on 5.18+). The rows
+    ``generate`` returns from these start with the *pruned* prompt: slice the answers at
+    ``kwargs["input_ids"].shape[1]`` (:func:`apply_compression` gives back the caller's rows instead).
+    On transformers < 5.18 use :func:`apply_compression`, which also installs the encoder patch
+    those versions need. ``options``: the other fields of :class:`Settings` (``method``, ``exact``,
+    ``target``, ``backend``, ``frame_budgets``, ``quirks``)."""
+    settings = Settings(retention=retention, **options)
+    pruned = adapter_for(model).prune(model, dict(inputs), settings)
+    if pruned.patches:
+        raise RuntimeError(
+            "this transformers version re-encodes videos inside forward: use apply_vidcom2(model) "
+            "(or apply_compression) so the encoder can be patched for the call"
+        )
+    return pruned.kwargs
+
+
+class CompressionHandle:
+    """Undo handle of :func:`apply_compression`; also a context manager. While applied,
+    ``model.generate`` prunes every video of a call and keeps transformers' contract (rows =
+    the caller's ``input_ids`` + the new tokens). ``last`` is the latest call's
+    :class:`~vidcom2_kernels.adapters.base.Pruned`; ``calls``, ``failures`` and
+    ``video_tokens_before`` / ``video_tokens_after`` are running totals over calls with video."""
+
+    def __init__(self, model, settings: Settings, kv: KVPrune | None = None):
+        self.model, self.settings, self.kv, self.last, self.kv_state = model, settings, kv, None, None
+        self.calls = self.failures = self.video_tokens_before = self.video_tokens_after = 0
+        self.adapter = adapter_for(model)
+        self.original = model.generate
+
+        @functools.wraps(self.original)
+        def generate(*args, **kwargs):
+            try:
+                return self.generate(*args, **kwargs)
+            except Exception:
+                self.failures += 1
+                raise
+
+        generate.vidcom2_handle = self
+        self.undo = install([(model, "generate", generate)])
+
+    def generate(self, *args, **kwargs):
+        """The wrapped call: prune, run the model's own ``generate`` on the pruned prompt, and
+        return its output with the caller's prompt rows in front of the new tokens."""
+        named, model_inputs = bind_generate_call(self.original, args, kwargs)
+        self.last = self.adapter.prune(self.model, model_inputs, self.settings)
+        pruned = self.last.kwargs
+        if self.last.compression is not None:  # the prompt changed: translate the call's lengths and streamer
+            self.calls += 1
+            self.video_tokens_before += self.last.video_tokens_before
+            self.video_tokens_after += self.last.video_tokens_after
+            prompt, pruned_width = model_inputs["input_ids"], pruned["input_ids"].shape[1]
+            configs = [named.get("generation_config"), getattr(self.model, "generation_config", None)]
+            pruned = shift_length_limits(pruned, configs, prompt.shape[1] - pruned_width)
+            if named.get("streamer") is not None:
+                named["streamer"] = PromptStreamer(named["streamer"], prompt)
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(installed(self.last.patches))
+            ids = pruned.get("input_ids")
+            if self.kv is not None and ids is not None:
+                visual = ids == self.adapter.video_token_id(self.model)
+                self.kv_state = stack.enter_context(kv_pruning(self.model, self.kv, visual, self.settings.backend))
+            output = self.original(**named, **pruned)
+        if self.last.compression is None:
+            return output
+        return with_caller_prompt(output, prompt, pruned_width)
+
+    def remove(self) -> None:
+        """Restore ``model.generate`` exactly (a second call does nothing)."""
+        self.undo()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+        return False
+
+
+def apply_compression(model, method: str = "vidcom2", retention: float = 0.25, *,
+                      kv_prune: KVPrune | None = None, **options) -> CompressionHandle:
+    """Compress every video that ``model.generate`` sees, with ``method`` ("vidcom2" or "dycoke";
+    ``frame_budgets="vidcom2"`` puts VidCom2's frame budgets over DyCoke's token scores);
+    ``options``: the other fields of :class:`Settings`. ``kv_prune=KVPrune(ratio, layer, drift)``
+    adds DyCoke's decode-time KV-cache pruning (:mod:`vidcom2_kernels.adapters.kv_prune`); it
+    works with sdpa, eager and flash-attn."""
+    settings = Settings(method=method, retention=retention, **options)
+    adapter_for(model)  # unsupported models fail here, with the list of supported ones
+    if getattr(model.generate, "vidcom2_handle", None) is not None:
+        raise RuntimeError("this model already has a compression applied; remove() it first")
+    return CompressionHandle(model, settings, kv_prune)
+
+
+def apply_vidcom2(model, retention: float = 0.25, **options) -> CompressionHandle:
+    """VidCom2 on every video ``model.generate`` sees; ``handle.remove()`` restores the model."""
+    return apply_compression(model, "vidcom2", retention, **options)
+
+
+def apply_from_env(model, environ=None):
+    """Apply the compression :func:`settings_from_env` reads (the lmms-eval convention,
+    ``COMPRESSOR=vidcom2 R_RATIO=0.25``) to ``model``. Returns the handle, or None when
+    ``COMPRESSOR`` is unset or ``none``."""
+    settings = settings_from_env(environ)
+    return None if settings is None else apply_compression(model, **asdict(settings))
+
+

@@ -1,0 +1,77 @@
+"""The one options type of the adapters (:class:`Settings`: what :func:`apply_compression` and
+:func:`prune_inputs` take), and the lmms-eval convention that fills it from the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+from ..api import compress
+from ..backends import BACKENDS
+from ..records import FRAME_BUDGETS, METHODS, Compression
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to compress, checked when made (before any model work): the arguments of
+    :func:`vidcom2_kernels.compress`. ``method`` "vidcom2" or "dycoke"; ``retention`` in (0, 1]
+    (DyCoke: the kept fraction ``1 - p`` of pruned frames); ``exact`` / ``target`` exact counts;
+    ``frame_budgets="vidcom2"`` VidCom2's frame budgets over DyCoke's scores; ``quirks`` DyCoke's
+    released quirks; ``backend`` as in ``compress``."""
+
+    retention: float = 0.25
+    exact: bool = False
+    target: Optional[object] = None
+    backend: str = "auto"
+    method: str = "vidcom2"
+    frame_budgets: Optional[str] = None
+    quirks: bool = False
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.frame_budgets not in FRAME_BUDGETS:
+            raise ValueError(f"frame_budgets must be None or 'vidcom2', got {self.frame_budgets!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if isinstance(self.retention, (int, float)) and not 0 < self.retention <= 1:  # per-video lists: compress checks
+            raise ValueError(f"retention must be in (0, 1], got {self.retention!r}")
+
+    def compress(self, features, frames, extras=()) -> Compression:
+        return compress(
+            features, frames, self.retention, exact=self.exact, target=self.target, backend=self.backend,
+            extras=extras, method=self.method, frame_budgets=self.frame_budgets, quirks=self.quirks,
+        )
+
+
+ENV_FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False, "": False}
+
+
+def settings_from_env(environ=None) -> Settings | None:
+    """The lmms-eval convention read from the environment, checked: ``COMPRESSOR=vidcom2`` or
+    ``dycoke`` (unset or ``none``: None, no compression), ``R_RATIO`` (retention in (0, 1],
+    default 0.25; for DyCoke the kept fraction ``1 - p`` of pruned frames), ``VIDCOM2_EXACT``
+    (1/true/yes/on for exact counts), ``FRAME_BUDGETS=vidcom2`` (VidCom2's frame budgets over
+    DyCoke). A ValueError names the variable that is wrong."""
+    env = os.environ if environ is None else environ
+    method = env.get("COMPRESSOR", "").strip().lower()
+    if method in ("", "none"):
+        return None
+    if method not in METHODS:
+        raise ValueError(f"COMPRESSOR must be one of {', '.join(METHODS)} or none, got {env['COMPRESSOR']!r}")
+    text = env.get("R_RATIO", "0.25")
+    try:
+        retention = float(text)
+    except ValueError:
+        retention = float("nan")
+    if not 0.0 < retention <= 1.0:
+        raise ValueError(f"R_RATIO must be a number in (0, 1], got {text!r}")
+    exact = env.get("VIDCOM2_EXACT", "0").strip().lower()
+    if exact not in ENV_FLAGS:
+        raise ValueError(f"VIDCOM2_EXACT must be 1/true/yes/on or 0/false/no/off, got {env['VIDCOM2_EXACT']!r}")
+    frame_budgets = env.get("FRAME_BUDGETS", "").strip().lower() or None
+    if frame_budgets not in FRAME_BUDGETS:
+        raise ValueError(f"FRAME_BUDGETS must be unset or one of {', '.join(f for f in FRAME_BUDGETS if f)}, "
+                         f"got {env['FRAME_BUDGETS']!r}")
+    return Settings(method=method, retention=retention, exact=ENV_FLAGS[exact], frame_budgets=frame_budgets)
