@@ -21,8 +21,10 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import triton  # noqa: E402
+from shapes import AOT, SHAPES  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
@@ -38,15 +40,6 @@ from vidcom2_kernels.ops import (  # noqa: E402
     token_scores,
 )
 
-#: (name, frames, channels, feature dtypes): the shapes the configurations are picked for.
-SHAPES = [
-    ("llava-ov", [(32, 196)], 3584),
-    ("llava-video", [(64, 169)], 3584),
-    ("qwen2-vl-batch", [(8, 256), (16, 391), (4, 1196), (24, 130)], 3584),
-    ("qwen3-vl", [(16, 300)], 4096),
-    ("long-video", [(512, 196)], 3584),
-    ("small-width", [(32, 196)], 1152),
-]
 FEATURE_DTYPES = ("bf16", "fp16", "fp32")
 
 
@@ -157,7 +150,8 @@ def main(argv=None) -> int:
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 
     seen, rows, failures = set(), [], 0
-    for _, frames, C in SHAPES:
+    for name in AOT:  # the shapes the launch configurations are picked for
+        frames, C = SHAPES[name]
         layout = VideoLayout.from_pairs(frames)
         for fn, label, types, constexprs, warps in _variants(layout, C):
             key = (fn.__name__, label, tuple(sorted(constexprs.items())), warps)

@@ -2,28 +2,26 @@
 
     python -m pytest bench/bench_cpu.py --benchmark-columns=median,iqr,rounds
 
-Shapes: LLaVA-OneVision (32 frames x 196 tokens x 3584 channels, fp32) and a Qwen2-VL-like batch
-of videos of different sizes. The Triton interpreter is a correctness tool, not benchmarked here.
+Shapes (``bench/shapes.py``, ``CPU``): LLaVA-OneVision (32 frames x 196 tokens x 3584 channels,
+fp32) and a batch of four videos of different sizes. The Triton interpreter is a correctness tool, not benchmarked here.
 Run with ``--benchmark-disable`` (as CI does) to execute each case once as a smoke test.
 """
 
+import os
+import sys
+
 import pytest
-import torch
 
-import vidcom2_kernels as vk
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-SHAPES = {
-    "llava-ov-32x196x3584": ([(32, 196)], 3584),
-    "qwen2vl-batch": ([(8, 256), (4, 391), (16, 130), (6, 221)], 1536),
-}
+import shapes  # noqa: E402
+
+import vidcom2_kernels as vk  # noqa: E402
 
 
-@pytest.fixture(scope="module", params=list(SHAPES))
+@pytest.fixture(scope="module", params=shapes.CPU)
 def case(request):
-    frames, C = SHAPES[request.param]
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(sum(f * t for f, t in frames), C, generator=g)
-    return request.param, x, frames
+    return request.param, shapes.features(request.param), shapes.SHAPES[request.param][0]
 
 
 @pytest.mark.parametrize("method", ["vidcom2", "dycoke"])

@@ -1,6 +1,6 @@
 """GPU benchmark: reference, torch.compile of the reference, torch backend, triton backend.
 
-    python bench/bench_gpu.py [--shapes llava-ov llava-video qwen-batch8 long] [--csv out.csv]
+    python bench/bench_gpu.py [--shapes NAME ...] (bench/shapes.py; default: its GPU list) [--csv out.csv]
                               [--results bench/RESULTS.md]
 
 Per shape and method: median time of a whole ``compress`` call over CUDA events (after warm-up,
@@ -22,20 +22,14 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import shapes as shapes_module  # noqa: E402
 import torch  # noqa: E402
 from results_md import update_section, write_csv  # noqa: E402
+from shapes import GPU, SHAPES  # noqa: E402
 
 import vidcom2_kernels as vk  # noqa: E402
 from vidcom2_kernels import reference  # noqa: E402
 from vidcom2_kernels.testing import HostReadCounter  # noqa: E402
-
-SHAPES = {
-    "llava-ov": ([(32, 196)], 3584),
-    "llava-video": ([(64, 169)], 3584),
-    "qwen-batch8": ([(8, 256), (16, 391), (4, 1196), (24, 130), (12, 221), (6, 352), (10, 300), (20, 156)], 3584),
-    "long": ([(512, 196)], 3584),
-}
-SMOKE_SHAPES = {"smoke": ([(4, 20), (2, 9)], 64)}
 
 
 def copy_bandwidth(device) -> float:
@@ -97,10 +91,10 @@ def run(shapes, device, dtype, repeats, copies):
     bw = copy_bandwidth(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     rows = []
-    for shape, (frames, C) in shapes.items():
+    for shape in shapes:
+        frames, C = SHAPES[shape]
         N = sum(f * t for f, t in frames)
-        g = torch.Generator(device="cpu").manual_seed(0)
-        inputs = [torch.randn(N, C, generator=g).to(device, dtype) for _ in range(copies)]
+        inputs = [shapes_module.features(shape, dtype, device, seed=i) for i in range(copies)]
         K = int(vk.compress(inputs[0], frames, 0.25, backend="torch").counts.sum())
         elt = inputs[0].element_size()
         floor_bytes = N * C * elt + 2 * K * C * elt
@@ -167,8 +161,7 @@ def main(argv=None) -> int:
     p.add_argument("--results", default="bench/RESULTS.md")
     args = p.parse_args(argv)
     device = torch.device(args.device)
-    table = SHAPES if device.type == "cuda" else SMOKE_SHAPES
-    shapes = {k: table[k] for k in (args.shapes or table)}
+    shapes = args.shapes or (GPU if device.type == "cuda" else ("smoke",))
     name, bw, rows = run(shapes, device, getattr(torch, args.dtype), args.repeats if device.type == "cuda" else 3,
                          args.copies)
     write_outputs(name, bw, rows, args.csv, args.results if device.type == "cuda" else None)

@@ -7,7 +7,9 @@ import tiny_models as tm
 import torch
 
 from vidcom2_kernels import adapters
-from vidcom2_kernels.adapters.base import Settings, accepts_encoder_outputs, installed
+from vidcom2_kernels.adapters.base import accepts_encoder_outputs
+from vidcom2_kernels.adapters.patching import installed
+from vidcom2_kernels.adapters.settings import Settings
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 STEPS = 4
@@ -195,6 +197,42 @@ def test_errors():
         adapters.apply_compression(model, method="fastv")
 
 
+@pytest.mark.parametrize("options,message", [
+    ({"method": "fastv"}, "method must be one of"),
+    ({"backend": "cuda"}, "backend must be one of"),
+    ({"retention": 0.0}, r"retention must be in \(0, 1\]"),
+    ({"frame_budgets": "own"}, "frame_budgets must be None or 'vidcom2'"),
+])
+def test_settings_checked_before_model_work(options, message):
+    with pytest.raises(ValueError, match=message):
+        adapters.apply_compression(object(), **options)  # no model is touched: the options fail first
+    with pytest.raises(ValueError, match=message):
+        Settings(**options)
+
+
+def test_patches_restore_exactly():
+    """One helper sets and restores instance attributes, values behind properties and methods."""
+
+    class Thing:
+        def method(self):
+            return "class"
+
+        @property
+        def prop(self):
+            return self._prop
+
+        @prop.setter
+        def prop(self, value):
+            self._prop = value
+
+    thing = Thing()
+    thing.own, thing.prop = "own", "before"
+    with installed([(thing, "own", 1), (thing, "prop", "during"), (thing, "method", lambda: "patched")]):
+        assert (thing.own, thing.prop, thing.method()) == (1, "during", "patched")
+    assert (thing.own, thing.prop, thing.method()) == ("own", "before", "class")
+    assert "method" not in vars(thing)  # the class's method shows again
+
+
 def test_apply_from_env(monkeypatch):
     model = tm.build("qwen2_vl")
     monkeypatch.delenv("COMPRESSOR", raising=False)
@@ -304,7 +342,7 @@ def test_images_several_videos_and_text_only_rows(rows):
     """Images stay whole, several videos in one sample are compressed each, samples without video
     ride along; every row equals that sample alone, and retention 1.0 changes nothing."""
     model = tm.build("qwen2_vl")
-    batch = tm.make_mixed_batch(model, [MIXED_ROWS[r] for r in rows])
+    batch = tm.make_mixed_batch([MIXED_ROWS[r] for r in rows])
     plain = generate(model, batch)
     with adapters.apply_vidcom2(model, 1.0, exact=True):
         assert torch.equal(generate(model, batch).sequences, plain.sequences)
@@ -325,7 +363,7 @@ def test_images_several_videos_and_text_only_rows(rows):
 def _nth_sample(model, rows, b):
     """Sample b of a mixed batch on its own, with the same media it had in the batch (the pixel
     generator runs through the earlier rows' media first)."""
-    full = tm.make_mixed_batch(model, [MIXED_ROWS[r] for r in rows])
+    full = tm.make_mixed_batch([MIXED_ROWS[r] for r in rows])
     keep = full["attention_mask"][b].bool()
     out = {k: full[k][b, keep][None] for k in ("input_ids", "attention_mask", "mm_token_type_ids")}
     for kind, pixels_key, grid_key in (("video", "pixel_values_videos", "video_grid_thw"),
@@ -347,7 +385,7 @@ def test_dycoke_kv_pruning_with_text_only_row():
     """A row without video keeps every key; the video row is still pruned, and equals itself alone."""
     model = tm.build("qwen2_vl")
     rows = ["one video", "text only"]
-    batch = tm.make_mixed_batch(model, [MIXED_ROWS[r] for r in rows])
+    batch = tm.make_mixed_batch([MIXED_ROWS[r] for r in rows])
     with adapters.apply_compression(model, "dycoke", 0.5, kv_prune=adapters.KVPrune(0.7, layer=1)) as handle:
         together = generate(model, batch)
         state = handle.kv_state

@@ -33,7 +33,7 @@ def test_frames_forms_agree(any_backend, device):
     assert a.features.shape == (int(a.counts.sum()), 6)
 
 
-def test_reference_compress_same_type(device):
+def test_reference_compress_same_type():
     x = torch.randn(20, 4)
     out = reference.compress(x, 5, 0.5)
     assert isinstance(out, vk.Compression)

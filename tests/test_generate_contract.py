@@ -11,6 +11,7 @@ from transformers import GenerationConfig
 
 from vidcom2_kernels import adapters
 from vidcom2_kernels.adapters.generation import shift_length_limits
+from vidcom2_kernels.adapters.patching import installed
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 STEPS = 4
@@ -25,7 +26,7 @@ def new_tokens_of_pruned_call(model, handle, inputs, **generation):
     """The new tokens the unwrapped ``generate`` makes from the handle's pruned prompt of ``inputs``
     (pruned afresh: transformers expands the encoder outputs it is given in place for beams)."""
     pruned = handle.adapter.prune(model, inputs, handle.settings)
-    with adapters.base.installed(pruned.patches):
+    with installed(pruned.patches):
         out = type(model).generate(model, **pruned.kwargs, max_new_tokens=STEPS, **generation)
     return out[:, pruned.kwargs["input_ids"].shape[1]:]
 

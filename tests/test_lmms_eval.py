@@ -89,9 +89,9 @@ def test_environment_errors_name_the_variable(env, message):
 def test_environment_settings():
     assert adapters.settings_from_env({}) is None
     assert adapters.settings_from_env({"COMPRESSOR": "None"}) is None
-    assert adapters.settings_from_env({"COMPRESSOR": "VidCom2", "R_RATIO": "0.15", "VIDCOM2_EXACT": "true"}) == dict(
+    assert adapters.settings_from_env({"COMPRESSOR": "VidCom2", "R_RATIO": "0.15", "VIDCOM2_EXACT": "true"}) == adapters.Settings(
         method="vidcom2", retention=0.15, exact=True, frame_budgets=None)
-    assert adapters.settings_from_env({"COMPRESSOR": "dycoke", "FRAME_BUDGETS": "vidcom2", "VIDCOM2_EXACT": "off"}) == dict(
+    assert adapters.settings_from_env({"COMPRESSOR": "dycoke", "FRAME_BUDGETS": "vidcom2", "VIDCOM2_EXACT": "off"}) == adapters.Settings(
         method="dycoke", retention=0.25, exact=False, frame_budgets="vidcom2")
 
 

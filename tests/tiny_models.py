@@ -154,7 +154,7 @@ def split_batch(family: str, batch: dict, b: int, samples) -> dict:
     return out
 
 
-def make_mixed_batch(model, rows, seed: int = 0) -> dict:
+def make_mixed_batch(rows, seed: int = 0) -> dict:
     """Qwen2-VL inputs from rows of parts: ints are text tokens, ("video", (t, h, w)) and
     ("image", (h, w)) are media (images are one temporal patch group, t = 1). Left-padded."""
     g = torch.Generator().manual_seed(seed)

@@ -140,9 +140,8 @@ def _valid_keys(attention_mask, B: int, S: int, device) -> torch.Tensor:
     return valid.expand(B, S)
 
 
-def _restrict(attention_mask, keep: torch.Tensor, query):
+def _restrict(attention_mask, keep: torch.Tensor):
     """The model's mask with the pruned keys removed, in the mask's own form."""
-    B, S = keep.shape
     if attention_mask is None:
         return keep[:, None, None, :]
     if attention_mask.dim() == 2:  # flash-attn padding mask
@@ -165,7 +164,7 @@ def wrap_attention(base_name: str):
                 valid = _valid_keys(attention_mask, query.shape[0], S, query.device)
                 state.update(query, key, valid, getattr(module, "scaling", query.shape[-1] ** -0.5))
             if state.prunes and state.keep is not None:
-                attention_mask = _restrict(attention_mask, state.key_mask(S, query.device), query)
+                attention_mask = _restrict(attention_mask, state.key_mask(S, query.device))
         return base(module, query, key, value, attention_mask, **kwargs)
 
     return attention
