@@ -29,15 +29,11 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["vidcom2_kernels", "vidcom2_kernels.*"]),
-    install_requires=[
-        "torch>=2.4",
-        "numpy>=1.24",
-        "triton>=3.2; platform_system == 'Linux'",
-    ],
+    install_requires=["torch>=2.4", "numpy>=1.24", "triton>=3.2; platform_system == 'Linux'"],
     extras_require={
         "video": VIDEO,
-        "test": VIDEO + ["pytest>=8", "pytest-benchmark>=4"],
-        "dev": VIDEO + ["pytest>=8", "pytest-benchmark>=4", "ruff>=0.5"],
+        "test": VIDEO + ["pytest>=8", "pytest-benchmark>=4", "ruff==0.17.6"],  # pinned: the format check is exact
+        "dev": VIDEO + ["pytest>=8", "pytest-benchmark>=4", "ruff==0.17.6"],
     },
     entry_points={"console_scripts": ["vidcom2-demo=vidcom2_kernels.demo:main"]},
     license="Apache-2.0",

@@ -72,10 +72,26 @@ def _variants(layout: VideoLayout, C: int):
         fp = {"inv_norm_ptr": "*fp32", "self_dot_ptr": "*fp32", "partial_ptr": "*fp32", "eps": "fp32"}
         yield centres.centre_partials_kernel, dt, {**x, **fp}, {**cfg, "stride_c": 1}, w
         w, cfg = split(token_scores.scores_config(C))
-        fp = {n: "*fp32" for n in ("inv_norm_ptr", "self_dot_ptr", "frame_centre_ptr", "video_centre_ptr", "score_ptr", "unit_sv_ptr")}
+        fp = {
+            n: "*fp32"
+            for n in (
+                "inv_norm_ptr",
+                "self_dot_ptr",
+                "frame_centre_ptr",
+                "video_centre_ptr",
+                "score_ptr",
+                "unit_sv_ptr",
+            )
+        }
         yield token_scores.token_scores_kernel, dt, {**x, **fp}, {**cfg, "stride_c": 1}, w
         w, cfg = split(dycoke_similarity.similarity_config(C))
-        yield dycoke_similarity.dycoke_similarity_kernel, dt, {**x, "score_ptr": "*fp32", "eps": "fp32"}, {**cfg, "stride_c": 1}, w
+        yield (
+            dycoke_similarity.dycoke_similarity_kernel,
+            dt,
+            {**x, "score_ptr": "*fp32", "eps": "fp32"},
+            {**cfg, "stride_c": 1},
+            w,
+        )
         w, cfg = split(gather_rows.gather_config(C))
         one = {"idx_ptr": "*i64", **{f"src{i}": f"*{dt}" for i in range(4)}, **{f"dst{i}": f"*{dt}" for i in range(4)}}
         ones = {f"sc{i}": 1 for i in range(4)}
@@ -97,13 +113,26 @@ def _variants(layout: VideoLayout, C: int):
         for in_registers in (True, False):  # frames that fit one block, and wider ones
             flags = {"FIND_THRESHOLD": find, "COMPACT": compact, "IN_REGISTERS": in_registers}
             label = f"find={int(find)} compact={int(compact)} reg={int(in_registers)}"
-            yield select_tokens.frame_select_kernel, label, {"score_ptr": "*fp32", "mask_ptr": "*i1"}, {**cfg, **flags}, w
+            yield (
+                select_tokens.frame_select_kernel,
+                label,
+                {"score_ptr": "*fp32", "mask_ptr": "*i1"},
+                {**cfg, **flags},
+                w,
+            )
     w, cfg = split(select_tokens.reconcile_config(layout))
     yield select_tokens.reconcile_kernel, "", {"score_ptr": "*fp32"}, cfg, w
     for dt in ("bf16", "fp16"):  # decode-time attention row, head dim 128 (Qwen2-VL-7B, LLaVA-OV-7B)
         w, cfg = split(attention_row.row_config(128))
-        types = {"q_ptr": f"*{dt}", "k_ptr": f"*{dt}", "valid_ptr": "*i8", "out_ptr": "*fp32", "scale": "fp32",
-                 "inv_heads": "fp32", "D": "i32"}
+        types = {
+            "q_ptr": f"*{dt}",
+            "k_ptr": f"*{dt}",
+            "valid_ptr": "*i8",
+            "out_ptr": "*fp32",
+            "scale": "fp32",
+            "inv_heads": "fp32",
+            "D": "i32",
+        }
         yield attention_row.attention_row_kernel, dt, types, cfg, w
 
 
@@ -121,15 +150,19 @@ def _resources(compiled, arch: int) -> dict:
             f.write(compiled.asm["cubin"])
         with open(ptx, "w") as f:
             f.write(compiled.asm["ptx"])
-        out = subprocess.run([os.path.join(BIN, "cuobjdump"), "--dump-resource-usage", cubin],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [os.path.join(BIN, "cuobjdump"), "--dump-resource-usage", cubin], capture_output=True, text=True, check=True
+        ).stdout
         suffix = "a" if arch >= 90 else ""
         verbose = None
         for ptxas in ("ptxas", "ptxas-blackwell"):  # Triton ships two; use the one that reads this PTX
             path = os.path.join(BIN, ptxas)
             if os.path.exists(path):
-                verbose = subprocess.run([path, "-v", f"--gpu-name=sm_{arch}{suffix}", ptx, "-o",
-                                          os.path.join(d, "v.cubin")], capture_output=True, text=True)
+                verbose = subprocess.run(
+                    [path, "-v", f"--gpu-name=sm_{arch}{suffix}", ptx, "-o", os.path.join(d, "v.cubin")],
+                    capture_output=True,
+                    text=True,
+                )
                 if verbose.returncode == 0:
                     break
         if verbose is None or verbose.returncode != 0:
@@ -138,8 +171,13 @@ def _resources(compiled, arch: int) -> dict:
     s = SPILLS.search(verbose.stdout + verbose.stderr)
     if m is None or s is None:
         raise RuntimeError(f"could not parse resource usage:\n{out}\n{verbose.stderr}")
-    return {"regs": int(m[2]), "stack": int(m[3]), "shared": int(m[4]), "local": int(m[5]),
-            "spill": int(s[1]) + int(s[2])}
+    return {
+        "regs": int(m[2]),
+        "stack": int(m[3]),
+        "shared": int(m[4]),
+        "local": int(m[5]),
+        "spill": int(s[1]) + int(s[2]),
+    }
 
 
 def main(argv=None) -> int:
@@ -158,7 +196,10 @@ def main(argv=None) -> int:
             if key in seen:
                 continue
             seen.add(key)
-            config = " ".join(f"{k}={v}" for k, v in constexprs.items() if not k.startswith(("stride", "sc"))) + f" warps={warps}"
+            config = (
+                " ".join(f"{k}={v}" for k, v in constexprs.items() if not k.startswith(("stride", "sc")))
+                + f" warps={warps}"
+            )
             for arch in args.arch:
                 start = time.perf_counter()
                 try:
@@ -167,10 +208,25 @@ def main(argv=None) -> int:
                     res = _resources(compiled, arch)
                     status = "SPILL" if res["spill"] or res["local"] else "ok"
                 except Exception as exc:  # report every failure, then exit non-zero
-                    res, status = {"regs": -1, "stack": -1, "shared": -1, "local": -1, "spill": -1}, f"FAIL {type(exc).__name__}: {exc}"
+                    res, status = (
+                        {"regs": -1, "stack": -1, "shared": -1, "local": -1, "spill": -1},
+                        f"FAIL {type(exc).__name__}: {exc}",
+                    )
                 failures += status != "ok"
                 secs = time.perf_counter() - start
-                rows.append((fn.__name__, label, config, f"sm_{arch}", res["regs"], res["spill"], res["stack"], res["shared"], status))
+                rows.append(
+                    (
+                        fn.__name__,
+                        label,
+                        config,
+                        f"sm_{arch}",
+                        res["regs"],
+                        res["spill"],
+                        res["stack"],
+                        res["shared"],
+                        status,
+                    )
+                )
                 print(
                     f"{fn.__name__:28s} {label:22s} {config:58s} sm_{arch}  regs={res['regs']:3d} "
                     f"spill={res['spill']}B stack={res['stack']}B smem={res['shared']:6d}B  {status}  ({secs:.1f}s)",

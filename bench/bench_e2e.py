@@ -39,9 +39,13 @@ SIZES = {
 def special_ids(size: str) -> dict:
     """Qwen2-VL's own ids for the 7B size, the top of the vocabulary for the small ones."""
     if SIZES[size]["vocab"] > 151656:
-        return dict(image_token_id=151655, video_token_id=151656, vision_start_token_id=151652, vision_end_token_id=151653)
+        return dict(
+            image_token_id=151655, video_token_id=151656, vision_start_token_id=151652, vision_end_token_id=151653
+        )
     top = SIZES[size]["vocab"]
-    return dict(image_token_id=top - 4, video_token_id=top - 3, vision_start_token_id=top - 2, vision_end_token_id=top - 1)
+    return dict(
+        image_token_id=top - 4, video_token_id=top - 3, vision_start_token_id=top - 2, vision_end_token_id=top - 1
+    )
 
 
 def build_model(size: str, device, dtype, attn: str):
@@ -49,11 +53,20 @@ def build_model(size: str, device, dtype, attn: str):
 
     (h, layers, heads, kv, inter), (ve, vd, vh) = SIZES[size]["text"], SIZES[size]["vision"]
     cfg = Qwen2VLConfig(
-        text_config=dict(vocab_size=SIZES[size]["vocab"], hidden_size=h, intermediate_size=inter,
-                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv,
-                         max_position_embeddings=32768,
-                         rope_parameters={"rope_type": "default", "rope_theta": 1e6,
-                                          "mrope_section": [h // heads // 8, h // heads // 16 * 3, h // heads // 16 * 3]}),
+        text_config=dict(
+            vocab_size=SIZES[size]["vocab"],
+            hidden_size=h,
+            intermediate_size=inter,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=kv,
+            max_position_embeddings=32768,
+            rope_parameters={
+                "rope_type": "default",
+                "rope_theta": 1e6,
+                "mrope_section": [h // heads // 8, h // heads // 16 * 3, h // heads // 16 * 3],
+            },
+        ),
         vision_config=dict(embed_dim=ve, depth=vd, num_heads=vh, hidden_size=h),
         **special_ids(size),
     )
@@ -165,8 +178,16 @@ def run(args) -> list[dict]:
                 kept = int(handle.last.compression.counts.sum()) // batch
                 assert seen == kept, "the language model must see exactly the kept tokens"
                 handle.remove()
-            row = dict(device=name, size=args.size, attn=attn, batch=batch, setting=setting, prompt_tokens=prompt,
-                       video_tokens=seen, **res)
+            row = dict(
+                device=name,
+                size=args.size,
+                attn=attn,
+                batch=batch,
+                setting=setting,
+                prompt_tokens=prompt,
+                video_tokens=seen,
+                **res,
+            )
             rows.append(row)
             print(
                 f"{name} {args.size} {attn} batch {batch:2d} {setting:>5s}: prompt {prompt:5d} tok, video {seen:5d} tok, "
@@ -203,11 +224,17 @@ def main(argv=None) -> int:
         write_csv(args.csv, rows)
     if args.results and args.device == "cuda":
         name = rows[0]["device"]
-        lines = [f"### {name}, Qwen2-VL {args.size} random weights bf16, `python bench/bench_e2e.py`", "",
-                 "| attention | batch | setting | prompt tokens | video tokens | TTFT ms | LLM ms | total ms | peak GB |",
-                 "|---|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['attn']} | {r['batch']} | {r['setting']} | {r['prompt_tokens']} | {r['video_tokens']} | "
-                  f"{r['ttft_ms']:.1f} | {r['llm_ms']:.1f} | {r['total_ms']:.1f} | {r['peak_gb']:.2f} |" for r in rows]
+        lines = [
+            f"### {name}, Qwen2-VL {args.size} random weights bf16, `python bench/bench_e2e.py`",
+            "",
+            "| attention | batch | setting | prompt tokens | video tokens | TTFT ms | LLM ms | total ms | peak GB |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['attn']} | {r['batch']} | {r['setting']} | {r['prompt_tokens']} | {r['video_tokens']} | "
+            f"{r['ttft_ms']:.1f} | {r['llm_ms']:.1f} | {r['total_ms']:.1f} | {r['peak_gb']:.2f} |"
+            for r in rows
+        ]
         update_section(args.results, f"bench_e2e {name} {args.size}", lines)
     return 0
 

@@ -113,11 +113,22 @@ def run(shapes, device, dtype, repeats, copies):
                 base = torch.cuda.memory_allocated(device)
             with HostReadCounter() as reads:
                 fn(inputs[0])
-            peak_mb = (torch.cuda.max_memory_allocated(device) - base) / 2**20 if device.type == "cuda" else float("nan")
+            peak_mb = (
+                (torch.cuda.max_memory_allocated(device) - base) / 2**20 if device.type == "cuda" else float("nan")
+            )
             row = dict(
-                device=name, shape=shape, method=method, tokens=N, channels=C, kept=K, ms=secs * 1e3,
-                gbps=floor_bytes / secs / 1e9, floor_ms=floor_bytes / bw * 1e3, peak_extra_mb=peak_mb,
-                host_reads=reads.total, note="",
+                device=name,
+                shape=shape,
+                method=method,
+                tokens=N,
+                channels=C,
+                kept=K,
+                ms=secs * 1e3,
+                gbps=floor_bytes / secs / 1e9,
+                floor_ms=floor_bytes / bw * 1e3,
+                peak_extra_mb=peak_mb,
+                host_reads=reads.total,
+                note="",
             )
             row["x_floor"] = row["ms"] / row["floor_ms"]
             rows.append(row)
@@ -130,15 +141,33 @@ def run(shapes, device, dtype, repeats, copies):
 
 
 def write_outputs(name, bw, rows, csv_path, results_path):
-    keys = ["device", "shape", "method", "tokens", "channels", "kept", "ms", "gbps", "floor_ms", "x_floor",
-            "peak_extra_mb", "host_reads", "note"]
+    keys = [
+        "device",
+        "shape",
+        "method",
+        "tokens",
+        "channels",
+        "kept",
+        "ms",
+        "gbps",
+        "floor_ms",
+        "x_floor",
+        "peak_extra_mb",
+        "host_reads",
+        "note",
+    ]
     write_csv(csv_path, rows, keys)
     if not results_path:
         return
-    lines = [f"### {name} (copy bandwidth {bw / 1e9:.0f} GB/s), `python bench/bench_gpu.py`", "",
-             "| shape | method | median ms | GB/s | x floor | vs reference | peak extra MB | host reads |",
-             "|---|---|---|---|---|---|---|---|"]
-    ref_ms = {(r["shape"], r["method"].startswith("dycoke")): r["ms"] for r in rows if r["method"].endswith("reference")}
+    lines = [
+        f"### {name} (copy bandwidth {bw / 1e9:.0f} GB/s), `python bench/bench_gpu.py`",
+        "",
+        "| shape | method | median ms | GB/s | x floor | vs reference | peak extra MB | host reads |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    ref_ms = {
+        (r["shape"], r["method"].startswith("dycoke")): r["ms"] for r in rows if r["method"].endswith("reference")
+    }
     for r in rows:
         base = ref_ms.get((r["shape"], r["method"].startswith("dycoke")), float("nan"))
         speed = base / r["ms"] if r["ms"] == r["ms"] else float("nan")
@@ -162,8 +191,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     device = torch.device(args.device)
     shapes = args.shapes or (GPU if device.type == "cuda" else ("smoke",))
-    name, bw, rows = run(shapes, device, getattr(torch, args.dtype), args.repeats if device.type == "cuda" else 3,
-                         args.copies)
+    name, bw, rows = run(
+        shapes, device, getattr(torch, args.dtype), args.repeats if device.type == "cuda" else 3, args.copies
+    )
     write_outputs(name, bw, rows, args.csv, args.results if device.type == "cuda" else None)
     return 0
 

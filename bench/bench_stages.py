@@ -72,19 +72,31 @@ def run(shapes, backend_names, device, dtype, rounds):
         frames, C = SHAPES[shape]
         x = features(shape, dtype, device)
         layout = parse_frames(frames, x.shape[0])
-        cases = [(b, stage, call) for b in backend_names
-                 for stage, call in stage_calls(resolve(b, device), x, layout).items()]
+        cases = [
+            (b, stage, call)
+            for b in backend_names
+            for stage, call in stage_calls(resolve(b, device), x, layout).items()
+        ]
         for _, _, call in cases:  # warm-up: compiles, caches layouts
             call()
         times = {(b, stage): [] for b, stage, _ in cases}
         for r in range(rounds):
-            for b, stage, call in cases[r % len(cases):] + cases[: r % len(cases)]:
+            for b, stage, call in cases[r % len(cases) :] + cases[: r % len(cases)]:
                 times[(b, stage)].append(timed(call, device))
         for (b, stage), t in times.items():
             ms = np.array(t) * 1e3
-            rows.append(dict(shape=shape, stage=stage, backend=b, dtype=str(dtype).removeprefix("torch."),
-                             median_ms=statistics.median(ms), p10_ms=np.quantile(ms, 0.1), p90_ms=np.quantile(ms, 0.9),
-                             rounds=rounds))
+            rows.append(
+                dict(
+                    shape=shape,
+                    stage=stage,
+                    backend=b,
+                    dtype=str(dtype).removeprefix("torch."),
+                    median_ms=statistics.median(ms),
+                    p10_ms=np.quantile(ms, 0.1),
+                    p90_ms=np.quantile(ms, 0.9),
+                    rounds=rounds,
+                )
+            )
     ref = {(r["shape"], r["stage"]): r["median_ms"] for r in rows if r["backend"] == "reference"}
     for r in rows:
         r["vs_reference"] = ref.get((r["shape"], r["stage"]), float("nan")) / r["median_ms"]
@@ -92,10 +104,17 @@ def run(shapes, backend_names, device, dtype, rounds):
 
 
 def table(rows, title) -> list:
-    lines = [title, "", "| shape | stage | backend | median ms | p10 | p90 | speed-up vs reference |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        title,
+        "",
+        "| shape | stage | backend | median ms | p10 | p90 | speed-up vs reference |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['shape']} | {r['stage']} | {r['backend']} | {r['median_ms']:.3f} | {r['p10_ms']:.3f} | "
-                     f"{r['p90_ms']:.3f} | {r['vs_reference']:.1f}x |")
+        lines.append(
+            f"| {r['shape']} | {r['stage']} | {r['backend']} | {r['median_ms']:.3f} | {r['p10_ms']:.3f} | "
+            f"{r['p90_ms']:.3f} | {r['vs_reference']:.1f}x |"
+        )
     return lines
 
 

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# CI: install, run the test suite (Triton kernels under the interpreter; lmms-eval and transformers 5.17
-# in side environments the tests build with ci/lmms_eval_env.sh and ci/transformers_env.sh), compile
-# every kernel for sm_80/sm_90 and check for spills, and run the CPU benchmarks once as a smoke test.
+# CI: install, lint and format check (ruff), run the test suite (Triton kernels under the interpreter;
+# lmms-eval and transformers 5.17 in side environments the tests build with ci/lmms_eval_env.sh and
+# ci/transformers_env.sh), compile every kernel for sm_80/sm_90 and check for spills, and run the CPU
+# benchmarks once as a smoke test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/install.sh test
+python3 -m ruff check .
+python3 -m ruff format --check .
 export TRITON_DEFAULT_FP_FUSION=1
 python3 -m pytest -q
 python3 bench/aot_report.py --arch 80 90
 python3 -m pytest bench/bench_cpu.py -q --benchmark-disable
+python3 bench/bench_stages.py --shapes smoke --rounds 1 > /dev/null

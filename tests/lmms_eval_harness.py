@@ -22,8 +22,15 @@ import torch
 import transformers as tf
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-                 "<|image_pad|>", "<|video_pad|>"]
+QWEN_SPECIALS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
 LLAVA_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
 # Qwen's layout (my own template): text as is, media as <|vision_start|><|X_pad|><|vision_end|>
 QWEN_TEMPLATE = (
@@ -82,18 +89,26 @@ def processor(family: str, config, tokenizer):
         side = vision.image_size
         size = {"height": side, "width": side}
         return tf.LlavaOnevisionProcessor(
-            image_processor=tf.LlavaOnevisionImageProcessor(size=size, crop_size=size, image_grid_pinpoints=[[side, side]]),
+            image_processor=tf.LlavaOnevisionImageProcessor(
+                size=size, crop_size=size, image_grid_pinpoints=[[side, side]]
+            ),
             video_processor=tf.LlavaOnevisionVideoProcessor(size=size),
-            tokenizer=tokenizer, num_image_tokens=(side // vision.patch_size) ** 2,
-            vision_feature_select_strategy=config.vision_feature_select_strategy, chat_template=PLAIN_TEMPLATE,
+            tokenizer=tokenizer,
+            num_image_tokens=(side // vision.patch_size) ** 2,
+            vision_feature_select_strategy=config.vision_feature_select_strategy,
+            chat_template=PLAIN_TEMPLATE,
         )
     pixels = dict(patch_size=vision.patch_size, temporal_patch_size=2, merge_size=2)
     if family in tm.TIMESTAMPED:
         cls, image_cls, video_cls = tf.Qwen3VLProcessor, tf.Qwen2VLImageProcessor, tf.Qwen3VLVideoProcessor
     else:
         cls, image_cls, video_cls = tf.Qwen2VLProcessor, tf.Qwen2VLImageProcessor, tf.Qwen2VLVideoProcessor
-    return cls(image_processor=image_cls(**pixels), video_processor=video_cls(**pixels), tokenizer=tokenizer,
-               chat_template=QWEN_TEMPLATE)
+    return cls(
+        image_processor=image_cls(**pixels),
+        video_processor=video_cls(**pixels),
+        tokenizer=tokenizer,
+        chat_template=QWEN_TEMPLATE,
+    )
 
 
 TASK_YAML = """\
@@ -133,8 +148,12 @@ def process_results(doc, results):
 """
 
 
-QUESTIONS = ["What happens in the video?", "Which animal appears first, and what colour is it?",
-             "Describe the scene in one word.", "How many times does the camera cut?"]
+QUESTIONS = [
+    "What happens in the video?",
+    "Which animal appears first, and what colour is it?",
+    "Describe the scene in one word.",
+    "How many times does the camera cut?",
+]
 
 
 def task(out: str, video: str, items: int = 3) -> None:
@@ -143,7 +162,9 @@ def task(out: str, video: str, items: int = 3) -> None:
     data = os.path.join(out, "data.jsonl")
     with open(data, "w") as f:
         for i in range(items):
-            f.write(json.dumps({"video": video, "question": QUESTIONS[i % len(QUESTIONS)], "answer": "a rabbit"}) + "\n")
+            f.write(
+                json.dumps({"video": video, "question": QUESTIONS[i % len(QUESTIONS)], "answer": "a rabbit"}) + "\n"
+            )
     with open(os.path.join(out, "vidcom2_smoke.yaml"), "w") as f:
         f.write(TASK_YAML.format(data=data))
     with open(os.path.join(out, "utils.py"), "w") as f:

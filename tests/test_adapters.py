@@ -119,8 +119,9 @@ def test_static_cache_beams_and_return_sequences(family):
         two = model.generate(**inputs, max_new_tokens=STEPS, do_sample=True, top_k=1, num_return_sequences=2)
         assert torch.equal(two[::2], dynamic) and torch.equal(two[1::2], dynamic)
         beams = model.generate(**inputs, max_new_tokens=STEPS, num_beams=2, num_return_sequences=2)
-        beams_static = model.generate(**inputs, max_new_tokens=STEPS, num_beams=2, num_return_sequences=2,
-                                      cache_implementation="static")
+        beams_static = model.generate(
+            **inputs, max_new_tokens=STEPS, num_beams=2, num_return_sequences=2, cache_implementation="static"
+        )
         assert beams.shape == (2 * dynamic.shape[0], dynamic.shape[1])
         assert torch.equal(beams, beams_static)
 
@@ -197,12 +198,15 @@ def test_errors():
         adapters.apply_compression(model, method="fastv")
 
 
-@pytest.mark.parametrize("options,message", [
-    ({"method": "fastv"}, "method must be one of"),
-    ({"backend": "cuda"}, "backend must be one of"),
-    ({"retention": 0.0}, r"retention must be in \(0, 1\]"),
-    ({"frame_budgets": "own"}, "frame_budgets must be None or 'vidcom2'"),
-])
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"method": "fastv"}, "method must be one of"),
+        ({"backend": "cuda"}, "backend must be one of"),
+        ({"retention": 0.0}, r"retention must be in \(0, 1\]"),
+        ({"frame_budgets": "own"}, "frame_budgets must be None or 'vidcom2'"),
+    ],
+)
 def test_settings_checked_before_model_work(options, message):
     with pytest.raises(ValueError, match=message):
         adapters.apply_compression(object(), **options)  # no model is touched: the options fail first
@@ -336,8 +340,11 @@ MIXED_ROWS = {
 }
 
 
-@pytest.mark.parametrize("rows", [["image+video", "one video"], ["two videos", "text only"], ["text only", "image+video"]],
-                         ids=lambda r: " | ".join(r))
+@pytest.mark.parametrize(
+    "rows",
+    [["image+video", "one video"], ["two videos", "text only"], ["text only", "image+video"]],
+    ids=lambda r: " | ".join(r),
+)
 def test_images_several_videos_and_text_only_rows(rows):
     """Images stay whole, several videos in one sample are compressed each, samples without video
     ride along; every row equals that sample alone, and retention 1.0 changes nothing."""
@@ -366,8 +373,10 @@ def _nth_sample(model, rows, b):
     full = tm.make_mixed_batch([MIXED_ROWS[r] for r in rows])
     keep = full["attention_mask"][b].bool()
     out = {k: full[k][b, keep][None] for k in ("input_ids", "attention_mask", "mm_token_type_ids")}
-    for kind, pixels_key, grid_key in (("video", "pixel_values_videos", "video_grid_thw"),
-                                       ("image", "pixel_values", "image_grid_thw")):
+    for kind, pixels_key, grid_key in (
+        ("video", "pixel_values_videos", "video_grid_thw"),
+        ("image", "pixel_values", "image_grid_thw"),
+    ):
         if grid_key not in full:
             continue
         per_row = [sum(1 for p in MIXED_ROWS[r] if isinstance(p, tuple) and p[0] == kind) for r in rows]

@@ -11,8 +11,17 @@ from vidcom2_kernels.backends import triton_backend
 
 def test_public_names():
     expected = {
-        "compress", "Compression", "select_channels", "token_scores", "frame_budgets",
-        "select_tokens", "gather_rows", "Selection", "VideoLayout", "parse_frames", "exact_targets",
+        "compress",
+        "Compression",
+        "select_channels",
+        "token_scores",
+        "frame_budgets",
+        "select_tokens",
+        "gather_rows",
+        "Selection",
+        "VideoLayout",
+        "parse_frames",
+        "exact_targets",
     }
     assert expected <= set(vk.__all__)
     for name in ("compress", "select_channels", "token_scores", "frame_budgets", "select_tokens", "gather_rows"):
@@ -73,7 +82,11 @@ BAD = [
     (lambda x: vk.compress(x, 4, "0.3"), TypeError, "retention must be a number"),
     (lambda x: vk.compress(x, [(2, 4), (2, 4)], [0.5]), ValueError, "retention has 1 entries but there are 2 videos"),
     (lambda x: vk.compress(x, [(2, 4), (2, 4)], [0.5, 2.0]), ValueError, "for video 1"),
-    (lambda x: vk.compress(x, 4, target=3), ValueError, r"target for video 0 must be in \[num_frames, tokens\] = \[4, 16\]"),
+    (
+        lambda x: vk.compress(x, 4, target=3),
+        ValueError,
+        r"target for video 0 must be in \[num_frames, tokens\] = \[4, 16\]",
+    ),
     (lambda x: vk.compress(x, 4, target=17), ValueError, "target for video 0"),
     (lambda x: vk.compress(x, 4, target=4.5), TypeError, "target must be an int"),
     (lambda x: vk.compress(x, [(2, 4), (2, 4)], target=[4, 4, 4]), ValueError, "target has 3 entries"),

@@ -18,8 +18,17 @@ PACKAGE = pathlib.Path(backends.__file__).parent.parent
 LAYERS = [
     {"constants", "layout", "buffers"},
     {"records", "dycoke", "testing"},
-    {"ops.common", "ops.attention_row", "ops.centres", "ops.dycoke_similarity", "ops.frame_budgets",
-     "ops.gather_rows", "ops.select_channels", "ops.select_tokens", "ops.token_scores"},
+    {
+        "ops.common",
+        "ops.attention_row",
+        "ops.centres",
+        "ops.dycoke_similarity",
+        "ops.frame_budgets",
+        "ops.gather_rows",
+        "ops.select_channels",
+        "ops.select_tokens",
+        "ops.token_scores",
+    },
     {"backends.contract", "backends.reference", "backends.torch_backend", "backends.triton_backend", "backends"},
     {"pipeline"},
     {"api", "stages"},
@@ -51,7 +60,9 @@ def imported_modules(path: pathlib.Path, tree: ast.AST) -> list:
             if node.level:
                 base = here if is_package else here[:-1]
                 base = base[: len(base) - (node.level - 1)] if node.level > 1 else base
-                module = ".".join([p for p in base if p != "__init__"] + (node.module.split(".") if node.module else []))
+                module = ".".join(
+                    [p for p in base if p != "__init__"] + (node.module.split(".") if node.module else [])
+                )
             elif node.module and node.module.startswith("vidcom2_kernels"):
                 module = node.module.removeprefix("vidcom2_kernels").lstrip(".")
             else:
@@ -60,8 +71,11 @@ def imported_modules(path: pathlib.Path, tree: ast.AST) -> list:
                 submodule = f"{module}.{alias.name}" if module else alias.name
                 out.append((node, submodule if submodule in MODULES else module or "__init__"))
         elif isinstance(node, ast.Import):
-            out += [(node, a.name.removeprefix("vidcom2_kernels").lstrip(".") or "__init__")
-                    for a in node.names if a.name.startswith("vidcom2_kernels")]
+            out += [
+                (node, a.name.removeprefix("vidcom2_kernels").lstrip(".") or "__init__")
+                for a in node.names
+                if a.name.startswith("vidcom2_kernels")
+            ]
     return out
 
 
@@ -70,8 +84,6 @@ def layer_of(name: str):
         if name in layer:
             return i
     return None
-
-
 
 
 @pytest.mark.parametrize("name", [n for n, module in backends.REGISTRY.items() if module is not None])
@@ -141,7 +153,7 @@ def test_no_import_cycle():
         state[node] = "open"
         for nxt in graph[node]:
             if state.get(nxt) == "open":
-                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(nxt):] + [nxt]))
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(nxt) :] + [nxt]))
             if nxt not in state:
                 visit(nxt, stack + [nxt])
         state[node] = "done"

@@ -8,9 +8,29 @@ import bench_e2e  # noqa: E402
 
 
 def test_e2e_smoke(tmp_path):
-    args = bench_e2e.parse_args(["--device", "cpu", "--size", "tiny", "--frames", "4", "--height", "56",
-                                 "--width", "112", "--new-tokens", "3", "--repeats", "1", "--batch", "1", "2",
-                                 "--csv", str(tmp_path / "e2e.csv")])
+    args = bench_e2e.parse_args(
+        [
+            "--device",
+            "cpu",
+            "--size",
+            "tiny",
+            "--frames",
+            "4",
+            "--height",
+            "56",
+            "--width",
+            "112",
+            "--new-tokens",
+            "3",
+            "--repeats",
+            "1",
+            "--batch",
+            "1",
+            "2",
+            "--csv",
+            str(tmp_path / "e2e.csv"),
+        ]
+    )
     rows = bench_e2e.run(args)
     assert len(rows) == 2 * 4
     for batch in (1, 2):

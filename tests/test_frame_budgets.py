@@ -8,8 +8,9 @@ import vidcom2_kernels as vk
 from vidcom2_kernels import reference
 
 
-@pytest.mark.parametrize("frames", [[(1, 7)], [(5, 196)], [(33, 13)], [(3, 7), (8, 169), (1, 1), (40, 3)]],
-                         ids=["F1", "F5", "F33", "batch"])
+@pytest.mark.parametrize(
+    "frames", [[(1, 7)], [(5, 196)], [(33, 13)], [(3, 7), (8, 169), (1, 1), (40, 3)]], ids=["F1", "F5", "F33", "batch"]
+)
 def test_matches_reference(frames, backend, device):
     g = torch.Generator().manual_seed(len(frames))
     F = sum(f for f, _ in frames)
@@ -23,7 +24,9 @@ def test_matches_reference(frames, backend, device):
         assert torch.equal(got.cpu(), want), (got, want)
 
 
-@pytest.mark.parametrize("T,r,expect", [(7, 0.5, 4), (5, 0.5, 2), (9, 0.5, 4), (3, 0.5, 2), (1, 0.1, 1), (196, 0.25, 49)])
+@pytest.mark.parametrize(
+    "T,r,expect", [(7, 0.5, 4), (5, 0.5, 2), (9, 0.5, 4), (3, 0.5, 2), (1, 0.1, 1), (196, 0.25, 49)]
+)
 def test_equal_frames_round_half_to_even(T, r, expect, any_backend, device):
     """Equal uniqueness: p is uniform, scale = r exactly, k = round_half_even(r * T)."""
     u = torch.full((6,), -4.25)

@@ -28,7 +28,7 @@ def new_tokens_of_pruned_call(model, handle, inputs, **generation):
     pruned = handle.adapter.prune(model, inputs, handle.settings)
     with installed(pruned.patches):
         out = type(model).generate(model, **pruned.kwargs, max_new_tokens=STEPS, **generation)
-    return out[:, pruned.kwargs["input_ids"].shape[1]:]
+    return out[:, pruned.kwargs["input_ids"].shape[1] :]
 
 
 def assert_rows_start_with_prompt(sequences, input_ids, copies=1):
@@ -62,7 +62,7 @@ def test_pruned_rows_keep_the_callers_prompt(family, side):
         new = new_tokens_of_pruned_call(model, handle, inputs, do_sample=False)
         tensor = greedy(model, inputs)  # return_dict_in_generate=False: the same rows as a tensor
     assert_rows_start_with_prompt(out.sequences, inputs["input_ids"])
-    assert torch.equal(out.sequences[:, inputs["input_ids"].shape[1]:], new)
+    assert torch.equal(out.sequences[:, inputs["input_ids"].shape[1] :], new)
     assert torch.equal(tensor, out.sequences)
     assert len(out.logits) == len(out.scores) == STEPS
 
@@ -77,11 +77,11 @@ def test_beams_and_return_sequences(family):
         beam_new = new_tokens_of_pruned_call(model, handle, inputs, num_beams=2, num_return_sequences=2)
         sampled = model.generate(**inputs, max_new_tokens=STEPS, do_sample=True, top_k=1, num_return_sequences=3)
     assert_rows_start_with_prompt(beams.sequences, inputs["input_ids"], copies=2)
-    assert torch.equal(beams.sequences[:, inputs["input_ids"].shape[1]:], beam_new)
+    assert torch.equal(beams.sequences[:, inputs["input_ids"].shape[1] :], beam_new)
     assert beams.sequences_scores.shape == (4,) and beams.beam_indices.shape[0] == 4
     assert_rows_start_with_prompt(sampled, inputs["input_ids"], copies=3)
     # a sampler that can only pick the top token: every copy is the greedy continuation
-    assert torch.equal(sampled[:, inputs["input_ids"].shape[1]:], greedy_new.repeat_interleave(3, dim=0))
+    assert torch.equal(sampled[:, inputs["input_ids"].shape[1] :], greedy_new.repeat_interleave(3, dim=0))
 
 
 @pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl", "llava_onevision"])

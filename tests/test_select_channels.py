@@ -8,8 +8,11 @@ import vidcom2_kernels as vk
 from vidcom2_kernels import reference
 
 
-@pytest.mark.parametrize("frames,C", [([(3, 7)], 1), ([(3, 7)], 2), ([(2, 50)], 33), ([(1, 5), (4, 9), (2, 70)], 70)],
-                         ids=["C1", "C2", "C33", "batch-C70"])
+@pytest.mark.parametrize(
+    "frames,C",
+    [([(3, 7)], 1), ([(3, 7)], 2), ([(2, 50)], 33), ([(1, 5), (4, 9), (2, 70)], 70)],
+    ids=["C1", "C2", "C33", "batch-C70"],
+)
 def test_matches_reference(frames, C, dtype, backend, device):
     x = random_features(frames, C, dtype, seed=C)
     got = vk.select_channels(x.to(device), frames, backend=backend)

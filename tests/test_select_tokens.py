@@ -9,8 +9,13 @@ from vidcom2_kernels import reference
 
 # T = 1100 is wider than the widest block (1024): the kernels' chunked path; the others fit one
 # block and run from registers
-LAYOUTS = [("T1", [(6, 1)]), ("T7", [(5, 7)]), ("T257", [(2, 257)]), ("batch", [(3, 5), (1, 40), (4, 9)]),
-           ("T1100-chunked", [(2, 1100), (1, 3)])]
+LAYOUTS = [
+    ("T1", [(6, 1)]),
+    ("T7", [(5, 7)]),
+    ("T257", [(2, 257)]),
+    ("batch", [(3, 5), (1, 40), (4, 9)]),
+    ("T1100-chunked", [(2, 1100), (1, 3)]),
+]
 
 
 def scores_with_ties(N, seed):

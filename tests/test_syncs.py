@@ -22,8 +22,13 @@ def reads(backend, device, **kwargs):
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 @pytest.mark.parametrize(
     "kwargs,expected",
-    [({}, 1), ({"validate": False}, 1), ({"exact": True}, 1), ({"exact": True, "validate": False}, 0),
-     ({"target": [5, 6, 7], "validate": False}, 0)],
+    [
+        ({}, 1),
+        ({"validate": False}, 1),
+        ({"exact": True}, 1),
+        ({"exact": True, "validate": False}, 0),
+        ({"target": [5, 6, 7], "validate": False}, 0),
+    ],
     ids=["budgets", "budgets-novalidate", "exact", "exact-novalidate", "target-novalidate"],
 )
 def test_sync_budget(backend, kwargs, expected, device):

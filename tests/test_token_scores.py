@@ -7,7 +7,12 @@ from helpers import SCORE_ATOL, random_features
 import vidcom2_kernels as vk
 from vidcom2_kernels import reference
 
-SHAPES = [("T1", [(4, 1)], 6), ("T7-C33", [(3, 7)], 33), ("T196", [(2, 196)], 20), ("batch", [(2, 9), (3, 40), (1, 33)], 17)]
+SHAPES = [
+    ("T1", [(4, 1)], 6),
+    ("T7-C33", [(3, 7)], 33),
+    ("T196", [(2, 196)], 20),
+    ("batch", [(2, 9), (3, 40), (1, 33)], 17),
+]
 
 
 @pytest.mark.parametrize("name,frames,C", SHAPES, ids=[s[0] for s in SHAPES])

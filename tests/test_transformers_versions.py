@@ -17,14 +17,37 @@ OLDEST = "5.17.0"
 @pytest.mark.transformers_versions
 @pytest.mark.skipif(transformers.__version__ == OLDEST, reason="this environment already runs transformers 5.17")
 def test_adapters_on_oldest_supported_transformers():
-    build = subprocess.run(["bash", "ci/transformers_env.sh", OLDEST], cwd=ROOT, capture_output=True, text=True,
-                           env={**os.environ, "PYTHON": sys.executable})  # over this environment's packages
+    build = subprocess.run(
+        ["bash", "ci/transformers_env.sh", OLDEST],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHON": sys.executable},
+    )  # over this environment's packages
     assert build.returncode == 0, build.stderr[-3000:]
     python = str(ROOT / build.stdout.strip().splitlines()[-1])
-    version = subprocess.run([python, "-c", "import transformers; print(transformers.__version__)"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    version = subprocess.run(
+        [python, "-c", "import transformers; print(transformers.__version__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert version == OLDEST
-    run = subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_adapters.py",
-                          "tests/test_generate_contract.py"], cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    run = subprocess.run(
+        [
+            python,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_adapters.py",
+            "tests/test_generate_contract.py",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert run.returncode == 0, run.stdout[-4000:]
     assert " passed" in run.stdout.strip().splitlines()[-1]

@@ -7,8 +7,18 @@ import functools
 
 import torch
 
-TEXT = dict(vocab_size=160, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=4096, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+TEXT = dict(
+    vocab_size=160,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=4096,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=0,
+)
 IDS = dict(image_token_id=150, video_token_id=151, vision_start_token_id=152, vision_end_token_id=153)
 FAMILIES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe", "llava_onevision"]
 # families whose processor puts a timestamp (text) before every temporal patch group
@@ -22,55 +32,117 @@ def build(family: str, attn: str = "sdpa"):
     torch.manual_seed(0)
     mrope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
     if family == "qwen2_vl":
-        cfg = tf.Qwen2VLConfig(text_config=dict(TEXT, rope_parameters=mrope),
-                               vision_config=dict(depth=1, embed_dim=32, hidden_size=64, num_heads=2), **IDS)
+        cfg = tf.Qwen2VLConfig(
+            text_config=dict(TEXT, rope_parameters=mrope),
+            vision_config=dict(depth=1, embed_dim=32, hidden_size=64, num_heads=2),
+            **IDS,
+        )
         model = tf.Qwen2VLForConditionalGeneration(cfg)
     elif family == "qwen2_5_vl":
-        cfg = tf.Qwen2_5_VLConfig(text_config=dict(TEXT, rope_parameters=mrope),
-                                  vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2,
-                                                     out_hidden_size=64, fullatt_block_indexes=[1], window_size=56),
-                                  **IDS)
+        cfg = tf.Qwen2_5_VLConfig(
+            text_config=dict(TEXT, rope_parameters=mrope),
+            vision_config=dict(
+                depth=2,
+                hidden_size=32,
+                intermediate_size=64,
+                num_heads=2,
+                out_hidden_size=64,
+                fullatt_block_indexes=[1],
+                window_size=56,
+            ),
+            **IDS,
+        )
         model = tf.Qwen2_5_VLForConditionalGeneration(cfg)
     elif family == "qwen3_vl":
         rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3], "mrope_interleaved": True}
-        cfg = tf.Qwen3VLConfig(text_config=dict(TEXT, rope_parameters=rope, head_dim=16),
-                               vision_config=dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=2,
-                                                  out_hidden_size=64, deepstack_visual_indexes=[0, 1],
-                                                  num_position_embeddings=64, patch_size=14),
-                               **IDS)
+        cfg = tf.Qwen3VLConfig(
+            text_config=dict(TEXT, rope_parameters=rope, head_dim=16),
+            vision_config=dict(
+                depth=3,
+                hidden_size=32,
+                intermediate_size=64,
+                num_heads=2,
+                out_hidden_size=64,
+                deepstack_visual_indexes=[0, 1],
+                num_position_embeddings=64,
+                patch_size=14,
+            ),
+            **IDS,
+        )
         model = tf.Qwen3VLForConditionalGeneration(cfg)
     elif family == "qwen3_vl_moe":
         rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3], "mrope_interleaved": True}
-        cfg = tf.Qwen3VLMoeConfig(text_config=dict(TEXT, rope_parameters=rope, head_dim=16, moe_intermediate_size=32,
-                                                   num_experts=4, num_experts_per_tok=2),
-                                  vision_config=dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=2,
-                                                     out_hidden_size=64, deepstack_visual_indexes=[0, 1],
-                                                     num_position_embeddings=64, patch_size=14),
-                                  **IDS)
+        cfg = tf.Qwen3VLMoeConfig(
+            text_config=dict(
+                TEXT, rope_parameters=rope, head_dim=16, moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2
+            ),
+            vision_config=dict(
+                depth=3,
+                hidden_size=32,
+                intermediate_size=64,
+                num_heads=2,
+                out_hidden_size=64,
+                deepstack_visual_indexes=[0, 1],
+                num_position_embeddings=64,
+                patch_size=14,
+            ),
+            **IDS,
+        )
         model = tf.Qwen3VLMoeForConditionalGeneration(cfg)
     elif family in ("qwen3_5", "qwen3_5_moe"):
         # hybrid text model: layer 0 Gated DeltaNet (linear attention), layer 1 full attention
-        rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1], "mrope_interleaved": True,
-                "partial_rotary_factor": 0.25}
-        text = dict(TEXT, rope_parameters=rope, head_dim=32, layer_types=["linear_attention", "full_attention"],
-                    linear_key_head_dim=16, linear_value_head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4)
-        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
-                      num_position_embeddings=64, patch_size=14)
+        rope = {
+            "rope_type": "default",
+            "rope_theta": 10000.0,
+            "mrope_section": [2, 1, 1],
+            "mrope_interleaved": True,
+            "partial_rotary_factor": 0.25,
+        }
+        text = dict(
+            TEXT,
+            rope_parameters=rope,
+            head_dim=32,
+            layer_types=["linear_attention", "full_attention"],
+            linear_key_head_dim=16,
+            linear_value_head_dim=16,
+            linear_num_key_heads=2,
+            linear_num_value_heads=4,
+        )
+        vision = dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=64,
+            num_position_embeddings=64,
+            patch_size=14,
+        )
         if family == "qwen3_5":
             cfg = tf.Qwen3_5Config(text_config=text, vision_config=vision, **IDS)
             model = tf.Qwen3_5ForConditionalGeneration(cfg)
         else:
             text.pop("intermediate_size")
-            text.update(moe_intermediate_size=32, shared_expert_intermediate_size=32, num_experts=4, num_experts_per_tok=2)
+            text.update(
+                moe_intermediate_size=32, shared_expert_intermediate_size=32, num_experts=4, num_experts_per_tok=2
+            )
             cfg = tf.Qwen3_5MoeConfig(text_config=text, vision_config=vision, **IDS)
             model = tf.Qwen3_5MoeForConditionalGeneration(cfg)
     elif family == "llava_onevision":
         cfg = tf.LlavaOnevisionConfig(
             text_config=dict(TEXT, model_type="qwen2"),
-            vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64,
-                               num_hidden_layers=2, num_attention_heads=2, image_size=56, patch_size=14),
-            image_token_id=IDS["image_token_id"], video_token_id=IDS["video_token_id"],
-            vision_feature_layer=-1, vision_feature_select_strategy="full",
+            vision_config=dict(
+                model_type="siglip_vision_model",
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                image_size=56,
+                patch_size=14,
+            ),
+            image_token_id=IDS["image_token_id"],
+            video_token_id=IDS["video_token_id"],
+            vision_feature_layer=-1,
+            vision_feature_select_strategy="full",
         )
         model = tf.LlavaOnevisionForConditionalGeneration(cfg)
     else:
@@ -83,7 +155,12 @@ def build(family: str, attn: str = "sdpa"):
 
 def video_tokens(family: str, model, video) -> list:
     """Placeholder ids of one video, with the family's separators (Qwen3-VL: a timestamp per frame)."""
-    V, S, E, TOK = IDS["video_token_id"], IDS["vision_start_token_id"], IDS["vision_end_token_id"], IDS["video_token_id"]
+    V, S, E, TOK = (
+        IDS["video_token_id"],
+        IDS["vision_start_token_id"],
+        IDS["vision_end_token_id"],
+        IDS["video_token_id"],
+    )
     if family == "llava_onevision":
         frames = video.shape[0]
         side = model.config.vision_config.image_size // model.config.vision_config.patch_size
@@ -183,9 +260,9 @@ def make_mixed_batch(rows, seed: int = 0) -> dict:
     out["attention_mask"] = torch.zeros_like(out["input_ids"])
     out["mm_token_type_ids"] = torch.zeros_like(out["input_ids"], dtype=torch.int)
     for b, (ids, types) in enumerate(zip(ids_rows, types_rows)):
-        out["input_ids"][b, L - len(ids):] = torch.tensor(ids)
-        out["attention_mask"][b, L - len(ids):] = 1
-        out["mm_token_type_ids"][b, L - len(ids):] = torch.tensor(types, dtype=torch.int)
+        out["input_ids"][b, L - len(ids) :] = torch.tensor(ids)
+        out["attention_mask"][b, L - len(ids) :] = 1
+        out["mm_token_type_ids"][b, L - len(ids) :] = torch.tensor(types, dtype=torch.int)
     if videos:
         out["pixel_values_videos"], out["video_grid_thw"] = torch.cat(videos), torch.tensor(video_grids)
     if images:

@@ -106,7 +106,15 @@ def compress(
     True
     """
     req = prepare(
-        features, frames, retention, exact=exact, target=target, validate=validate, extras=extras,
-        method=method, frame_budgets=frame_budgets, quirks=quirks,
+        features,
+        frames,
+        retention,
+        exact=exact,
+        target=target,
+        validate=validate,
+        extras=extras,
+        method=method,
+        frame_budgets=frame_budgets,
+        quirks=quirks,
     )
     return pipeline.run(req, resolve(backend, req.features.device))

@@ -40,6 +40,7 @@ def _progress(desc: str, total: int):
 
 def time_backend(features, frames, retention, exact, backend, repeats=5) -> float:
     """Median seconds of one ``compress`` call (after a warm-up call)."""
+
     def once():
         if features.is_cuda:
             torch.cuda.synchronize()
@@ -158,7 +159,10 @@ def run(args) -> int:
         ("frames (temporal groups)", str(patches.num_groups)),
         ("tokens per frame", f"{T} ({patches.grid_thw[0, 1].item() // 2} x {patches.grid_thw[0, 2].item() // 2})"),
         ("channels", str(features.shape[1])),
-        ("tokens kept", f"{out.features.shape[0]} / {features.shape[0]} ({out.features.shape[0] / features.shape[0]:.1%})"),
+        (
+            "tokens kept",
+            f"{out.features.shape[0]} / {features.shape[0]} ({out.features.shape[0] / features.shape[0]:.1%})",
+        ),
         ("budget per frame", f"min {int(budgets.min())}, median {int(budgets.median())}, max {int(budgets.max())}"),
         ("most unique frame", f"t{int(out.uniqueness.argmax())} (budget {int(budgets[out.uniqueness.argmax()])})"),
         ("backend used", out.backend),
@@ -191,7 +195,7 @@ def answer_question(model, path: str, frames: np.ndarray, question: str, retenti
             with apply_vidcom2(model, retention_used):
                 out = model.generate(**inputs, max_new_tokens=64, do_sample=False)
         # compressed or not, the rows are the prompt given + the new tokens
-        text = processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0].strip()
+        text = processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0].strip()
         answers.append((label, f"{text!r} ({time.perf_counter() - start:.1f} s)"))
     return answers
 

@@ -130,8 +130,7 @@ def parse_frames(frames: FramesSpec, num_tokens: Optional[int]) -> VideoLayout:
             frames = frames.item()
         elif frames.dim() != 2 or frames.shape[1] != 2:
             raise ValueError(
-                f"frames tensor must have shape (V, 2) of (num_frames, tokens_per_frame), "
-                f"got {tuple(frames.shape)}"
+                f"frames tensor must have shape (V, 2) of (num_frames, tokens_per_frame), got {tuple(frames.shape)}"
             )
         else:
             frames = frames.tolist()
@@ -142,9 +141,7 @@ def parse_frames(frames: FramesSpec, num_tokens: Optional[int]) -> VideoLayout:
         if num_tokens == 0:
             return VideoLayout.from_pairs([])
         if num_tokens % tokens:
-            raise ValueError(
-                f"frames={tokens} tokens per frame does not divide the {num_tokens} rows of features"
-            )
+            raise ValueError(f"frames={tokens} tokens per frame does not divide the {num_tokens} rows of features")
         return VideoLayout.from_pairs([(num_tokens // tokens, tokens)])
     if isinstance(frames, (str, bytes)) or not isinstance(frames, Sequence):
         raise TypeError(
@@ -166,8 +163,7 @@ def parse_frames(frames: FramesSpec, num_tokens: Optional[int]) -> VideoLayout:
     layout = VideoLayout.from_pairs(pairs)
     if num_tokens is not None and layout.num_tokens != num_tokens:
         raise ValueError(
-            f"frames add up to {layout.num_tokens} tokens ({layout.pairs()}) but features has "
-            f"{num_tokens} rows"
+            f"frames add up to {layout.num_tokens} tokens ({layout.pairs()}) but features has {num_tokens} rows"
         )
     return layout
 
@@ -220,8 +216,6 @@ def parse_target(target: TargetSpec, layout: VideoLayout) -> np.ndarray:
                 raise TypeError(f"target must be an int or one int per video, got {type(t).__name__}")
         lo, hi = int(layout.num_frames[v]), int(layout.tokens_per_video[v])
         if not (lo <= t <= hi):
-            raise ValueError(
-                f"target for video {v} must be in [num_frames, tokens] = [{lo}, {hi}], got {t}"
-            )
+            raise ValueError(f"target for video {v} must be in [num_frames, tokens] = [{lo}, {hi}], got {t}")
         out[v] = t
     return out

@@ -90,9 +90,17 @@ def run(req: Request, backend: ModuleType) -> Compression:
     selection = backend.select_tokens(scored.scores, layout, plan.budgets, req.targets, num_kept)
     kept = backend.gather_rows(selection.indices, (x, *req.extras))
     return Compression(
-        indices=selection.indices, features=kept[0], mask=selection.mask, budgets=selection.budgets,
-        counts=selection.counts, scores=scored.scores, uniqueness=scored.uniqueness, extras=tuple(kept[1:]),
-        layout=layout, backend=name_of(backend), engine=backend,
+        indices=selection.indices,
+        features=kept[0],
+        mask=selection.mask,
+        budgets=selection.budgets,
+        counts=selection.counts,
+        scores=scored.scores,
+        uniqueness=scored.uniqueness,
+        extras=tuple(kept[1:]),
+        layout=layout,
+        backend=name_of(backend),
+        engine=backend,
     )
 
 
@@ -101,8 +109,15 @@ def empty(req: Request, backend: ModuleType) -> Compression:
     x, dev = req.features, req.features.device
     none = torch.empty(0, dtype=torch.int64, device=dev)
     return Compression(
-        indices=none, features=x[:0], mask=torch.zeros(x.shape[0], dtype=torch.bool, device=dev), budgets=none,
+        indices=none,
+        features=x[:0],
+        mask=torch.zeros(x.shape[0], dtype=torch.bool, device=dev),
+        budgets=none,
         counts=torch.zeros(req.layout.num_videos, dtype=torch.int64, device=dev),
-        scores=torch.empty(0, dtype=torch.float32, device=dev), uniqueness=torch.empty(0, dtype=torch.float32, device=dev),
-        extras=tuple(t[:0] for t in req.extras), layout=req.layout, backend=name_of(backend), engine=backend,
+        scores=torch.empty(0, dtype=torch.float32, device=dev),
+        uniqueness=torch.empty(0, dtype=torch.float32, device=dev),
+        extras=tuple(t[:0] for t in req.extras),
+        layout=req.layout,
+        backend=name_of(backend),
+        engine=backend,
     )

@@ -16,12 +16,32 @@ from .backends.reference import (
 )
 
 
-def compress(features, frames, retention=0.25, *, exact=False, target=None, validate=True, extras=(),
-             method="vidcom2", frame_budgets=None, quirks=False):
+def compress(
+    features,
+    frames,
+    retention=0.25,
+    *,
+    exact=False,
+    target=None,
+    validate=True,
+    extras=(),
+    method="vidcom2",
+    frame_budgets=None,
+    quirks=False,
+):
     """Reference twin of :func:`vidcom2_kernels.compress` (same arguments but ``backend``)."""
     return api.compress(
-        features, frames, retention, exact=exact, target=target, backend="reference",
-        validate=validate, extras=extras, method=method, frame_budgets=frame_budgets, quirks=quirks,
+        features,
+        frames,
+        retention,
+        exact=exact,
+        target=target,
+        backend="reference",
+        validate=validate,
+        extras=extras,
+        method=method,
+        frame_budgets=frame_budgets,
+        quirks=quirks,
     )
 
 

@@ -77,12 +77,7 @@ def frame_budgets(
 
 @torch.no_grad()
 def select_tokens(
-    scores: torch.Tensor,
-    frames: FramesSpec,
-    budgets: torch.Tensor,
-    *,
-    target=None,
-    backend: str = "auto",
+    scores: torch.Tensor, frames: FramesSpec, budgets: torch.Tensor, *, target=None, backend: str = "auto"
 ) -> Selection:
     """Step 6 (and the exact-count reconcile when ``target`` is given). ``scores`` (N,) float, low
     = kept first; ``budgets`` (F,) integer, clamped to ``[0, T]``; ``target`` an int or one per
@@ -122,11 +117,4 @@ def gather_rows(indices: torch.Tensor, *tensors: torch.Tensor, backend: str = "a
     return tuple(resolve(backend, indices.device).gather_rows(indices, tensors))
 
 
-__all__ = [
-    "Selection",
-    "select_channels",
-    "token_scores",
-    "frame_budgets",
-    "select_tokens",
-    "gather_rows",
-]
+__all__ = ["Selection", "select_channels", "token_scores", "frame_budgets", "select_tokens", "gather_rows"]

@@ -30,8 +30,14 @@ _PY_READS = {
     torch.Tensor.numpy: "numpy",
 }
 _ATEN_READS = {
-    "aten::nonzero", "aten::nonzero_numpy", "aten::masked_select", "aten::_unique", "aten::_unique2",
-    "aten::unique_dim", "aten::unique_consecutive", "aten::_local_scalar_dense",
+    "aten::nonzero",
+    "aten::nonzero_numpy",
+    "aten::masked_select",
+    "aten::_unique",
+    "aten::_unique2",
+    "aten::unique_dim",
+    "aten::unique_consecutive",
+    "aten::_local_scalar_dense",
 }
 _TRITON_DIR = None
 
@@ -87,7 +93,8 @@ class _DispatchReads(TorchDispatchMode):
         if name == "aten::repeat_interleave" and kwargs.get("output_size") is None:
             hit = True
         if name.startswith("aten::index") and any(
-            isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] if len(args) > 1 and isinstance(args[1], (list, tuple)) else [])
+            isinstance(i, torch.Tensor) and i.dtype == torch.bool
+            for i in (args[1] if len(args) > 1 and isinstance(args[1], (list, tuple)) else [])
         ):
             hit = True
         if hit and not _from_triton_runtime():

@@ -79,8 +79,14 @@ def qwen2vl_patches(frames: np.ndarray, max_pixels: int = 448 * 252) -> VideoPat
     return VideoPatches(pixel_values, torch.tensor([[t, gh, gw]]), resized)
 
 
-def build_qwen2vl_tower(embed_dim: int = 320, depth: int = 8, num_heads: int = 5, hidden_size: int = 3584,
-                        seed: int = 0, dtype=torch.float32):
+def build_qwen2vl_tower(
+    embed_dim: int = 320,
+    depth: int = 8,
+    num_heads: int = 5,
+    hidden_size: int = 3584,
+    seed: int = 0,
+    dtype=torch.float32,
+):
     """The Qwen2-VL vision tower from the published configuration (Qwen2-VL-7B's: embed 1280, depth
     32, 16 heads, output 3584) at a reduced width and depth, seeded random weights, eval mode."""
     from transformers import Qwen2VLConfig

@@ -99,8 +99,9 @@ class CompressionHandle:
         return False
 
 
-def apply_compression(model, method: str = "vidcom2", retention: float = 0.25, *,
-                      kv_prune: KVPrune | None = None, **options) -> CompressionHandle:
+def apply_compression(
+    model, method: str = "vidcom2", retention: float = 0.25, *, kv_prune: KVPrune | None = None, **options
+) -> CompressionHandle:
     """Compress every video that ``model.generate`` sees, with ``method`` ("vidcom2" or "dycoke";
     ``frame_budgets="vidcom2"`` puts VidCom2's frame budgets over DyCoke's token scores);
     ``options``: the other fields of :class:`Settings`. ``kv_prune=KVPrune(ratio, layer, drift)``
@@ -124,5 +125,3 @@ def apply_from_env(model, environ=None):
     ``COMPRESSOR`` is unset or ``none``."""
     settings = settings_from_env(environ)
     return None if settings is None else apply_compression(model, **asdict(settings))
-
-

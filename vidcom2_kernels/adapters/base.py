@@ -80,12 +80,13 @@ def pad_token_id(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -
 
 
 def padding_side(attention_mask: torch.Tensor) -> str:
-    """"right" when some row ends in padding, else "left" (also for a batch without padding)."""
+    """ "right" when some row ends in padding, else "left" (also for a batch without padding)."""
     return "right" if bool((attention_mask[:, -1] == 0).any()) else "left"
 
 
-def repack_rows(drop: torch.Tensor, pad_value: int, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                rows: dict) -> tuple:
+def repack_rows(
+    drop: torch.Tensor, pad_value: int, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows: dict
+) -> tuple:
     """Remove the positions ``drop`` (B, L) marks, keeping each row's padding and padding side.
 
     Row ``b`` loses ``d_b = drop[b].sum()`` positions; every row is padded back to the common width

@@ -147,13 +147,14 @@ def _restrict(attention_mask, keep: torch.Tensor):
     if attention_mask.dim() == 2:  # flash-attn padding mask
         return attention_mask * keep.to(attention_mask.dtype)
     if attention_mask.dtype == torch.bool:
-        return attention_mask & keep[:, None, None, -attention_mask.shape[-1]:]
+        return attention_mask & keep[:, None, None, -attention_mask.shape[-1] :]
     lowest = torch.finfo(attention_mask.dtype).min
-    return attention_mask.masked_fill(~keep[:, None, None, -attention_mask.shape[-1]:], lowest)
+    return attention_mask.masked_fill(~keep[:, None, None, -attention_mask.shape[-1] :], lowest)
 
 
 def wrap_attention(base_name: str):
     """An attention function that applies the active KV pruning, then calls ``base_name``'s."""
+
     def attention(module, query, key, value, attention_mask, **kwargs):
         base = ALL_ATTENTION_FUNCTIONS[base_name] if base_name != "eager" else _eager(module)
         state = _ACTIVE[-1] if _ACTIVE else None

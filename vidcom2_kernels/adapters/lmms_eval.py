@@ -73,8 +73,11 @@ def check_launch(argv: list, environ=None) -> Settings | None:
     if settings is not None and name in NOT_TRANSFORMERS:
         raise LaunchError(f"--model {name} cannot be compressed: it {NOT_TRANSFORMERS[name]}; {TRANSFORMERS_ROUTE}")
     if settings is not None and name == "llava_hf" and "--force_simple" not in argv:
-        print("vidcom2 lmms-eval launcher: note: lmms-eval's chat llava_hf fails on video-only prompts; "
-              "add --force_simple for video tasks", file=sys.stderr)
+        print(
+            "vidcom2 lmms-eval launcher: note: lmms-eval's chat llava_hf fails on video-only prompts; "
+            "add --force_simple for video tasks",
+            file=sys.stderr,
+        )
     return settings
 
 
@@ -155,8 +158,10 @@ def launch(argv: list) -> None:
     print(summary(settings, hook.handles), file=sys.stderr)
     failures = sum(h.failures for h in hook.handles)
     if failures:
-        raise SystemExit(f"vidcom2 lmms-eval launcher: {failures} compressed generate() call(s) raised (see the "
-                         "tracebacks above); lmms-eval itself exits 0 in that case")
+        raise SystemExit(
+            f"vidcom2 lmms-eval launcher: {failures} compressed generate() call(s) raised (see the "
+            "tracebacks above); lmms-eval itself exits 0 in that case"
+        )
     if code not in (None, 0):
         raise SystemExit(code)
 

@@ -43,7 +43,9 @@ class Qwen2VLAdapter(Adapter):
 
     def full_positions(self, model, inputs: dict) -> torch.Tensor:
         if inputs.get("mm_token_type_ids") is None:
-            raise ValueError("mm_token_type_ids is missing: pass the processor's full output (it makes M-RoPE positions)")
+            raise ValueError(
+                "mm_token_type_ids is missing: pass the processor's full output (it makes M-RoPE positions)"
+            )
         positions, _ = model.model.get_rope_index(inputs["input_ids"], **self.rope_inputs(inputs))
         return positions
 

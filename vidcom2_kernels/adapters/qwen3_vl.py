@@ -23,7 +23,10 @@ class DeepstackVideos(EncodedVideos):
 
 
 class Qwen3VLAdapter(Qwen2VLAdapter):
-    model_classes = {"qwen3_vl": "Qwen3VLForConditionalGeneration", "qwen3_vl_moe": "Qwen3VLMoeForConditionalGeneration"}
+    model_classes = {
+        "qwen3_vl": "Qwen3VLForConditionalGeneration",
+        "qwen3_vl_moe": "Qwen3VLMoeForConditionalGeneration",
+    }
     lmms_eval_models = ("qwen3_vl",)
 
     def encode_videos(self, model, inputs: dict, get_video_features=None) -> DeepstackVideos:

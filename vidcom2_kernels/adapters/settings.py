@@ -40,12 +40,30 @@ class Settings:
 
     def compress(self, features, frames, extras=()) -> Compression:
         return compress(
-            features, frames, self.retention, exact=self.exact, target=self.target, backend=self.backend,
-            extras=extras, method=self.method, frame_budgets=self.frame_budgets, quirks=self.quirks,
+            features,
+            frames,
+            self.retention,
+            exact=self.exact,
+            target=self.target,
+            backend=self.backend,
+            extras=extras,
+            method=self.method,
+            frame_budgets=self.frame_budgets,
+            quirks=self.quirks,
         )
 
 
-ENV_FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False, "": False}
+ENV_FLAGS = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+    "": False,
+}
 
 
 def settings_from_env(environ=None) -> Settings | None:
@@ -72,6 +90,8 @@ def settings_from_env(environ=None) -> Settings | None:
         raise ValueError(f"VIDCOM2_EXACT must be 1/true/yes/on or 0/false/no/off, got {env['VIDCOM2_EXACT']!r}")
     frame_budgets = env.get("FRAME_BUDGETS", "").strip().lower() or None
     if frame_budgets not in FRAME_BUDGETS:
-        raise ValueError(f"FRAME_BUDGETS must be unset or one of {', '.join(f for f in FRAME_BUDGETS if f)}, "
-                         f"got {env['FRAME_BUDGETS']!r}")
+        raise ValueError(
+            f"FRAME_BUDGETS must be unset or one of {', '.join(f for f in FRAME_BUDGETS if f)}, "
+            f"got {env['FRAME_BUDGETS']!r}"
+        )
     return Settings(method=method, retention=retention, exact=ENV_FLAGS[exact], frame_budgets=frame_budgets)

@@ -53,8 +53,14 @@ class Backend(Protocol):
 
     def frame_budgets(self, uniqueness: torch.Tensor, layout: VideoLayout, retention: np.ndarray) -> tuple: ...
 
-    def select_tokens(self, scores: torch.Tensor, layout: VideoLayout, budgets: torch.Tensor,
-                      targets: np.ndarray | None, num_kept: int) -> Selection: ...
+    def select_tokens(
+        self,
+        scores: torch.Tensor,
+        layout: VideoLayout,
+        budgets: torch.Tensor,
+        targets: np.ndarray | None,
+        num_kept: int,
+    ) -> Selection: ...
 
     def gather_rows(self, indices: torch.Tensor, tensors: Sequence[torch.Tensor]) -> list: ...
 
@@ -62,8 +68,16 @@ class Backend(Protocol):
 
 
 #: The function names of the contract, in pipeline order.
-FUNCTIONS = ("supports", "select_channels", "token_scores", "dycoke_similarity", "frame_budgets",
-             "select_tokens", "gather_rows", "attention_row")
+FUNCTIONS = (
+    "supports",
+    "select_channels",
+    "token_scores",
+    "dycoke_similarity",
+    "frame_budgets",
+    "select_tokens",
+    "gather_rows",
+    "attention_row",
+)
 
 
 def nan_as_inf(x: torch.Tensor) -> torch.Tensor:

@@ -34,9 +34,7 @@ def _frame_rows(layout: VideoLayout, f: int) -> slice:
 
 def nonfinite_videos(features: torch.Tensor, layout: VideoLayout) -> torch.Tensor:
     """(V,) bool: the video's features hold NaN or Inf."""
-    return torch.stack(
-        [~torch.isfinite(features[_video_rows(layout, v)]).all() for v in range(layout.num_videos)]
-    )
+    return torch.stack([~torch.isfinite(features[_video_rows(layout, v)]).all() for v in range(layout.num_videos)])
 
 
 # ------------------------------------------------------------------------ step 1: channel choice

@@ -304,7 +304,7 @@ def attention_row(q: torch.Tensor, k: torch.Tensor, valid: torch.Tensor, scale: 
     multiplied with their shared key head in one batched product (K is never repeated)."""
     B, H, D = q.shape
     Hkv, S = k.shape[1], k.shape[2]
-    q = q.float().view(B, Hkv, H // Hkv, D)
+    q = q.float().reshape(B, Hkv, H // Hkv, D)
     logits = torch.matmul(q, k.float().transpose(-1, -2)) * scale  # (B, Hkv, G, S)
     logits = logits.masked_fill(~valid[:, None, None, :], float("-inf"))
-    return torch.softmax(logits, dim=-1).nan_to_num(0.0).view(B, H, S).mean(dim=1)
+    return torch.softmax(logits, dim=-1).nan_to_num(0.0).reshape(B, H, S).mean(dim=1)

@@ -70,13 +70,16 @@ def frame_budgets(uniqueness: torch.Tensor, layout: VideoLayout, retention: np.n
     return budgets, counts
 
 
-def select_tokens(scores: torch.Tensor, layout: VideoLayout, budgets: torch.Tensor,
-                  targets: Optional[np.ndarray], num_kept: int) -> Selection:
+def select_tokens(
+    scores: torch.Tensor, layout: VideoLayout, budgets: torch.Tensor, targets: Optional[np.ndarray], num_kept: int
+) -> Selection:
     _check_rows(layout)
     meta = device_layout(layout, scores.device, targets=targets)
     scores = scores.float().contiguous()
     if targets is not None:
-        indices, mask, final = select_tokens_op.frame_select_reconcile(scores, budgets.long().contiguous(), meta, num_kept)
+        indices, mask, final = select_tokens_op.frame_select_reconcile(
+            scores, budgets.long().contiguous(), meta, num_kept
+        )
         return Selection(indices, mask, final, meta.targets.clone())
     frame_video = torch.as_tensor(layout.frame_video, device=scores.device)
     final = torch.minimum(budgets.long().clamp(min=0), meta.tokens_per_frame.index_select(0, frame_video))

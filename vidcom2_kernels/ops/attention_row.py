@@ -19,10 +19,25 @@ from ..buffers import new_output
 
 @triton.jit
 def attention_row_kernel(
-    q_ptr, k_ptr, valid_ptr, out_ptr,
-    S, D, group, scale, inv_heads,
-    stride_qb, stride_qh, stride_kb, stride_kh, stride_ks, stride_vb, stride_ob, stride_oh,
-    BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
+    q_ptr,
+    k_ptr,
+    valid_ptr,
+    out_ptr,
+    S,
+    D,
+    group,
+    scale,
+    inv_heads,
+    stride_qb,
+    stride_qh,
+    stride_kb,
+    stride_kh,
+    stride_ks,
+    stride_vb,
+    stride_ob,
+    stride_oh,
+    BLOCK_S: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     i_b = tl.program_id(0)
     i_h = tl.program_id(1)
@@ -34,7 +49,9 @@ def attention_row_kernel(
     for s0 in range(0, S, BLOCK_S):
         o_s = s0 + tl.arange(0, BLOCK_S)
         ok = (o_s < S) & (tl.load(valid_ptr + i_b * stride_vb + o_s, mask=o_s < S, other=0) != 0)
-        b_k = tl.load(p_k + o_s[:, None].to(tl.int64) * stride_ks + o_d[None, :], mask=ok[:, None] & m_d[None, :], other=0.0)
+        b_k = tl.load(
+            p_k + o_s[:, None].to(tl.int64) * stride_ks + o_d[None, :], mask=ok[:, None] & m_d[None, :], other=0.0
+        )
         score = tl.sum(b_k.to(tl.float32) * b_q[None, :], axis=1) * scale
         run_max = tl.maximum(run_max, tl.where(ok, score, float("-inf")))
     top = tl.max(run_max, axis=0)
@@ -42,7 +59,9 @@ def attention_row_kernel(
     for s0 in range(0, S, BLOCK_S):
         o_s = s0 + tl.arange(0, BLOCK_S)
         ok = (o_s < S) & (tl.load(valid_ptr + i_b * stride_vb + o_s, mask=o_s < S, other=0) != 0)
-        b_k = tl.load(p_k + o_s[:, None].to(tl.int64) * stride_ks + o_d[None, :], mask=ok[:, None] & m_d[None, :], other=0.0)
+        b_k = tl.load(
+            p_k + o_s[:, None].to(tl.int64) * stride_ks + o_d[None, :], mask=ok[:, None] & m_d[None, :], other=0.0
+        )
         score = tl.sum(b_k.to(tl.float32) * b_q[None, :], axis=1) * scale
         den += tl.where(ok, tl.exp(score - top), 0.0)
     total = tl.sum(den, axis=0)
@@ -50,7 +69,9 @@ def attention_row_kernel(
     for s0 in range(0, S, BLOCK_S):
         o_s = s0 + tl.arange(0, BLOCK_S)
         ok = (o_s < S) & (tl.load(valid_ptr + i_b * stride_vb + o_s, mask=o_s < S, other=0) != 0)
-        b_k = tl.load(p_k + o_s[:, None].to(tl.int64) * stride_ks + o_d[None, :], mask=ok[:, None] & m_d[None, :], other=0.0)
+        b_k = tl.load(
+            p_k + o_s[:, None].to(tl.int64) * stride_ks + o_d[None, :], mask=ok[:, None] & m_d[None, :], other=0.0
+        )
         score = tl.sum(b_k.to(tl.float32) * b_q[None, :], axis=1) * scale
         tl.store(p_out + o_s, tl.where(ok, tl.exp(score - top) / total, 0.0) * inv_heads, mask=o_s < S)
 
@@ -68,8 +89,23 @@ def attention_row(q: torch.Tensor, k: torch.Tensor, valid: torch.Tensor, scale: 
     valid = valid.to(torch.int8).contiguous()
     out = new_output((B, H, S), torch.float32, q.device)
     attention_row_kernel[(B, H)](
-        q, k, valid, out, S, D, H // k.shape[1], scale, 1.0 / H,
-        q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), valid.stride(0), out.stride(0), out.stride(1),
+        q,
+        k,
+        valid,
+        out,
+        S,
+        D,
+        H // k.shape[1],
+        scale,
+        1.0 / H,
+        q.stride(0),
+        q.stride(1),
+        k.stride(0),
+        k.stride(1),
+        k.stride(2),
+        valid.stride(0),
+        out.stride(0),
+        out.stride(1),
         **row_config(D),
     )
     return out.sum(dim=1)

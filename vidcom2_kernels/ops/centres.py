@@ -24,10 +24,20 @@ from .common import UNIT_ROWS, DeviceLayout, unit_rows
 
 @triton.jit
 def centre_partials_kernel(
-    x_ptr, keep_ptr, inv_norm_ptr, self_dot_ptr, partial_ptr,
-    unit_row_start_ptr, unit_rows_ptr, unit_video_ptr,
-    C, stride_n, stride_c, eps,
-    BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
+    x_ptr,
+    keep_ptr,
+    inv_norm_ptr,
+    self_dot_ptr,
+    partial_ptr,
+    unit_row_start_ptr,
+    unit_rows_ptr,
+    unit_video_ptr,
+    C,
+    stride_n,
+    stride_c,
+    eps,
+    BLOCK_N: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):
     i_u, row0, o_n, m_n = unit_rows(unit_row_start_ptr, unit_rows_ptr, BLOCK_N)
     i_v = tl.load(unit_video_ptr + i_u)
@@ -56,8 +66,12 @@ def centre_partials_kernel(
 
 @triton.jit
 def centre_finalize_kernel(
-    partial_ptr, frame_centre_ptr, video_centre_ptr,
-    frame_start_ptr, frame_unit_start_ptr, tokens_per_frame_ptr,
+    partial_ptr,
+    frame_centre_ptr,
+    video_centre_ptr,
+    frame_start_ptr,
+    frame_unit_start_ptr,
+    tokens_per_frame_ptr,
     C,
     BLOCK_C: tl.constexpr,
 ):
@@ -99,14 +113,24 @@ def centres(features: torch.Tensor, keep: torch.Tensor, meta: DeviceLayout):
     self_dot = new_output(N, torch.float32, dev)
     partials = new_output((meta.num_units, C), torch.float32, dev)
     centre_partials_kernel[(meta.num_units,)](
-        features, keep, inv_norm, self_dot, partials, meta.unit_row_start, meta.unit_rows, meta.unit_video,
-        C, features.stride(0), features.stride(1), NORM_EPS, **partials_config(C),
+        features,
+        keep,
+        inv_norm,
+        self_dot,
+        partials,
+        meta.unit_row_start,
+        meta.unit_rows,
+        meta.unit_video,
+        C,
+        features.stride(0),
+        features.stride(1),
+        NORM_EPS,
+        **partials_config(C),
     )
     frame_centre = new_output((layout.total_frames, C), torch.float32, dev)
     video_centre = new_output((layout.num_videos, C), torch.float32, dev)
     cfg = finalize_config(C)
     centre_finalize_kernel[(layout.num_videos, triton.cdiv(C, cfg["BLOCK_C"]))](
-        partials, frame_centre, video_centre, meta.frame_start, meta.frame_unit_start,
-        meta.tokens_per_frame, C, **cfg,
+        partials, frame_centre, video_centre, meta.frame_start, meta.frame_unit_start, meta.tokens_per_frame, C, **cfg
     )
     return inv_norm, self_dot, frame_centre, video_centre

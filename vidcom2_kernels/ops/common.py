@@ -95,8 +95,13 @@ def device_layout(layout: VideoLayout, device: torch.device, retention=None, tar
     retention = np.zeros(V) if retention is None else np.asarray(retention, dtype=np.float64)
     targets = np.zeros(V, dtype=np.int64) if targets is None else np.asarray(targets, dtype=np.int64)
     extra = {k: np.asarray(v, dtype=np.int64) for k, v in extra.items()}
-    key = (layout.key(), str(device), retention.tobytes(), targets.tobytes(),
-           tuple((k, v.tobytes()) for k, v in sorted(extra.items())))
+    key = (
+        layout.key(),
+        str(device),
+        retention.tobytes(),
+        targets.tobytes(),
+        tuple((k, v.tobytes()) for k, v in sorted(extra.items())),
+    )
     hit = _CACHE.get(key)
     if hit is not None:
         _CACHE.move_to_end(key)
@@ -140,7 +145,7 @@ def device_layout(layout: VideoLayout, device: torch.device, retention=None, tar
         views[name] = packed_dev[offset : offset + n]
         offset += n
     views["retention"] = views["retention"].view(torch.float64)
-    extra_views = {k[len("extra_"):]: views.pop(k) for k in list(views) if k.startswith("extra_")}
+    extra_views = {k[len("extra_") :]: views.pop(k) for k in list(views) if k.startswith("extra_")}
     out = DeviceLayout(layout=layout, num_units=U, **views, extra=extra_views)
     _CACHE[key] = out
     if len(_CACHE) > _CACHE_SIZE:

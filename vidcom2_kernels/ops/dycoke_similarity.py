@@ -20,10 +20,21 @@ from .common import UNIT_ROWS, DeviceLayout, unit_rows
 
 @triton.jit
 def dycoke_similarity_kernel(
-    x_ptr, score_ptr, nonfinite_ptr, anchor_ptr, frame_row_start_ptr,
-    unit_row_start_ptr, unit_rows_ptr, unit_video_ptr, unit_frame_ptr,
-    C, stride_n, stride_c, eps,
-    BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
+    x_ptr,
+    score_ptr,
+    nonfinite_ptr,
+    anchor_ptr,
+    frame_row_start_ptr,
+    unit_row_start_ptr,
+    unit_rows_ptr,
+    unit_video_ptr,
+    unit_frame_ptr,
+    C,
+    stride_n,
+    stride_c,
+    eps,
+    BLOCK_N: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):
     i_u, row0, o_n, m_n = unit_rows(unit_row_start_ptr, unit_rows_ptr, BLOCK_N)
     i_v = tl.load(unit_video_ptr + i_u)
@@ -31,7 +42,9 @@ def dycoke_similarity_kernel(
     anchor = tl.load(anchor_ptr + i_f)
     has_anchor = anchor >= 0
     # rows of the anchor frame at the same positions (the unit's own rows when there is none)
-    shift = tl.where(has_anchor, tl.load(frame_row_start_ptr + tl.maximum(anchor, 0)) - tl.load(frame_row_start_ptr + i_f), 0)
+    shift = tl.where(
+        has_anchor, tl.load(frame_row_start_ptr + tl.maximum(anchor, 0)) - tl.load(frame_row_start_ptr + i_f), 0
+    )
     p_x = x_ptr + (row0 + o_n).to(tl.int64)[:, None] * stride_n
     p_y = x_ptr + (row0 + shift + o_n).to(tl.int64)[:, None] * stride_n
     dot = tl.zeros([BLOCK_N], dtype=tl.float32)
@@ -60,14 +73,26 @@ def similarity_config(C: int) -> dict:
     return {"BLOCK_N": UNIT_ROWS, "BLOCK_C": min(32, triton.next_power_of_2(C)), "num_warps": 4}
 
 
-def dycoke_similarity(features: torch.Tensor, meta: DeviceLayout, anchors: torch.Tensor,
-                      nonfinite: torch.Tensor) -> torch.Tensor:
+def dycoke_similarity(
+    features: torch.Tensor, meta: DeviceLayout, anchors: torch.Tensor, nonfinite: torch.Tensor
+) -> torch.Tensor:
     """(N,) float32 similarities; ``anchors`` (F,) int64 on the device; sets ``nonfinite[v]``."""
     N, C = features.shape
     scores = new_output(N, torch.float32, features.device)
     dycoke_similarity_kernel[(meta.num_units,)](
-        features, scores, nonfinite, anchors, meta.frame_row_start,
-        meta.unit_row_start, meta.unit_rows, meta.unit_video, meta.unit_frame,
-        C, features.stride(0), features.stride(1), COSINE_EPS, **similarity_config(C),
+        features,
+        scores,
+        nonfinite,
+        anchors,
+        meta.frame_row_start,
+        meta.unit_row_start,
+        meta.unit_rows,
+        meta.unit_video,
+        meta.unit_frame,
+        C,
+        features.stride(0),
+        features.stride(1),
+        COSINE_EPS,
+        **similarity_config(C),
     )
     return scores

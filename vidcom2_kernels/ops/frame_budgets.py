@@ -29,9 +29,15 @@ def round_half_even(x):
 
 @triton.jit
 def frame_budgets_kernel(
-    uniqueness_ptr, budget_ptr, frame_offset_ptr, count_ptr,
-    frame_start_ptr, tokens_per_frame_ptr, retention_ptr,
-    V, temperature,
+    uniqueness_ptr,
+    budget_ptr,
+    frame_offset_ptr,
+    count_ptr,
+    frame_start_ptr,
+    tokens_per_frame_ptr,
+    retention_ptr,
+    V,
+    temperature,
     BLOCK_F: tl.constexpr,
 ):
     running = tl.sum(tl.zeros([BLOCK_F], dtype=tl.int64), axis=0)  # kept so far in the batch
@@ -99,7 +105,15 @@ def frame_budgets(uniqueness: torch.Tensor, meta: DeviceLayout, counts: torch.Te
     if counts is None:
         counts = new_output(V, torch.int64, dev)
     frame_budgets_kernel[(1,)](
-        uniqueness, budgets, offsets, counts, meta.frame_start, meta.tokens_per_frame,
-        meta.retention, V, TEMPERATURE, **frame_budgets_config(layout),
+        uniqueness,
+        budgets,
+        offsets,
+        counts,
+        meta.frame_start,
+        meta.tokens_per_frame,
+        meta.retention,
+        V,
+        TEMPERATURE,
+        **frame_budgets_config(layout),
     )
     return budgets, offsets, counts

@@ -28,12 +28,31 @@ def copy_tile(src_ptr, dst_ptr, rows, m_k, o_k, o_c, C, stride_n, stride_c):
 
 @triton.jit
 def gather_rows_kernel(
-    idx_ptr, K,
-    src0, dst0, C0, sn0, sc0,
-    src1, dst1, C1, sn1, sc1,
-    src2, dst2, C2, sn2, sc2,
-    src3, dst3, C3, sn3, sc3,
-    NUM: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr,
+    idx_ptr,
+    K,
+    src0,
+    dst0,
+    C0,
+    sn0,
+    sc0,
+    src1,
+    dst1,
+    C1,
+    sn1,
+    sc1,
+    src2,
+    dst2,
+    C2,
+    sn2,
+    sc2,
+    src3,
+    dst3,
+    C3,
+    sn3,
+    sc3,
+    NUM: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):
     o_k = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
     m_k = o_k < K

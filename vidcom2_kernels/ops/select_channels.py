@@ -24,9 +24,7 @@ from .common import DeviceLayout, num_warps_for
 
 @triton.jit
 def channel_variance_kernel(
-    x_ptr, var_ptr, nonfinite_ptr, row_start_ptr,
-    C, stride_n, stride_c,
-    BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
+    x_ptr, var_ptr, nonfinite_ptr, row_start_ptr, C, stride_n, stride_c, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr
 ):
     i_v = tl.program_id(0)
     i_c = tl.program_id(1)
@@ -58,10 +56,7 @@ def channel_variance_kernel(
 
 
 @triton.jit
-def channel_rank_kernel(
-    var_ptr, keep_ptr, C, n_keep,
-    BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr,
-):
+def channel_rank_kernel(var_ptr, keep_ptr, C, n_keep, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr):
     i_v = tl.program_id(0)
     i_c = tl.program_id(1)
     p_var = var_ptr + i_v.to(tl.int64) * C
@@ -73,9 +68,7 @@ def channel_rank_kernel(
         o_j = j0 + tl.arange(0, BLOCK_J)
         m_j = o_j < C
         b_vj = tl.load(p_var + o_j, mask=m_j, other=float("inf"))
-        before = (b_vj[None, :] < b_vi[:, None]) | (
-            (b_vj[None, :] == b_vi[:, None]) & (o_j[None, :] < o_i[:, None])
-        )
+        before = (b_vj[None, :] < b_vi[:, None]) | ((b_vj[None, :] == b_vi[:, None]) & (o_j[None, :] < o_i[:, None]))
         rank += tl.sum((before & m_j[None, :]).to(tl.int32), axis=1)
     tl.store(keep_ptr + i_v.to(tl.int64) * C + o_i, rank < n_keep, mask=m_i)
 

@@ -45,7 +45,8 @@ def is_candidate(bits, rows, theta_bits_ptr, theta_row_ptr, row0, frame0, T, m, 
     else:
         frame = frame0 + ((rows - row0).to(tl.int32) // T.to(tl.int32))  # 32-bit: no division call
         under = key_at_most(
-            bits, rows,
+            bits,
+            rows,
             tl.load(theta_bits_ptr + frame, mask=m, other=0),
             tl.load(theta_row_ptr + frame, mask=m, other=0),
         )
@@ -54,8 +55,19 @@ def is_candidate(bits, rows, theta_bits_ptr, theta_row_ptr, row0, frame0, T, m, 
 
 @triton.jit
 def count_at_most_pivots(
-    score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, frame0, T, bits_max, row_max, kept_side,
-    CAND: tl.constexpr, BLOCK: tl.constexpr, P: tl.constexpr,
+    score_ptr,
+    theta_bits_ptr,
+    theta_row_ptr,
+    row0,
+    row1,
+    frame0,
+    T,
+    bits_max,
+    row_max,
+    kept_side,
+    CAND: tl.constexpr,
+    BLOCK: tl.constexpr,
+    P: tl.constexpr,
 ):
     """For each of P pivots: how many candidates of rows [row0, row1) have a key at most
     (bits_max[i], row_max[i]). One pass over the rows answers all P."""
@@ -72,14 +84,35 @@ def count_at_most_pivots(
 
 @triton.jit
 def count_at_most(
-    score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, frame0, T, bits_max, row_max, kept_side,
-    CAND: tl.constexpr, BLOCK: tl.constexpr,
+    score_ptr,
+    theta_bits_ptr,
+    theta_row_ptr,
+    row0,
+    row1,
+    frame0,
+    T,
+    bits_max,
+    row_max,
+    kept_side,
+    CAND: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
     """Candidates of rows [row0, row1) whose key is at most (bits_max, row_max)."""
     one = tl.zeros([1], dtype=tl.int64)
     counts = count_at_most_pivots(
-        score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, frame0, T, one + bits_max, one + row_max,
-        kept_side, CAND, BLOCK, 1,
+        score_ptr,
+        theta_bits_ptr,
+        theta_row_ptr,
+        row0,
+        row1,
+        frame0,
+        T,
+        one + bits_max,
+        one + row_max,
+        kept_side,
+        CAND,
+        BLOCK,
+        1,
     )
     return tl.sum(counts, axis=0)
 
@@ -105,8 +138,17 @@ def narrow(lo, hi, pivots, counts, k, P: tl.constexpr):
 
 @triton.jit
 def kth_smallest_key(
-    score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, frame0, T, k, kept_side,
-    CAND: tl.constexpr, BLOCK: tl.constexpr,
+    score_ptr,
+    theta_bits_ptr,
+    theta_row_ptr,
+    row0,
+    row1,
+    frame0,
+    T,
+    k,
+    kept_side,
+    CAND: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
     """(bits, row) of the k-th smallest candidate key (1-based) of rows [row0, row1); the largest
     candidate when k exceeds their number. Search with PIVOTS pivots a pass (each pass narrows the
@@ -121,20 +163,59 @@ def kth_smallest_key(
         lo_v = tl.minimum(lo_v, tl.where(cand, bits.to(tl.int64), INT32_MAX))
         hi_v = tl.maximum(hi_v, tl.where(cand, bits.to(tl.int64), INT32_MIN))
     bits_k = pivot_search(
-        score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, frame0, T, k, kept_side,
-        tl.min(lo_v, axis=0), tl.max(hi_v, axis=0), row1, False, CAND, BLOCK,
+        score_ptr,
+        theta_bits_ptr,
+        theta_row_ptr,
+        row0,
+        row1,
+        frame0,
+        T,
+        k,
+        kept_side,
+        tl.min(lo_v, axis=0),
+        tl.max(hi_v, axis=0),
+        row1,
+        False,
+        CAND,
+        BLOCK,
     )
     row_k = pivot_search(
-        score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, frame0, T, k, kept_side,
-        row0, row1 - 1, bits_k, True, CAND, BLOCK,
+        score_ptr,
+        theta_bits_ptr,
+        theta_row_ptr,
+        row0,
+        row1,
+        frame0,
+        T,
+        k,
+        kept_side,
+        row0,
+        row1 - 1,
+        bits_k,
+        True,
+        CAND,
+        BLOCK,
     )
     return bits_k, row_k
 
 
 @triton.jit
 def pivot_search(
-    score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, frame0, T, k, kept_side, lo, hi, fixed,
-    ON_ROWS: tl.constexpr, CAND: tl.constexpr, BLOCK: tl.constexpr,
+    score_ptr,
+    theta_bits_ptr,
+    theta_row_ptr,
+    row0,
+    row1,
+    frame0,
+    T,
+    k,
+    kept_side,
+    lo,
+    hi,
+    fixed,
+    ON_ROWS: tl.constexpr,
+    CAND: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
     """Smallest v in [lo, hi] with at least k candidate keys <= (v, fixed) (score bits), or
     <= (fixed, v) with ``ON_ROWS``. PIVOTS values of v are counted per pass over the rows."""
@@ -146,8 +227,19 @@ def pivot_search(
         else:
             bits_max, row_max = pivots, fixed_v
         counts = count_at_most_pivots(
-            score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, frame0, T, bits_max, row_max, kept_side,
-            CAND, BLOCK, PIVOTS,
+            score_ptr,
+            theta_bits_ptr,
+            theta_row_ptr,
+            row0,
+            row1,
+            frame0,
+            T,
+            bits_max,
+            row_max,
+            kept_side,
+            CAND,
+            BLOCK,
+            PIVOTS,
         )
         lo, hi = narrow(lo, hi, pivots, counts, k, PIVOTS)
     return lo
@@ -177,9 +269,18 @@ def kth_smallest_in_block(bits, rows, valid, k):
 
 @triton.jit
 def frame_select_kernel(
-    score_ptr, budget_ptr, offset_ptr, theta_bits_ptr, theta_row_ptr, index_ptr, mask_ptr,
+    score_ptr,
+    budget_ptr,
+    offset_ptr,
+    theta_bits_ptr,
+    theta_row_ptr,
+    index_ptr,
+    mask_ptr,
     frame_row_start_ptr,
-    FIND_THRESHOLD: tl.constexpr, COMPACT: tl.constexpr, BLOCK: tl.constexpr, IN_REGISTERS: tl.constexpr,
+    FIND_THRESHOLD: tl.constexpr,
+    COMPACT: tl.constexpr,
+    BLOCK: tl.constexpr,
+    IN_REGISTERS: tl.constexpr,
 ):
     i_f = tl.program_id(0)
     row0 = tl.load(frame_row_start_ptr + i_f)
@@ -227,9 +328,20 @@ def frame_select_kernel(
 
 @triton.jit
 def reconcile_kernel(
-    score_ptr, budget_ptr, theta_bits_ptr, theta_row_ptr, final_budget_ptr, offset_ptr,
-    row_start_ptr, frame_start_ptr, tokens_per_frame_ptr, target_ptr, out_start_ptr, frame_row_start_ptr,
-    BLOCK: tl.constexpr, BLOCK_F: tl.constexpr,
+    score_ptr,
+    budget_ptr,
+    theta_bits_ptr,
+    theta_row_ptr,
+    final_budget_ptr,
+    offset_ptr,
+    row_start_ptr,
+    frame_start_ptr,
+    tokens_per_frame_ptr,
+    target_ptr,
+    out_start_ptr,
+    frame_row_start_ptr,
+    BLOCK: tl.constexpr,
+    BLOCK_F: tl.constexpr,
 ):
     i_v = tl.program_id(0)
     row0 = tl.load(row_start_ptr + i_v)
@@ -252,8 +364,17 @@ def reconcile_kernel(
         # drop: keep the `target` smallest of the kept keys; add: the `target - total` smallest of
         # the keys not kept join them. One search, its side chosen at run time (one inlined copy).
         tau_bits, tau_row = kth_smallest_key(
-            score_ptr, theta_bits_ptr, theta_row_ptr, row0, row1, f0, T,
-            tl.where(drop, target, target - total), drop, 1, BLOCK,
+            score_ptr,
+            theta_bits_ptr,
+            theta_row_ptr,
+            row0,
+            row1,
+            f0,
+            T,
+            tl.where(drop, target, target - total),
+            drop,
+            1,
+            BLOCK,
         )
     written = tl.load(out_start_ptr + i_v)
     for f in range(f0, f1):
@@ -299,8 +420,17 @@ def frame_select(scores, budgets, offsets, meta: DeviceLayout, num_kept: int):
     mask = new_output(layout.num_tokens, torch.bool, dev)
     theta = new_output((2, F), torch.int64, dev)
     frame_select_kernel[(F,)](
-        scores, budgets, offsets, theta[0], theta[1], indices, mask, meta.frame_row_start,
-        FIND_THRESHOLD=True, COMPACT=True, **select_config(layout),
+        scores,
+        budgets,
+        offsets,
+        theta[0],
+        theta[1],
+        indices,
+        mask,
+        meta.frame_row_start,
+        FIND_THRESHOLD=True,
+        COMPACT=True,
+        **select_config(layout),
     )
     return indices, mask
 
@@ -317,16 +447,44 @@ def frame_select_reconcile(scores, budgets, meta: DeviceLayout, num_kept: int):
     theta = new_output((2, F), torch.int64, dev)
     cfg = select_config(layout)
     frame_select_kernel[(F,)](
-        scores, budgets, offsets, theta[0], theta[1], indices, mask, meta.frame_row_start,
-        FIND_THRESHOLD=True, COMPACT=False, **cfg,
+        scores,
+        budgets,
+        offsets,
+        theta[0],
+        theta[1],
+        indices,
+        mask,
+        meta.frame_row_start,
+        FIND_THRESHOLD=True,
+        COMPACT=False,
+        **cfg,
     )
     reconcile_kernel[(layout.num_videos,)](
-        scores, budgets, theta[0], theta[1], final_budgets, offsets,
-        meta.row_start, meta.frame_start, meta.tokens_per_frame, meta.targets, meta.out_start,
-        meta.frame_row_start, **reconcile_config(layout),
+        scores,
+        budgets,
+        theta[0],
+        theta[1],
+        final_budgets,
+        offsets,
+        meta.row_start,
+        meta.frame_start,
+        meta.tokens_per_frame,
+        meta.targets,
+        meta.out_start,
+        meta.frame_row_start,
+        **reconcile_config(layout),
     )
     frame_select_kernel[(F,)](
-        scores, final_budgets, offsets, theta[0], theta[1], indices, mask, meta.frame_row_start,
-        FIND_THRESHOLD=False, COMPACT=True, **cfg,
+        scores,
+        final_budgets,
+        offsets,
+        theta[0],
+        theta[1],
+        indices,
+        mask,
+        meta.frame_row_start,
+        FIND_THRESHOLD=False,
+        COMPACT=True,
+        **cfg,
     )
     return indices, mask, final_budgets

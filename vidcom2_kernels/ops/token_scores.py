@@ -38,10 +38,23 @@ def gaussian_similarity(dist2):
 
 @triton.jit
 def token_scores_kernel(
-    x_ptr, keep_ptr, inv_norm_ptr, self_dot_ptr, frame_centre_ptr, video_centre_ptr, score_ptr, unit_sv_ptr,
-    unit_row_start_ptr, unit_rows_ptr, unit_video_ptr, unit_frame_ptr,
-    C, stride_n, stride_c,
-    BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
+    x_ptr,
+    keep_ptr,
+    inv_norm_ptr,
+    self_dot_ptr,
+    frame_centre_ptr,
+    video_centre_ptr,
+    score_ptr,
+    unit_sv_ptr,
+    unit_row_start_ptr,
+    unit_rows_ptr,
+    unit_video_ptr,
+    unit_frame_ptr,
+    C,
+    stride_n,
+    stride_c,
+    BLOCK_N: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):
     i_u, row0, o_n, m_n = unit_rows(unit_row_start_ptr, unit_rows_ptr, BLOCK_N)
     i_v = tl.load(unit_video_ptr + i_u)
@@ -78,14 +91,15 @@ def token_scores_kernel(
 
 @triton.jit
 def frame_uniqueness_kernel(
-    unit_sv_ptr, uniqueness_ptr, frame_unit_start_ptr, frame_row_start_ptr, F, max_units,
-    BLOCK_F: tl.constexpr,
+    unit_sv_ptr, uniqueness_ptr, frame_unit_start_ptr, frame_row_start_ptr, F, max_units, BLOCK_F: tl.constexpr
 ):
     o_f = tl.program_id(0) * BLOCK_F + tl.arange(0, BLOCK_F)
     m_f = o_f < F
     u0 = tl.load(frame_unit_start_ptr + o_f, mask=m_f, other=0)
     u1 = tl.load(frame_unit_start_ptr + o_f + 1, mask=m_f, other=0)
-    T = tl.load(frame_row_start_ptr + o_f + 1, mask=m_f, other=1) - tl.load(frame_row_start_ptr + o_f, mask=m_f, other=0)
+    T = tl.load(frame_row_start_ptr + o_f + 1, mask=m_f, other=1) - tl.load(
+        frame_row_start_ptr + o_f, mask=m_f, other=0
+    )
     total = tl.zeros([BLOCK_F], dtype=tl.float32)
     for j in range(0, max_units):
         m_u = m_f & (u0 + j < u1)
@@ -107,15 +121,27 @@ def token_scores(features, keep, inv_norm, self_dot, frame_centre, video_centre,
     scores = new_output(N, torch.float32, dev)
     unit_sv = new_output(meta.num_units, torch.float32, dev)
     token_scores_kernel[(meta.num_units,)](
-        features, keep, inv_norm, self_dot, frame_centre, video_centre, scores, unit_sv,
-        meta.unit_row_start, meta.unit_rows, meta.unit_video, meta.unit_frame,
-        C, features.stride(0), features.stride(1), **scores_config(C),
+        features,
+        keep,
+        inv_norm,
+        self_dot,
+        frame_centre,
+        video_centre,
+        scores,
+        unit_sv,
+        meta.unit_row_start,
+        meta.unit_rows,
+        meta.unit_video,
+        meta.unit_frame,
+        C,
+        features.stride(0),
+        features.stride(1),
+        **scores_config(C),
     )
     F = layout.total_frames
     uniqueness = new_output(F, torch.float32, dev)
     max_units = int(-(-layout.tokens_per_frame.max() // UNIT_ROWS))
     frame_uniqueness_kernel[(triton.cdiv(F, UNIQUENESS_CONFIG["BLOCK_F"]),)](
-        unit_sv, uniqueness, meta.frame_unit_start, meta.frame_row_start, F, max_units,
-        **UNIQUENESS_CONFIG,
+        unit_sv, uniqueness, meta.frame_unit_start, meta.frame_row_start, F, max_units, **UNIQUENESS_CONFIG
     )
     return scores, uniqueness
