@@ -1,4 +1,5 @@
-"""Output allocation shared by the torch and triton backends.
+"""Output allocation shared by the torch and triton backends, and host-to-device copies that never
+wait for the GPU.
 
 Tests switch on *poisoning* (:func:`vidcom2_kernels.testing.poisoned_outputs`): every output is
 then filled with NaN (floats), -1 (integers) or True (bools) instead of left uninitialised, so an
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 
+import numpy as np
 import torch
 
 _POISON = False
@@ -37,3 +39,10 @@ def new_output(shape, dtype: torch.dtype, device) -> torch.Tensor:
     else:
         value = -1
     return torch.full(shape, value, dtype=dtype, device=device)
+
+
+def to_device(host: np.ndarray, device) -> torch.Tensor:
+    """A host array as a tensor on ``device``; on CUDA through pinned memory and ``non_blocking``,
+    so the copy never waits for the GPU (a copy from pageable memory synchronises the stream)."""
+    t = torch.from_numpy(np.ascontiguousarray(host))
+    return t.pin_memory().to(device, non_blocking=True) if torch.device(device).type == "cuda" else t.to(device)

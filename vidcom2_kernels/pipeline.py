@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .backends import name_of
+from .buffers import to_device
 from .dycoke import anchor_frames, dycoke_budgets
 from .records import Compression, Request, raise_nonfinite
 
@@ -60,7 +61,7 @@ def plan_budgets(req: Request, backend: ModuleType, uniqueness: torch.Tensor) ->
         budgets, counts = backend.frame_budgets(uniqueness, req.layout, req.retention)
         return Budgets(budgets, counts, None)
     host = dycoke_budgets(req.layout, req.retention, req.quirks)
-    return Budgets(torch.from_numpy(host).to(req.features.device), None, req.layout.per_video_sum(host))
+    return Budgets(to_device(host, req.features.device), None, req.layout.per_video_sum(host))
 
 
 def read_back(req: Request, plan: Budgets, nonfinite: torch.Tensor) -> int:

@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from ..buffers import new_output
+from ..buffers import new_output, to_device
 from ..constants import COSINE_EPS, GAUSSIAN_BANDWIDTHS, NORM_EPS, TEMPERATURE, kept_channels
 from ..layout import VideoLayout
 from ..records import Selection
@@ -39,7 +39,7 @@ class SegmentIds:
     @staticmethod
     def build(layout: VideoLayout, device) -> "SegmentIds":
         def dev(a: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)).to(device)
+            return to_device(np.asarray(a, dtype=np.int64), device)
 
         return SegmentIds(
             row_video=dev(layout.row_video()),
@@ -203,7 +203,7 @@ def dycoke_similarity(features: torch.Tensor, layout: VideoLayout, anchors: np.n
     scores, nonfinite = [], []
     for v in range(layout.num_videos):
         f_start = int(layout.frame_start[v])
-        local = torch.from_numpy(anchors[f_start : int(layout.frame_start[v + 1])] - f_start).to(features.device)
+        local = to_device(anchors[f_start : int(layout.frame_start[v + 1])] - f_start, features.device)
         video = features[int(layout.row_start[v]) : int(layout.row_start[v + 1])]
         video = video.view(int(layout.num_frames[v]), int(layout.tokens_per_frame[v]), -1)
         f0, bad = 0, []
@@ -233,7 +233,7 @@ def frame_budgets(uniqueness: torch.Tensor, layout: VideoLayout, retention: np.n
     p = e / _segment_sum(e, fv, layout.num_videos).index_select(0, fv)
     # mean(p) with a float64 sum: the same value whatever the summation order (see ALGORITHM notes)
     p_mean = (_segment_sum(p.double(), fv, layout.num_videos) / ids.video_frames).float()
-    r = torch.from_numpy(retention.astype(np.float32)).to(z.device).index_select(0, fv)
+    r = to_device(retention.astype(np.float32), z.device).index_select(0, fv)
     scale = torch.clamp(r * (1 + (p - p_mean.index_select(0, fv))), max=1.0)
     scale = torch.where(torch.isnan(scale) | has_nan.index_select(0, fv), r, scale)
     budgets = torch.round(scale * ids.frame_tokens.float()).clamp_min(1).long()
@@ -264,7 +264,7 @@ def _select_mask(scores, layout: VideoLayout, budgets, targets, ids: SegmentIds)
         return mask
     by_video = by_score.index_select(0, torch.sort(ids.row_video.index_select(0, by_score), stable=True).indices)
     kept = mask.index_select(0, by_video)
-    target = torch.from_numpy(targets).to(scores.device).index_select(0, ids.row_video)
+    target = to_device(targets, scores.device).index_select(0, ids.row_video)
     total = _segment_sum(mask.long(), ids.row_video, layout.num_videos).index_select(0, ids.row_video)
     kept_rank = _exclusive_rank(kept, ids.video_row_start, ids.row_video)
     dropped_rank = _exclusive_rank(~kept, ids.video_row_start, ids.row_video)
