@@ -22,7 +22,7 @@ from .records import Compression, Request, raise_nonfinite
 
 
 class Scored(NamedTuple):
-    """Scores (N,) float32 (low = kept first), frame uniqueness (F,) float32, non-finite videos (V,) bool."""
+    """Scores (N,) float32 (low = kept first), frame uniqueness (F,) float32, non-finite videos (V,) flags."""
 
     scores: torch.Tensor
     uniqueness: torch.Tensor

@@ -8,11 +8,11 @@ the input's device, and reads nothing back to the host unless it says so (the re
 ========================  =============================================================================
 ``supports(device)``      whether the backend runs on tensors of ``device``
 ``select_channels``       (features (N, C), layout) -> keep (V, C) bool, the ``max(1, C // 2)`` channels of
-                          lowest variance per video; nonfinite (V,) bool, a video's features hold NaN/Inf
+                          lowest variance per video; nonfinite (V,) flags, nonzero: the video holds NaN/Inf
 ``token_scores``          (features, layout, keep) -> scores (N,) float32 ``sv + sf``, uniqueness (F,)
                           float32 ``-mean(sv)`` per frame
 ``dycoke_similarity``     (features, layout, anchors (F,) int64 numpy) -> scores (N,) float32, cosine with
-                          the anchor frame's same-position token (0 without one); nonfinite (V,) bool
+                          the anchor frame's same-position token (0 without one); nonfinite (V,) flags
 ``frame_budgets``         (uniqueness (F,), layout, retention (V,) numpy) -> budgets (F,) int64 (FCA),
                           counts (V,) int64 their per-video sums
 ``select_tokens``         (scores (N,), layout, budgets (F,) int64, targets (V,) numpy or None, num_kept)
@@ -24,9 +24,10 @@ the input's device, and reads nothing back to the host unless it says so (the re
                           pruning; grouped-query heads share a key head)
 ========================  =============================================================================
 
-Conventions: scores are float32 and lower means kept first; equal scores keep the lower row;
-NaN ranks as +inf (:func:`nan_as_inf`). NaN/Inf in the features never crashes a backend and never
-produces an index out of range; with validation the pipeline raises before selecting.
+Conventions: flags are bool or int64 tensors (nonzero = set; the pipeline reads them as int64
+with the kept counts, in one read). Scores are float32, lower means kept first, equal scores keep
+the lower row, NaN ranks as +inf (:func:`nan_as_inf`). NaN/Inf in the features never crashes a
+backend and never produces an index out of range; with validation the pipeline raises first.
 """
 
 from __future__ import annotations

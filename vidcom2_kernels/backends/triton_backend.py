@@ -47,7 +47,7 @@ def select_channels(features: torch.Tensor, layout: VideoLayout) -> tuple[torch.
     meta = device_layout(layout, features.device)
     nonfinite = torch.zeros(layout.num_videos, dtype=torch.int64, device=features.device)
     var = select_channels_op.channel_variance(features, meta, nonfinite)
-    return select_channels_op.channel_rank(var), nonfinite.bool()
+    return select_channels_op.channel_rank(var), nonfinite
 
 
 def token_scores(features: torch.Tensor, layout: VideoLayout, keep: torch.Tensor):
@@ -61,7 +61,7 @@ def dycoke_similarity(features: torch.Tensor, layout: VideoLayout, anchors: np.n
     meta = device_layout(layout, features.device, anchors=anchors)
     nonfinite = torch.zeros(layout.num_videos, dtype=torch.int64, device=features.device)
     scores = dycoke_similarity_op.dycoke_similarity(features, meta, meta.extra["anchors"], nonfinite)
-    return scores, nonfinite.bool()
+    return scores, nonfinite
 
 
 def frame_budgets(uniqueness: torch.Tensor, layout: VideoLayout, retention: np.ndarray):
