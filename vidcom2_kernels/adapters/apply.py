@@ -10,6 +10,7 @@ import contextlib
 import functools
 from dataclasses import asdict
 
+from .base import accepts_encoder_outputs
 from .generation import PromptStreamer, bind_generate_call, shift_length_limits, with_caller_prompt
 from .kv_prune import KVPrune, kv_pruning
 from .patching import install, installed
@@ -27,14 +28,13 @@ def prune_inputs(model, inputs, retention: float = 0.25, **options) -> dict:
     On transformers < 5.18 use :func:`apply_compression`, which also installs the encoder patch
     those versions need. ``options``: the other fields of :class:`Settings` (``method``, ``exact``,
     ``target``, ``backend``, ``frame_budgets``, ``quirks``)."""
-    settings = Settings(retention=retention, **options)
-    pruned = adapter_for(model).prune(model, dict(inputs), settings)
-    if pruned.patches:
+    settings, adapter = Settings(retention=retention, **options), adapter_for(model)
+    if adapter.has_video(inputs) and not accepts_encoder_outputs(model):
         raise RuntimeError(
             "this transformers version re-encodes videos inside forward: use apply_vidcom2(model) "
             "(or apply_compression) so the encoder can be patched for the call"
         )
-    return pruned.kwargs
+    return adapter.prune(model, dict(inputs), settings).kwargs
 
 
 class CompressionHandle:
