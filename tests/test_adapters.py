@@ -319,10 +319,10 @@ def test_dycoke_kv_pruning_semantics():
             assert torch.equal(pruned.sequences[b, -STEPS:], alone.sequences[0, -STEPS:])
     assert not all(torch.equal(a, b) for a, b in zip(plain.logits[1:], pruned.logits[1:]))
     assert torch.equal(plain.logits[0], pruned.logits[0])  # prefill is untouched
-    # a layer past the last one: no layer prunes, nothing changes
-    with adapters.apply_compression(model, "dycoke", 0.5, kv_prune=adapters.KVPrune(0.7, layer=99)):
-        late = generate(model, batch)
-    assert torch.equal(plain.sequences, late.sequences)
+    # a layer past the last one would prune nothing: refused when applied
+    layers = model.config.get_text_config().num_hidden_layers
+    with pytest.raises(ValueError, match=f"kv layer {layers} does not exist: the language model has {layers} layers"):
+        adapters.apply_compression(model, "dycoke", 0.5, kv_prune=adapters.KVPrune(0.7, layer=layers))
 
 
 def test_kv_prune_arguments():

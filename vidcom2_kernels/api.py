@@ -13,7 +13,7 @@ import torch
 from . import pipeline
 from .backends import BACKENDS, resolve
 from .layout import FramesSpec, RetentionSpec, TargetSpec, exact_targets, parse_frames, parse_retention, parse_target
-from .records import FRAME_BUDGETS, METHODS, Compression, Request, check_extras, check_features
+from .records import Compression, Request, check_extras, check_features, check_flag, check_method
 
 __all__ = ["BACKENDS", "Compression", "compress", "prepare"]
 
@@ -32,12 +32,8 @@ def prepare(
     quirks: bool = False,
 ) -> Request:
     """Check the arguments of :func:`compress` (before any tensor work) into a :class:`Request`."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if frame_budgets not in FRAME_BUDGETS:
-        raise ValueError(f"frame_budgets must be None or 'vidcom2', got {frame_budgets!r}")
-    if quirks and method != "dycoke":
-        raise ValueError("quirks=True only applies to method='dycoke'")
+    check_method(method, frame_budgets, quirks)
+    exact, validate = check_flag(exact, "exact"), check_flag(validate, "validate")
     fca = method == "vidcom2" or frame_budgets == "vidcom2"
     features = check_features(features)
     layout = parse_frames(frames, features.shape[0])
@@ -49,7 +45,7 @@ def prepare(
     else:  # DyCoke's own counts are known on the host up front: already exact
         targets = None
     extras = check_extras(extras, features.shape[0], features.device)
-    return Request(features, layout, ratios, targets, bool(validate), extras, method, fca, bool(quirks))
+    return Request(features, layout, ratios, targets, validate, extras, method, fca, bool(quirks))
 
 
 @torch.no_grad()  # inference only: no autograd graph, and inputs that require grad are fine

@@ -9,6 +9,10 @@ CHANNEL_FRACTION = 0.5
 TEMPERATURE = 0.01
 #: Lower bound of a token's L2 norm before dividing by it.
 NORM_EPS = 1e-12
+#: Features count as non-finite (validation raises) when a value is NaN, +-Inf or at least this large
+#: in magnitude: below it no float32 statistic of the pipeline can overflow (a channel's sum of
+#: squared deviations over 2**31 rows, a row's sum of squares over 2**32 channels).
+MAX_ABS = 2.0**44
 #: DyCoke: lower bound of each norm in the cosine similarity ``x.y / (max(|x|, eps) max(|y|, eps))``.
 COSINE_EPS = 1e-8
 

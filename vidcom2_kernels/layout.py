@@ -17,6 +17,9 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
+#: Rows a layout can describe: row and frame offsets are int64, with headroom for their sums.
+MAX_TOKENS = 2**62
+
 FramesSpec = Union[int, Sequence[Sequence[int]], torch.Tensor]
 RetentionSpec = Union[float, Sequence[float], torch.Tensor]
 TargetSpec = Union[int, Sequence[int], torch.Tensor, None]
@@ -150,7 +153,7 @@ def parse_frames(frames: FramesSpec, num_tokens: Optional[int]) -> VideoLayout:
         )
     pairs = []
     for v, pair in enumerate(frames):
-        if isinstance(pair, torch.Tensor):
+        if isinstance(pair, (torch.Tensor, np.ndarray)):
             pair = pair.tolist()
         if not isinstance(pair, Sequence) or len(pair) != 2:
             raise ValueError(f"frames[{v}] must be a (num_frames, tokens_per_frame) pair, got {pair!r}")
@@ -160,17 +163,17 @@ def parse_frames(frames: FramesSpec, num_tokens: Optional[int]) -> VideoLayout:
                 _as_positive_int(pair[1], f"frames[{v}] tokens_per_frame"),
             )
         )
-    layout = VideoLayout.from_pairs(pairs)
-    if num_tokens is not None and layout.num_tokens != num_tokens:
-        raise ValueError(
-            f"frames add up to {layout.num_tokens} tokens ({layout.pairs()}) but features has {num_tokens} rows"
-        )
-    return layout
+    total = sum(f * t for f, t in pairs)  # Python ints: checked before anything is int64
+    if total > MAX_TOKENS:
+        raise ValueError(f"frames describe {total} tokens, more than the {MAX_TOKENS} (2**62) a layout can index")
+    if num_tokens is not None and total != num_tokens:
+        raise ValueError(f"frames add up to {total} tokens ({pairs}) but features has {num_tokens} rows")
+    return VideoLayout.from_pairs(pairs)
 
 
 def _per_video(value, num_videos: int, what: str) -> list:
-    if isinstance(value, torch.Tensor):
-        if value.dim() == 0:
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        if value.ndim == 0:  # a 0-d tensor or array is one value for every video
             return [value.item()] * num_videos
         value = value.tolist()
     if isinstance(value, (str, bytes)):

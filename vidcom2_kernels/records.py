@@ -105,13 +105,21 @@ def check_features(features, name: str = "features") -> torch.Tensor:
         raise TypeError(f"{name} must be float16, bfloat16 or float32, got {features.dtype}")
     if features.shape[1] == 0:
         raise ValueError(f"{name} must have at least one channel, got shape {tuple(features.shape)}")
+    if features.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense tensor, got layout {features.layout} (call .to_dense() first)")
+    if features.device.type == "meta":
+        raise ValueError(f"{name} is on the meta device: it has no values to compress")
     return features
 
 
 def check_extras(extras, num_tokens: int, device: torch.device) -> tuple:
-    """Row-aligned tensors: each (num_tokens, ...) on ``device``."""
+    """Row-aligned tensors: each (num_tokens, ...), dense, on ``device`` (None: none)."""
+    if extras is None:
+        return ()
     if isinstance(extras, torch.Tensor):
         extras = (extras,)
+    if not isinstance(extras, (list, tuple)):
+        raise TypeError(f"extras must be a sequence of tensors, got {type(extras).__name__}")
     out = []
     for i, t in enumerate(extras):
         if not isinstance(t, torch.Tensor):
@@ -120,6 +128,8 @@ def check_extras(extras, num_tokens: int, device: torch.device) -> tuple:
             raise ValueError(f"extras[{i}] must have {num_tokens} rows like features, got shape {tuple(t.shape)}")
         if t.device != device:
             raise ValueError(f"extras[{i}] is on {t.device} but features is on {device}")
+        if t.layout != torch.strided:
+            raise TypeError(f"extras[{i}] must be a dense tensor, got layout {t.layout}")
         out.append(t)
     return tuple(out)
 
@@ -135,11 +145,31 @@ def check_vector(t, name: str, length: int, floating: bool) -> torch.Tensor:
     return t
 
 
+def check_flag(value, name: str) -> bool:
+    """A real bool (``exact="no"`` is truthy: refuse it rather than guess)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def check_method(method: str, frame_budgets: Optional[str], quirks: bool) -> None:
+    """The method and the options that only some methods take; an option that would be ignored
+    is an error."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if frame_budgets not in FRAME_BUDGETS:
+        raise ValueError(f"frame_budgets must be None or 'vidcom2', got {frame_budgets!r}")
+    if frame_budgets is not None and method != "dycoke":
+        raise ValueError("frame_budgets='vidcom2' only applies to method='dycoke' (VidCom2's own budgets are its FCA)")
+    if check_flag(quirks, "quirks") and method != "dycoke":
+        raise ValueError("quirks=True only applies to method='dycoke'")
+
+
 def raise_nonfinite(bad_videos: Sequence[int]) -> None:
     """The validation error, naming the videos whose features are not finite."""
     if len(bad_videos):
         which = ", ".join(str(v) for v in bad_videos)
         raise ValueError(
-            f"features of video {which} contain NaN or Inf (or values too large for float32 "
-            "statistics); pass validate=False to compress them anyway"
+            f"features of video {which} contain NaN, Inf or values of magnitude >= 2**44 (too large for "
+            "float32 statistics); pass validate=False to compress them anyway"
         )

@@ -108,7 +108,9 @@ def apply_compression(
     adds DyCoke's decode-time KV-cache pruning (:mod:`vidcom2_kernels.adapters.kv_prune`); it
     works with sdpa, eager and flash-attn."""
     settings = Settings(method=method, retention=retention, **options)
-    adapter_for(model)  # unsupported models fail here, with the list of supported ones
+    adapter_for(model)
+    if kv_prune is not None:
+        kv_prune.check(model)  # unsupported models fail here, with the list of supported ones
     if getattr(model.generate, "vidcom2_handle", None) is not None:
         raise RuntimeError("this model already has a compression applied; remove() it first")
     return CompressionHandle(model, settings, kv_prune)

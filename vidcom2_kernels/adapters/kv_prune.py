@@ -53,6 +53,12 @@ class KVPrune:
         if self.layer < 0:
             raise ValueError(f"kv layer must be >= 0, got {self.layer}")
 
+    def check(self, model) -> None:
+        """The layer exists in ``model``'s language model (a layer past the last would prune nothing)."""
+        layers = model.config.get_text_config().num_hidden_layers
+        if self.layer >= layers:
+            raise ValueError(f"kv layer {self.layer} does not exist: the language model has {layers} layers")
+
 
 class KVPruneState:
     """The choice carried across the decoding steps of one generate() call."""

@@ -9,7 +9,7 @@ from typing import Optional
 
 from ..api import compress
 from ..backends import BACKENDS
-from ..records import FRAME_BUDGETS, METHODS, Compression
+from ..records import FRAME_BUDGETS, METHODS, Compression, check_flag, check_method
 
 
 @dataclass(frozen=True)
@@ -29,10 +29,8 @@ class Settings:
     quirks: bool = False
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if self.frame_budgets not in FRAME_BUDGETS:
-            raise ValueError(f"frame_budgets must be None or 'vidcom2', got {self.frame_budgets!r}")
+        check_method(self.method, self.frame_budgets, self.quirks)
+        check_flag(self.exact, "exact")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if isinstance(self.retention, (int, float)) and not 0 < self.retention <= 1:  # per-video lists: compress checks
@@ -94,4 +92,6 @@ def settings_from_env(environ=None) -> Settings | None:
             f"FRAME_BUDGETS must be unset or one of {', '.join(f for f in FRAME_BUDGETS if f)}, "
             f"got {env['FRAME_BUDGETS']!r}"
         )
+    if frame_budgets is not None and method != "dycoke":
+        raise ValueError(f"FRAME_BUDGETS={env['FRAME_BUDGETS']} only applies to COMPRESSOR=dycoke")
     return Settings(method=method, retention=retention, exact=ENV_FLAGS[exact], frame_budgets=frame_budgets)

@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..constants import COSINE_EPS, GAUSSIAN_BANDWIDTHS, NORM_EPS, TEMPERATURE, kept_channels
+from ..constants import COSINE_EPS, GAUSSIAN_BANDWIDTHS, MAX_ABS, NORM_EPS, TEMPERATURE, kept_channels
 from ..dycoke import anchor_frames, dycoke_budgets
 from ..layout import VideoLayout, parse_frames, parse_retention
 from ..records import Selection
@@ -33,8 +33,9 @@ def _frame_rows(layout: VideoLayout, f: int) -> slice:
 
 
 def nonfinite_videos(features: torch.Tensor, layout: VideoLayout) -> torch.Tensor:
-    """(V,) bool: the video's features hold NaN or Inf."""
-    return torch.stack([~torch.isfinite(features[_video_rows(layout, v)]).all() for v in range(layout.num_videos)])
+    """(V,) bool: the video's features hold NaN, Inf or a value of magnitude >= MAX_ABS."""
+    rows = [features[_video_rows(layout, v)].float() for v in range(layout.num_videos)]
+    return torch.stack([~(x.abs() < MAX_ABS).all() for x in rows])
 
 
 # ------------------------------------------------------------------------ step 1: channel choice

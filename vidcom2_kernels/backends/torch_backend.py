@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..buffers import new_output, to_device
-from ..constants import COSINE_EPS, GAUSSIAN_BANDWIDTHS, NORM_EPS, TEMPERATURE, kept_channels
+from ..constants import COSINE_EPS, GAUSSIAN_BANDWIDTHS, MAX_ABS, NORM_EPS, TEMPERATURE, kept_channels
 from ..layout import VideoLayout
 from ..records import Selection
 from .contract import nan_as_inf
@@ -89,16 +89,28 @@ def _video_chunks(features: torch.Tensor, layout: VideoLayout, v: int):
         yield features[row0 + f0 * T : row0 + f1 * T].float().view(f1 - f0, T, -1)
 
 
-def channel_variance(features: torch.Tensor, layout: VideoLayout) -> torch.Tensor:
+def out_of_range(x: torch.Tensor) -> torch.Tensor:
+    """0-d bool: ``x`` holds NaN, Inf or a value of magnitude >= MAX_ABS (one pass, no temporary)."""
+    lo, hi = torch.aminmax(x)  # NaN propagates
+    return ~((hi < MAX_ABS) & (lo > -MAX_ABS))
+
+
+def channel_variance(features: torch.Tensor, layout: VideoLayout) -> tuple[torch.Tensor, torch.Tensor]:
     """(V, C) float32 biased variance of every channel over each video: the mean, then the sum of
-    squared deviations (two chunked passes, squares taken in place)."""
-    out = []
+    squared deviations (two chunked passes, squares taken in place); and (V,) bool, the video holds
+    a value out of range (:func:`out_of_range`, checked during the first pass)."""
+    out, bad = [], []
     for v in range(layout.num_videos):
         n = float(layout.tokens_per_video[v])
-        mean = sum(x.sum(dim=(0, 1)) for x in _video_chunks(features, layout, v)) / n
+        total, flags = 0.0, []
+        for x in _video_chunks(features, layout, v):
+            total = total + x.sum(dim=(0, 1))
+            flags.append(out_of_range(x))
+        mean = total / n
         m2 = sum((x - mean).square_().sum(dim=(0, 1)) for x in _video_chunks(features, layout, v))
         out.append(m2 / n)
-    return torch.stack(out)
+        bad.append(torch.stack(flags).any())
+    return torch.stack(out), torch.stack(bad)
 
 
 def kept_channel_order(var: torch.Tensor) -> torch.Tensor:
@@ -114,9 +126,9 @@ def keep_from_order(order: torch.Tensor, num_channels: int) -> torch.Tensor:
 
 
 def select_channels(features: torch.Tensor, layout: VideoLayout) -> tuple[torch.Tensor, torch.Tensor]:
-    """(V, C) bool kept channels and (V,) bool non-finite videos (a NaN/Inf reaches the variance)."""
-    var = channel_variance(features, layout)
-    return keep_from_order(kept_channel_order(var), features.shape[1]), ~torch.isfinite(var).all(dim=1)
+    """(V, C) bool kept channels and (V,) bool videos with values out of range."""
+    var, nonfinite = channel_variance(features, layout)
+    return keep_from_order(kept_channel_order(var), features.shape[1]), nonfinite
 
 
 # ---------------------------------------------------------------------------------- steps 2-4
@@ -197,8 +209,7 @@ def token_scores(features: torch.Tensor, layout: VideoLayout, keep: torch.Tensor
 
 def dycoke_similarity(features: torch.Tensor, layout: VideoLayout, anchors: np.ndarray):
     """DyCoke's scores (N,): cosine similarity with the same-position token of the frame's anchor
-    (0 without one); and (V,) bool, True where a video has a row that is not finite (NaN and Inf
-    reach the row's norm, so no separate pass over the features is needed).
+    (0 without one); and (V,) bool, the video holds a value out of range (:func:`out_of_range`).
     Per video: one batched gather of the anchor frames, chunked."""
     scores, nonfinite = [], []
     for v in range(layout.num_videos):
@@ -212,7 +223,7 @@ def dycoke_similarity(features: torch.Tensor, layout: VideoLayout, anchors: np.n
             f0 += x.shape[0]
             y = video.index_select(0, a.clamp(min=0)).float()
             x_norm = torch.linalg.vector_norm(x, dim=2)
-            bad.append(~torch.isfinite(x_norm).all())
+            bad.append(out_of_range(x))
             norms = x_norm.clamp_min(COSINE_EPS) * torch.linalg.vector_norm(y, dim=2).clamp_min(COSINE_EPS)
             sim = torch.einsum("ftc,ftc->ft", x, y) / norms
             scores.append(torch.where((a >= 0)[:, None], sim, torch.zeros_like(sim)).flatten())

@@ -1,5 +1,7 @@
 """The ``triton`` backend: each function is a few kernel launches over the whole batch of videos,
 no Python loop over videos or frames, no host read (the pipeline's one read sizes the output).
+The features are read with their strides; the small inputs the kernels index by position (keep,
+scores, budgets, uniqueness, indices) are made contiguous here, at the boundary.
 Implements :mod:`.contract`; the kernels live in :mod:`vidcom2_kernels.ops`, one file per stage.
 
 Launches of a VidCom2 call (non-exact mode), through :func:`vidcom2_kernels.pipeline.run`:
@@ -53,6 +55,7 @@ def select_channels(features: torch.Tensor, layout: VideoLayout) -> tuple[torch.
 def token_scores(features: torch.Tensor, layout: VideoLayout, keep: torch.Tensor):
     _check_rows(layout)
     meta = device_layout(layout, features.device)
+    keep = keep.contiguous()
     return token_scores_op.token_scores(features, keep, *centres_op.centres(features, keep, meta), meta)
 
 
@@ -93,7 +96,7 @@ def select_tokens(
 
 
 def gather_rows(indices: torch.Tensor, tensors: Sequence[torch.Tensor]) -> list:
-    return gather_rows_op.gather_rows(indices, tensors)
+    return gather_rows_op.gather_rows(indices.contiguous(), tensors)
 
 
 def attention_row(q: torch.Tensor, k: torch.Tensor, valid: torch.Tensor, scale: float) -> torch.Tensor:

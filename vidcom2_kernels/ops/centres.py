@@ -19,7 +19,7 @@ import triton.language as tl
 
 from ..buffers import new_output
 from ..constants import NORM_EPS
-from .common import UNIT_ROWS, DeviceLayout, unit_rows
+from .common import UNIT_ROWS, DeviceLayout, clamp_min, unit_rows
 
 
 @triton.jit
@@ -51,7 +51,7 @@ def centre_partials_kernel(
         b_x = tl.load(p_rows + o_c[None, :].to(tl.int64) * stride_c, mask=m_n[:, None] & m_c[None, :], other=0.0)
         b_x = tl.where(w[None, :], b_x.to(tl.float32), 0.0)  # where, not *: NaN in a dropped channel stays out
         sumsq += tl.sum(b_x * b_x, axis=1)
-    inv_norm = 1.0 / tl.maximum(tl.sqrt(sumsq), eps)
+    inv_norm = 1.0 / clamp_min(tl.sqrt(sumsq), eps)
     tl.store(inv_norm_ptr + row0 + o_n, inv_norm, mask=m_n)
     tl.store(self_dot_ptr + row0 + o_n, sumsq * inv_norm * inv_norm, mask=m_n)
     p_out = partial_ptr + i_u.to(tl.int64) * C

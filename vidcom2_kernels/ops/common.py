@@ -39,6 +39,13 @@ def is_interpreter() -> bool:
 
 
 @triton.jit
+def clamp_min(x, lo):
+    """``max(x, lo)`` that keeps NaN, like ``torch.clamp_min`` (``tl.maximum`` returns ``lo`` for a
+    NaN ``x`` on the GPU): a NaN feature must stay NaN through every norm and distance."""
+    return tl.where(x < lo, lo, x)
+
+
+@triton.jit
 def key_at_most(bits, rows, bits_max, row_max):
     """(bits, row) <= (bits_max, row_max) in lexicographic order, elementwise."""
     return (bits < bits_max) | ((bits == bits_max) & (rows <= row_max))

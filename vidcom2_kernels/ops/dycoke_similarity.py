@@ -3,8 +3,8 @@ frame's anchor frame. One read of the features (plus the anchor rows, mostly fro
 
 ``dycoke_similarity_kernel``  grid (U,), one program per row unit (<= UNIT_ROWS rows of one frame):
     ``x.y / (max(|x|, 1e-8) max(|y|, 1e-8))`` against row ``anchor_start + (row - frame_start)``,
-    0 where the frame has no anchor; NaN as +inf. Flags the video in ``nonfinite`` when a row it
-    reads holds NaN/Inf (the validation read-back). The selection then reuses :mod:`.select_tokens`.
+    0 where the frame has no anchor; NaN as +inf. Flags the video in ``nonfinite`` when a row of
+    the unit holds NaN, Inf or a value of magnitude >= MAX_ABS (the validation read-back). The selection then reuses :mod:`.select_tokens`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import triton
 import triton.language as tl
 
 from ..buffers import new_output
-from ..constants import COSINE_EPS
-from .common import UNIT_ROWS, DeviceLayout, unit_rows
+from ..constants import COSINE_EPS, MAX_ABS
+from .common import UNIT_ROWS, DeviceLayout, clamp_min, unit_rows
 
 
 @triton.jit
@@ -33,6 +33,7 @@ def dycoke_similarity_kernel(
     stride_n,
     stride_c,
     eps,
+    max_abs,
     BLOCK_N: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):
@@ -60,8 +61,8 @@ def dycoke_similarity_kernel(
         dot += tl.sum(b_x * b_y, axis=1)
         xx += tl.sum(b_x * b_x, axis=1)
         yy += tl.sum(b_y * b_y, axis=1)
-        bad += tl.sum((~(tl.abs(b_x) < float("inf"))).to(tl.int32), axis=1)
-    norms = tl.maximum(tl.sqrt(xx), eps) * tl.maximum(tl.sqrt(yy), eps)
+        bad += tl.sum((~(tl.abs(b_x) < max_abs)).to(tl.int32), axis=1)
+    norms = clamp_min(tl.sqrt(xx), eps) * clamp_min(tl.sqrt(yy), eps)
     score = tl.where(has_anchor, dot / norms, 0.0)
     score = tl.where(score != score, float("inf"), score)
     tl.store(score_ptr + row0 + o_n, score, mask=m_n)
@@ -93,6 +94,7 @@ def dycoke_similarity(
         features.stride(0),
         features.stride(1),
         COSINE_EPS,
+        MAX_ABS,
         **similarity_config(C),
     )
     return scores

@@ -80,8 +80,8 @@ def frame_budgets_kernel(
             m_f = o_f < f1
             z = tl.load(uniqueness_ptr + o_f, mask=m_f, other=float("-inf")) / temperature
             p = tl.exp(z - top) / total
-            scale = tl.minimum(r * (1.0 + (p - p_mean)), 1.0)
-            scale = tl.where((scale != scale) | any_nan, r, scale)
+            scale = r * (1.0 + (p - p_mean))  # NaN (an infinite uniqueness) -> r, checked before the clamp
+            scale = tl.where((scale != scale) | any_nan, r, tl.minimum(scale, 1.0))
             k = tl.maximum(round_half_even(scale * T), 1.0).to(tl.int64)
             k = tl.where(m_f, k, 0)
             tl.store(budget_ptr + o_f, k, mask=m_f)

@@ -8,6 +8,7 @@ tensors take one launch per four.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -73,10 +74,11 @@ def gather_config(max_width: int) -> dict:
 
 
 def gather_rows(indices: torch.Tensor, tensors: Sequence[torch.Tensor]) -> list:
-    """Rows ``indices`` (K,) of each (N, ...) tensor, as new contiguous (K, ...) tensors.
-    ``indices`` must be in range (the callers guarantee it)."""
+    """Rows ``indices`` (K,) of each (N, ...) tensor, as new contiguous (K, ...) tensors, any dtype
+    (complex ones as pairs of reals). ``indices`` must be in range (the callers guarantee it)."""
     K = indices.shape[0]
-    flat = [t.reshape(t.shape[0], -1) for t in tensors]
+    real = [torch.view_as_real(t) if t.is_complex() else t for t in tensors]
+    flat = [t.reshape(t.shape[0], math.prod(t.shape[1:])) for t in real]  # not -1: zero-size tensors too
     outs = [new_output((K, f.shape[1]), f.dtype, f.device) for f in flat]
     for g in range(0, len(flat), MAX_TENSORS_PER_LAUNCH):
         srcs, dsts = flat[g : g + MAX_TENSORS_PER_LAUNCH], outs[g : g + MAX_TENSORS_PER_LAUNCH]
@@ -90,4 +92,5 @@ def gather_rows(indices: torch.Tensor, tensors: Sequence[torch.Tensor]) -> list:
         cfg = gather_config(max(widths))
         grid = (triton.cdiv(K, cfg["BLOCK_K"]), triton.cdiv(max(widths), cfg["BLOCK_C"]))
         gather_rows_kernel[grid](indices, K, *args, NUM=len(srcs), **cfg)
-    return [o.reshape((K, *t.shape[1:])) for o, t in zip(outs, tensors)]
+    kept = [o.reshape((K, *r.shape[1:])) for o, r in zip(outs, real)]
+    return [torch.view_as_complex(k) if t.is_complex() else k for k, t in zip(kept, tensors)]

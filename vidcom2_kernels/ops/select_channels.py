@@ -5,7 +5,7 @@ Kernels
 -------
 ``channel_variance_kernel``  grid (V, cdiv(C, BLOCK_C)): a program streams its video's rows in
     tiles of BLOCK_N, merging tile means and squared deviations (Chan et al.), so the variance is
-    as accurate as a two-pass one. Flags the video in ``nonfinite`` when a variance is NaN/Inf.
+    as accurate as a two-pass one. Flags the video in ``nonfinite`` when a value it reads is NaN, Inf or of magnitude >= MAX_ABS.
 ``channel_rank_kernel``  grid (V, cdiv(C, BLOCK_I)): a channel is kept when fewer than
     ``max(1, C // 2)`` channels come before it in (variance, index) order. The result is a (V, C)
     mask: later stages multiply by it instead of copying the chosen channels out.
@@ -18,13 +18,22 @@ import triton
 import triton.language as tl
 
 from ..buffers import new_output
-from ..constants import kept_channels
+from ..constants import MAX_ABS, kept_channels
 from .common import DeviceLayout, num_warps_for
 
 
 @triton.jit
 def channel_variance_kernel(
-    x_ptr, var_ptr, nonfinite_ptr, row_start_ptr, C, stride_n, stride_c, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr
+    x_ptr,
+    var_ptr,
+    nonfinite_ptr,
+    row_start_ptr,
+    C,
+    stride_n,
+    stride_c,
+    max_abs,
+    BLOCK_N: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):
     i_v = tl.program_id(0)
     i_c = tl.program_id(1)
@@ -34,11 +43,13 @@ def channel_variance_kernel(
     m_c = o_c < C
     mean = tl.zeros([BLOCK_C], dtype=tl.float32)
     m2 = tl.zeros([BLOCK_C], dtype=tl.float32)
+    n_bad = tl.zeros([BLOCK_C], dtype=tl.int32)  # values that are NaN, Inf or >= max_abs in magnitude
     for start in range(row0, row1, BLOCK_N):
         o_n = start + tl.arange(0, BLOCK_N)
         m_n = o_n < row1
         p_x = x_ptr + o_n[:, None].to(tl.int64) * stride_n + o_c[None, :].to(tl.int64) * stride_c
         b_x = tl.load(p_x, mask=m_n[:, None] & m_c[None, :], other=0.0).to(tl.float32)
+        n_bad += tl.sum((~(tl.abs(b_x) < max_abs)).to(tl.int32), axis=0)
         n_seen = (start - row0).to(tl.float32)
         n_tile = tl.minimum(row1 - start, BLOCK_N).to(tl.float32)
         tile_mean = tl.sum(b_x, axis=0) / n_tile
@@ -49,8 +60,7 @@ def channel_variance_kernel(
         mean = mean + delta * (n_tile / n_total)
         m2 = m2 + tile_m2 + delta * delta * (n_seen * n_tile / n_total)
     var = m2 / (row1 - row0).to(tl.float32)
-    bad = m_c & ~(var < float("inf"))  # NaN or +inf
-    tl.store(nonfinite_ptr + i_v, 1, mask=tl.sum(bad.to(tl.int32), axis=0) > 0)
+    tl.store(nonfinite_ptr + i_v, 1, mask=tl.sum(n_bad, axis=0) > 0)
     var = tl.where(var != var, float("inf"), var)  # NaN ranks last, like the reference
     tl.store(var_ptr + i_v.to(tl.int64) * C + o_c, var, mask=m_c)
 
@@ -89,7 +99,7 @@ def channel_variance(features: torch.Tensor, meta: DeviceLayout, nonfinite: torc
     cfg = variance_config(C)
     grid = (V, triton.cdiv(C, cfg["BLOCK_C"]))
     channel_variance_kernel[grid](
-        features, var, nonfinite, meta.row_start, C, features.stride(0), features.stride(1), **cfg
+        features, var, nonfinite, meta.row_start, C, features.stride(0), features.stride(1), MAX_ABS, **cfg
     )
     return var
 

@@ -20,7 +20,7 @@ import triton.language as tl
 
 from ..buffers import new_output
 from ..constants import GAUSSIAN_BANDWIDTHS
-from .common import UNIT_ROWS, DeviceLayout, unit_rows
+from .common import UNIT_ROWS, DeviceLayout, clamp_min, unit_rows
 
 # The kernel spells the five terms out; keep it in step with the constant.
 assert GAUSSIAN_BANDWIDTHS == (0.125, 0.25, 0.5, 1.0, 2.0)
@@ -29,7 +29,7 @@ assert GAUSSIAN_BANDWIDTHS == (0.125, 0.25, 0.5, 1.0, 2.0)
 @triton.jit
 def gaussian_similarity(dist2):
     """``sum_a exp(-d^2 / (2a))`` for a in (1/8, 1/4, 1/2, 1, 2), in the reference's order."""
-    dist2 = tl.maximum(dist2, 0.0)
+    dist2 = clamp_min(dist2, 0.0)
     total = tl.exp(-dist2 * 4.0) + tl.exp(-dist2 * 2.0)
     total = total + tl.exp(-dist2)
     total = total + tl.exp(-dist2 * 0.5)
