@@ -2,7 +2,10 @@
 and turns bad input into a one-line error with a non-zero exit."""
 
 import pytest
+import torch
 
+from vidcom2_kernels import demo
+from vidcom2_kernels.backends import triton_backend
 from vidcom2_kernels.demo import main
 
 
@@ -32,6 +35,11 @@ def test_generated_clip_exact(tmp_path, capsys):
         (["--retention", "0"], "--retention must be in (0, 1]"),
         (["--retention", "1.5"], "--retention must be in (0, 1]"),
         (["--frames", "0"], "--frames must be at least 1"),
+        (["--max-pixels", "0"], "--max-pixels must be at least 784"),
+        (["--max-pixels", "-5"], "--max-pixels must be at least 784"),
+        (["--model", "/nonexistent"], "--model must be a local checkpoint directory with a config.json"),
+        (["--out", "/nonexistent/dir/demo.png"], "--out /nonexistent/dir/demo.png is not a writable file path"),
+        (["--out", "/"], "--out / is not a writable file path"),
     ],
 )
 def test_bad_input(argv, message, capsys):
@@ -39,6 +47,14 @@ def test_bad_input(argv, message, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert message in err[-1] and err[-1].startswith("vidcom2-demo: error:")
     assert not any("Traceback" in line for line in err)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="triton runs here")
+def test_triton_without_gpu_fails_before_the_work(monkeypatch, capsys):
+    monkeypatch.setattr(triton_backend, "is_interpreter", lambda: False)  # as without TRITON_INTERPRET=1
+    monkeypatch.setattr(demo, "decode_frames", None)  # any decoding would raise a TypeError
+    assert main(["--backend", "triton"]) == 2
+    assert "backend='triton' needs CUDA tensors" in capsys.readouterr().err
 
 
 def test_not_a_video(tmp_path, capsys):

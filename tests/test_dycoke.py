@@ -95,16 +95,22 @@ def test_windows_and_quirks_by_hand():
     assert dycoke_budgets(one, np.array([1 - 0.7]))[1] == int((1 - 0.7) * 196) == 58
 
 
-def test_quirk_order_is_by_similarity():
-    frames = [(4, 9)]
+@pytest.mark.parametrize("F", [4, 8, 7])
+def test_quirk_order_is_by_similarity(F):
+    """The released code emits a pruned frame's tokens by ascending similarity and a frame it keeps
+    whole (a window's frame 0; frame 2 of the last window when F is a multiple of 4) in position order."""
+    frames = [(F, 9)]
     x = random_features(frames, 6, seed=4)
     order = reference.dycoke_order(x, frames, 0.5, quirks=True)
     layout = parse_frames(frames, x.shape[0])
     sims, _ = reference.dycoke_similarity(x, layout, anchor_frames(layout))
     out = vk.compress(x, frames, 0.5, method="dycoke", quirks=True, backend="torch")
+    whole = [f % 4 == 0 or (F % 4 == 0 and f == F - 2) for f in range(F)]
     for f, rows in enumerate(order):
-        if f % 4:  # pruned frames come out by ascending similarity
-            assert sims[rows].tolist() == sorted(sims[rows].tolist())
+        if whole[f]:
+            assert rows == list(range(f * 9, (f + 1) * 9))
+        elif rows:
+            assert sims[rows].tolist() == sorted(sims[rows].tolist()) and rows != sorted(rows)
     assert sorted(r for rows in order for r in rows) == out.indices.tolist()  # the same kept set
 
 

@@ -15,6 +15,7 @@ as bars (after figure 4 of the VidCom2 paper).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -27,6 +28,7 @@ from transformers import AutoProcessor
 
 from .adapters import apply_vidcom2
 from .api import compress
+from .backends import resolve
 from .video import VideoError, decode_frames, sample_clip_path, synthetic_clip
 from .vision import FACTOR, build_qwen2vl_tower, encode, load_qwen2vl_tower, qwen2vl_patches
 
@@ -114,12 +116,27 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def run(args) -> int:
+def check_args(args, device: str) -> None:
+    """Every argument, before any decoding or encoding: a one-line error for each bad one."""
     if not (0.0 < args.retention <= 1.0):
         raise VideoError(f"--retention must be in (0, 1], got {args.retention}")
     if args.frames < 1:
         raise VideoError(f"--frames must be at least 1, got {args.frames}")
+    if args.max_pixels < FACTOR * FACTOR:
+        raise VideoError(
+            f"--max-pixels must be at least {FACTOR * FACTOR} (one {FACTOR}x{FACTOR} patch), got {args.max_pixels}"
+        )
+    if args.model is not None and not os.path.isfile(os.path.join(args.model, "config.json")):
+        raise VideoError(f"--model must be a local checkpoint directory with a config.json, got {args.model}")
+    resolve(args.backend, torch.device(device))  # e.g. triton without a GPU: the registry's own error
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    if os.path.isdir(args.out) or not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK):
+        raise VideoError(f"--out {args.out} is not a writable file path")
+
+
+def run(args) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    check_args(args, device)
     source = None if args.synthetic else (args.video or sample_clip_path())
     if source is not None:
         bars = []  # created at the first decoded frame, so an early error prints one clean line

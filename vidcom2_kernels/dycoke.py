@@ -17,6 +17,13 @@ Quirks of the released code, reproduced with ``quirks=True`` (documented, not th
 3. with an odd frame count, the last frame is dropped (kept count 0).
 Without quirks a short last window is handled like any other (its frames 1-3 as far as they go).
 
+Edge cases of the released code, for who compares with it: it crashes for videos of 4 frames or
+fewer (this package handles them as above); with ``quirks=True`` a 1-frame video keeps nothing
+(quirk 3: its only frame is the last of an odd count), so use ``quirks=False`` there. Counts are
+``int((1 - p) * T)`` computed in floating point: pass ``retention=1 - p`` exactly as the released
+scripts compute it (``retention=0.2`` and ``retention=1 - 0.8`` differ by one token when ``0.2 * T``
+is an integer, since ``1 - 0.8 = 0.19999999999999996``).
+
 With ``frame_budgets="vidcom2"`` the per-frame counts are VidCom2's Frame Compression Adjustment
 (step 5 of VidCom2, from VidCom2's frame uniqueness) over the whole video instead, with the tokens
 of each frame still chosen by DyCoke's similarity; a window's frame 0, which has no anchor, is
@@ -51,17 +58,27 @@ def anchor_frames(layout: VideoLayout, fca: bool = False) -> np.ndarray:
     return anchor.astype(np.int64)
 
 
-def dycoke_budgets(layout: VideoLayout, retention: np.ndarray, quirks: bool = False) -> np.ndarray:
-    """(F_total,) int64 kept count per frame: T for window anchors, ``int(r * T)`` otherwise."""
+def kept_whole(layout: VideoLayout, quirks: bool = False) -> np.ndarray:
+    """(F_total,) bool: frames kept whole, tokens in position order (no similarity choice): each
+    window's frame 0, and with ``quirks`` frame 2 of the last window when F is a multiple of 4."""
     fv = layout.frame_video
-    T = layout.frame_tokens
     local = np.arange(layout.total_frames) - layout.frame_start[:-1][fv]
-    pos = local % WINDOW
-    pruned = np.floor(retention[fv] * T).astype(np.int64)  # int((1 - p) * T): truncation, as int() does
-    budgets = np.where(pos == 0, T, pruned)
+    whole = local % WINDOW == 0
     if quirks:
         F = layout.num_frames[fv]
-        last_window_frame2 = (F % WINDOW == 0) & (pos == 2) & (local >= F - WINDOW)
-        budgets = np.where(last_window_frame2, T, budgets)
+        whole |= (F % WINDOW == 0) & (local % WINDOW == 2) & (local >= F - WINDOW)
+    return whole
+
+
+def dycoke_budgets(layout: VideoLayout, retention: np.ndarray, quirks: bool = False) -> np.ndarray:
+    """(F_total,) int64 kept count per frame: T for frames kept whole, ``int(r * T)`` otherwise;
+    with ``quirks`` 0 for the last frame of an odd frame count."""
+    fv = layout.frame_video
+    T = layout.frame_tokens
+    pruned = np.floor(retention[fv] * T).astype(np.int64)  # int((1 - p) * T): truncation, as int() does
+    budgets = np.where(kept_whole(layout, quirks), T, pruned)
+    if quirks:
+        F = layout.num_frames[fv]
+        local = np.arange(layout.total_frames) - layout.frame_start[:-1][fv]
         budgets = np.where((F % 2 == 1) & (local == F - 1), 0, budgets)
     return budgets.astype(np.int64)

@@ -13,6 +13,12 @@ Semantics (per decoding step, i.e. every forward with a single query token; pref
 3. layers ``layer`` and deeper attend to all non-visual keys and the kept visual keys only; layers
    before ``layer`` see everything.
 
+Where this differs from the released DyCoke code (documented, not reproduced; reported by the
+adversarial review of issue 10): the attention that drives the choice is the one computed at layer
+``layer`` itself from its q and K; on a step where the attention is stable (cosine >= ``drift``)
+the previous choice is kept as it is; and the drift is measured against the attention at the last
+re-choice, not against the previous step's.
+
 It plugs in as a registered attention function wrapping the model's own (sdpa, eager or
 flash-attn): q and K arrive already rotated, whatever the family. At ``ratio=0`` every visual token
 is kept and no mask is touched, so generation is bit-identical. All of it runs on the device with no

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..constants import COSINE_EPS, GAUSSIAN_BANDWIDTHS, MAX_ABS, NORM_EPS, TEMPERATURE, kept_channels
-from ..dycoke import anchor_frames, dycoke_budgets
+from ..dycoke import anchor_frames, dycoke_budgets, kept_whole
 from ..layout import VideoLayout, parse_frames, parse_retention
 from ..records import Selection
 from .contract import nan_as_inf
@@ -181,13 +181,13 @@ def dycoke_order(features, frames, retention=0.3, quirks=True) -> list:
     ascending similarity, anchors in position order): quirk 1 of :mod:`vidcom2_kernels.dycoke`."""
     layout = parse_frames(frames, features.shape[0])
     budgets = dycoke_budgets(layout, parse_retention(retention, layout), quirks)
-    anchors = anchor_frames(layout)
-    scores, _ = dycoke_similarity(features, layout, anchors)
+    whole = kept_whole(layout, quirks)
+    scores, _ = dycoke_similarity(features, layout, anchor_frames(layout))
     out = []
     for f in range(layout.total_frames):
         rows = _frame_rows(layout, f)
         order = torch.sort(scores[rows], stable=True).indices[: int(budgets[f])]
-        out.append((rows.start + (order if anchors[f] >= 0 else torch.sort(order).values)).tolist())
+        out.append((rows.start + (torch.sort(order).values if whole[f] else order)).tolist())
     return out
 
 
