@@ -32,8 +32,8 @@ setup(
     install_requires=["torch>=2.4", "numpy>=1.24", "triton>=3.2; platform_system == 'Linux'"],
     extras_require={
         "video": VIDEO,
-        "test": VIDEO + ["pytest>=8", "pytest-benchmark>=4", "ruff==0.17.6"],  # pinned: the format check is exact
-        "dev": VIDEO + ["pytest>=8", "pytest-benchmark>=4", "ruff==0.17.6"],
+        "test": VIDEO + ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6.100", "ruff==0.17.6"],  # ruff pinned: exact format check
+        "dev": VIDEO + ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6.100", "ruff==0.17.6"],
     },
     entry_points={"console_scripts": ["vidcom2-demo=vidcom2_kernels.demo:main"]},
     license="Apache-2.0",

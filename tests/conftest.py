@@ -17,6 +17,7 @@ DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 def pytest_addoption(parser):
     parser.addoption("--device", default=None, help="cpu (Triton interpreter) or cuda; default: cuda if present")
+    parser.addoption("--run-slow", action="store_true", help="also run the tests marked slow (minutes, GBs)")
 
 
 def pytest_configure(config):
@@ -24,7 +25,15 @@ def pytest_configure(config):
     config.option.device = device
     if device == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"
-    config.addinivalue_line("markers", "slow: longer end-to-end checks (real video through a vision tower)")
+    config.addinivalue_line("markers", "slow: minutes and gigabytes (inputs past 2**31 elements); run with --run-slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--run-slow"):
+        skip = pytest.mark.skip(reason="slow: run with --run-slow")
+        for item in items:
+            if "slow" in item.keywords:
+                item.add_marker(skip)
 
 
 @pytest.fixture(params=BACKENDS)
