@@ -21,6 +21,8 @@ VIDEO = [
     "tqdm>=4.60",
 ]
 
+TEST = ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6.100", "ruff==0.17.6"]  # ruff pinned: exact format check
+
 setup(
     name="vidcom2_kernels",
     version="0.1.0",
@@ -30,11 +32,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["vidcom2_kernels", "vidcom2_kernels.*"]),
     install_requires=["torch>=2.4", "numpy>=1.24", "triton>=3.2; platform_system == 'Linux'"],
-    extras_require={
-        "video": VIDEO,
-        "test": VIDEO + ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6.100", "ruff==0.17.6"],  # ruff pinned: exact format check
-        "dev": VIDEO + ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6.100", "ruff==0.17.6"],
-    },
+    extras_require={"video": VIDEO, "test": VIDEO + TEST, "dev": VIDEO + TEST},
     entry_points={"console_scripts": ["vidcom2-demo=vidcom2_kernels.demo:main"]},
     license="Apache-2.0",
 )

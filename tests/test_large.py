@@ -27,7 +27,9 @@ def test_batch_past_int32_offsets(exact):
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     out = vk.compress(x, frames, 0.25, exact=exact, backend="torch")
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(f"input {x.numel() * 2 / 2**30:.2f} GiB, peak RSS {rss_peak / 2**20:.2f} GiB (before the call {rss_before / 2**20:.2f})")
+    print(
+        f"input {x.numel() * 2 / 2**30:.2f} GiB, peak RSS {rss_peak / 2**20:.2f} GiB (before the call {rss_before / 2**20:.2f})"
+    )
     assert out.indices.shape[0] == int(out.counts.sum()) and bool((out.indices[1:] > out.indices[:-1]).all())
     assert int(out.indices[-1]) < N and int(out.indices[-1]) * C > 2**31
     starts = torch.cumsum(out.counts, 0) - out.counts

@@ -108,7 +108,11 @@ def gather_rows(indices: torch.Tensor, *tensors: torch.Tensor, backend: str = "a
     if not tensors:
         return ()
     if not isinstance(indices, torch.Tensor) or indices.dim() != 1 or indices.dtype not in (torch.int32, torch.int64):
-        got = f"{indices.dtype} of shape {tuple(indices.shape)}" if isinstance(indices, torch.Tensor) else type(indices).__name__
+        got = (
+            f"{indices.dtype} of shape {tuple(indices.shape)}"
+            if isinstance(indices, torch.Tensor)
+            else type(indices).__name__
+        )
         raise TypeError(f"indices must be a 1-D int64 (or int32) tensor of row numbers, got {got}")
     tensors = check_extras(tensors, tensors[0].shape[0] if tensors[0].dim() else -1, indices.device)
     if indices.numel():
