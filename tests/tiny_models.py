@@ -19,6 +19,18 @@ TEXT = dict(
     eos_token_id=2,
     pad_token_id=0,
 )
+# Qwen3-VL(-MoE): interleaved M-RoPE and a vision tower with two deepstack layers
+QWEN3_ROPE = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3], "mrope_interleaved": True}
+QWEN3_VISION = dict(
+    depth=3,
+    hidden_size=32,
+    intermediate_size=64,
+    num_heads=2,
+    out_hidden_size=64,
+    deepstack_visual_indexes=[0, 1],
+    num_position_embeddings=64,
+    patch_size=14,
+)
 IDS = dict(image_token_id=150, video_token_id=151, vision_start_token_id=152, vision_end_token_id=153)
 FAMILIES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe", "llava_onevision"]
 # families whose processor puts a timestamp (text) before every temporal patch group
@@ -54,38 +66,21 @@ def build(family: str, attn: str = "sdpa"):
         )
         model = tf.Qwen2_5_VLForConditionalGeneration(cfg)
     elif family == "qwen3_vl":
-        rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3], "mrope_interleaved": True}
         cfg = tf.Qwen3VLConfig(
-            text_config=dict(TEXT, rope_parameters=rope, head_dim=16),
-            vision_config=dict(
-                depth=3,
-                hidden_size=32,
-                intermediate_size=64,
-                num_heads=2,
-                out_hidden_size=64,
-                deepstack_visual_indexes=[0, 1],
-                num_position_embeddings=64,
-                patch_size=14,
-            ),
-            **IDS,
+            text_config=dict(TEXT, rope_parameters=QWEN3_ROPE, head_dim=16), vision_config=QWEN3_VISION, **IDS
         )
         model = tf.Qwen3VLForConditionalGeneration(cfg)
     elif family == "qwen3_vl_moe":
-        rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3], "mrope_interleaved": True}
         cfg = tf.Qwen3VLMoeConfig(
             text_config=dict(
-                TEXT, rope_parameters=rope, head_dim=16, moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2
+                TEXT,
+                rope_parameters=QWEN3_ROPE,
+                head_dim=16,
+                moe_intermediate_size=32,
+                num_experts=4,
+                num_experts_per_tok=2,
             ),
-            vision_config=dict(
-                depth=3,
-                hidden_size=32,
-                intermediate_size=64,
-                num_heads=2,
-                out_hidden_size=64,
-                deepstack_visual_indexes=[0, 1],
-                num_position_embeddings=64,
-                patch_size=14,
-            ),
+            vision_config=QWEN3_VISION,
             **IDS,
         )
         model = tf.Qwen3VLMoeForConditionalGeneration(cfg)
