@@ -108,6 +108,7 @@ def _variants(layout: VideoLayout, C: int):
     w, cfg = split(frame_budgets.frame_budgets_config(layout))
     fp = {"uniqueness_ptr": "*fp32", "retention_ptr": "*fp64", "temperature": "fp32"}
     yield frame_budgets.frame_budgets_kernel, "", fp, cfg, w
+    yield frame_budgets.budget_offsets_kernel, "", {}, cfg, w
     w, cfg = split(select_tokens.select_config(layout))
     for find, compact in ((True, True), (True, False), (False, True)):
         for in_registers in (True, False):  # frames that fit one block, and wider ones

@@ -77,20 +77,14 @@ def select_tokens(
     scores: torch.Tensor, layout: VideoLayout, budgets: torch.Tensor, targets: Optional[np.ndarray], num_kept: int
 ) -> Selection:
     _check_rows(layout)
-    # the video and size of every frame travel in the layout's one cached copy (pinned, no sync)
-    meta = device_layout(
-        layout, scores.device, targets=targets, frame_video=layout.frame_video, frame_tokens=layout.frame_tokens
-    )
+    meta = device_layout(layout, scores.device, targets=targets)
     scores = scores.float().contiguous()
     if targets is not None:
         indices, mask, final = select_tokens_op.frame_select_reconcile(
             scores, budgets.long().contiguous(), meta, num_kept
         )
         return Selection(indices, mask, final, meta.targets.clone())
-    frame_video = meta.extra["frame_video"]
-    final = torch.minimum(budgets.long().clamp(min=0), meta.extra["frame_tokens"])
-    offsets = torch.cumsum(final, 0) - final
-    counts = torch.zeros(layout.num_videos, dtype=torch.int64, device=scores.device).index_add_(0, frame_video, final)
+    final, offsets, counts = frame_budgets_op.budget_offsets(budgets.long().contiguous(), meta)
     indices, mask = select_tokens_op.frame_select(scores, final, offsets, meta, num_kept)
     return Selection(indices, mask, final, counts)
 

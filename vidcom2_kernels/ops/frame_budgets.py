@@ -5,6 +5,9 @@ vectors short) so it can also write every frame's output offset, an exclusive pr
 budgets across the whole batch, and each video's kept count. Per video:
 ``p = softmax(u / 0.01)``, ``scale = min(1, r * (1 + (p - mean(p))))`` (``r`` where NaN),
 ``k = max(1, round_half_even(scale * T))``. ``mean(p)`` is summed in float64, like every backend.
+``budget_offsets_kernel``  grid (1,): the same walk for budgets given from outside (the public
+``select_tokens`` stage, and the triton backend's selection): clamped to ``[0, T]``, with their
+output offsets and each video's kept count.
 """
 
 from __future__ import annotations
@@ -25,6 +28,34 @@ def round_half_even(x):
     frac = x - base
     odd = (base - 2.0 * tl.floor(base * 0.5)) == 1.0
     return base + tl.where((frac > 0.5) | ((frac == 0.5) & odd), 1.0, 0.0)
+
+
+@triton.jit
+def write_budgets(k, o_f, m_f, running, budget_ptr, frame_offset_ptr):
+    """Store a block of budgets and their output offsets (the exclusive prefix sum, continuing from
+    ``running`` kept rows); returns the new running total."""
+    k = tl.where(m_f, k, 0)
+    tl.store(budget_ptr + o_f, k, mask=m_f)
+    tl.store(frame_offset_ptr + o_f, running + tl.cumsum(k, axis=0) - k, mask=m_f)
+    return running + tl.sum(k, axis=0)
+
+
+@triton.jit
+def budget_offsets_kernel(
+    budget_ptr, final_ptr, frame_offset_ptr, count_ptr, frame_start_ptr, tokens_per_frame_ptr, V, BLOCK_F: tl.constexpr
+):
+    running = tl.sum(tl.zeros([BLOCK_F], dtype=tl.int64), axis=0)  # kept so far in the batch
+    for i_v in range(0, V):
+        f0 = tl.load(frame_start_ptr + i_v)
+        f1 = tl.load(frame_start_ptr + i_v + 1)
+        T = tl.load(tokens_per_frame_ptr + i_v)
+        video_start = running
+        for s in range(f0, f1, BLOCK_F):
+            o_f = s + tl.arange(0, BLOCK_F)
+            m_f = o_f < f1
+            k = tl.minimum(tl.maximum(tl.load(budget_ptr + o_f, mask=m_f, other=0), 0), T)
+            running = write_budgets(k, o_f, m_f, running, final_ptr, frame_offset_ptr)
+        tl.store(count_ptr + i_v, running - video_start)
 
 
 @triton.jit
@@ -83,10 +114,7 @@ def frame_budgets_kernel(
             scale = r * (1.0 + (p - p_mean))  # NaN (an infinite uniqueness) -> r, checked before the clamp
             scale = tl.where((scale != scale) | any_nan, r, tl.minimum(scale, 1.0))
             k = tl.maximum(round_half_even(scale * T), 1.0).to(tl.int64)
-            k = tl.where(m_f, k, 0)
-            tl.store(budget_ptr + o_f, k, mask=m_f)
-            tl.store(frame_offset_ptr + o_f, running + tl.cumsum(k, axis=0) - k, mask=m_f)
-            running += tl.sum(k, axis=0)
+            running = write_budgets(k, o_f, m_f, running, budget_ptr, frame_offset_ptr)
         tl.store(count_ptr + i_v, running - video_start)
 
 
@@ -117,3 +145,19 @@ def frame_budgets(uniqueness: torch.Tensor, meta: DeviceLayout, counts: torch.Te
         **frame_budgets_config(layout),
     )
     return budgets, offsets, counts
+
+
+def budget_offsets(budgets: torch.Tensor, meta: DeviceLayout):
+    """Budgets (F,) int64 clamped to ``[0, T]``, their output offsets (F,) and the kept count of
+    every video (V,), in one launch."""
+    layout, dev = meta.layout, budgets.device
+    F, V = layout.total_frames, layout.num_videos
+    final, offsets, counts = (
+        new_output(F, torch.int64, dev),
+        new_output(F, torch.int64, dev),
+        new_output(V, torch.int64, dev),
+    )
+    budget_offsets_kernel[(1,)](
+        budgets, final, offsets, counts, meta.frame_start, meta.tokens_per_frame, V, **frame_budgets_config(layout)
+    )
+    return final, offsets, counts
