@@ -38,6 +38,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMa
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from ..backends import resolve
+from ..buffers import to_device
 from ..layout import VideoLayout
 from .patching import installed
 
@@ -86,7 +87,7 @@ class KVPruneState:
         self.layout = VideoLayout.from_pairs([(1, n) for n in counts])  # a row's visual keys: one "frame"
         self.kept = [max(1, int((1.0 - self.config.ratio) * n)) for n in counts]
         self.targets = np.array(self.kept, dtype=np.int64)
-        self.kept_t = torch.from_numpy(self.targets).to(visual.device)
+        self.kept_t = to_device(self.targets, visual.device)
         self.prunes = any(k < n for k, n in zip(self.kept, counts))
         L = visual.shape[1]
         flat = np.flatnonzero(visual.cpu().numpy().reshape(-1))
