@@ -38,7 +38,7 @@ def stage_calls(backend, x, layout):
     """name -> zero-argument call of one contract function on shared inputs."""
     torch_backend = REGISTRY["torch"]
     retention = np.full(layout.num_videos, RETENTION)
-    keep, _ = torch_backend.select_channels(x, layout)
+    keep, _ = torch_backend.select_channels(x, layout, False)
     scores, uniqueness = torch_backend.token_scores(x, layout, keep)
     budgets, counts = torch_backend.frame_budgets(uniqueness, layout, retention)
     num_kept = int(counts.sum())
@@ -46,13 +46,13 @@ def stage_calls(backend, x, layout):
     indices = torch_backend.select_tokens(scores, layout, budgets, None, num_kept).indices
     anchors = anchor_frames(layout)
     return {
-        "select_channels": lambda: backend.select_channels(x, layout),
+        "select_channels": lambda: backend.select_channels(x, layout, True),
         "token_scores": lambda: backend.token_scores(x, layout, keep),
         "frame_budgets": lambda: backend.frame_budgets(uniqueness, layout, retention),
         "select_tokens": lambda: backend.select_tokens(scores, layout, budgets, None, num_kept),
         "select_tokens exact": lambda: backend.select_tokens(scores, layout, budgets, targets, int(targets.sum())),
         "gather_rows": lambda: backend.gather_rows(indices, [x]),
-        "dycoke_similarity": lambda: backend.dycoke_similarity(x, layout, anchors),
+        "dycoke_similarity": lambda: backend.dycoke_similarity(x, layout, anchors, True),
     }
 
 

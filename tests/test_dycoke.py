@@ -71,7 +71,7 @@ def test_frame_budgets_composition_is_vidcom2_step5(any_backend, device):
     assert torch.equal(out.budgets.cpu(), want)
     # and within each frame the tokens are DyCoke's least similar ones
     layout = parse_frames(frames, x.shape[0])
-    sims, _ = reference.dycoke_similarity(x, layout, anchor_frames(layout, fca=True))
+    sims, _ = reference.dycoke_similarity(x, layout, anchor_frames(layout, fca=True), False)
     mask = out.mask.cpu()
     for f in range(layout.total_frames):
         a, b = layout.frame_row_start[f], layout.frame_row_start[f + 1]
@@ -103,7 +103,7 @@ def test_quirk_order_is_by_similarity(F):
     x = random_features(frames, 6, seed=4)
     order = reference.dycoke_order(x, frames, 0.5, quirks=True)
     layout = parse_frames(frames, x.shape[0])
-    sims, _ = reference.dycoke_similarity(x, layout, anchor_frames(layout))
+    sims, _ = reference.dycoke_similarity(x, layout, anchor_frames(layout), False)
     out = vk.compress(x, frames, 0.5, method="dycoke", quirks=True, backend="torch")
     whole = [f % 4 == 0 or (F % 4 == 0 and f == F - 2) for f in range(F)]
     for f, rows in enumerate(order):

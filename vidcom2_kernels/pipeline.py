@@ -45,10 +45,12 @@ def score(req: Request, backend: ModuleType) -> Scored:
     x, layout = req.features, req.layout
     uniqueness = nonfinite = None
     if req.method == "vidcom2" or req.fca:
-        keep, nonfinite = backend.select_channels(x, layout)
+        keep, nonfinite = backend.select_channels(x, layout, req.validate)
         scores, uniqueness = backend.token_scores(x, layout, keep)
     if req.method == "dycoke":
-        scores, dycoke_nonfinite = backend.dycoke_similarity(x, layout, anchor_frames(layout, fca=req.fca))
+        scores, dycoke_nonfinite = backend.dycoke_similarity(
+            x, layout, anchor_frames(layout, fca=req.fca), req.validate
+        )
         nonfinite = dycoke_nonfinite if nonfinite is None else nonfinite
         if uniqueness is None:
             uniqueness = torch.zeros(layout.total_frames, dtype=torch.float32, device=x.device)

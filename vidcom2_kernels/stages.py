@@ -34,7 +34,7 @@ def select_channels(features: torch.Tensor, frames: FramesSpec, *, backend: str 
     biased variance over each video (equal variances: lower index first)."""
     features = check_features(features)
     layout = parse_frames(frames, features.shape[0])
-    keep, _ = resolve(backend, features.device).select_channels(features, layout)
+    keep, _ = resolve(backend, features.device).select_channels(features, layout, False)
     return keep
 
 
@@ -50,7 +50,7 @@ def token_scores(
     layout = parse_frames(frames, features.shape[0])
     module = resolve(backend, features.device)
     if keep is None:
-        keep, _ = module.select_channels(features, layout)
+        keep, _ = module.select_channels(features, layout, False)
     elif not isinstance(keep, torch.Tensor) or keep.dtype != torch.bool:
         raise TypeError("keep must be a bool tensor of shape (V, C)")
     elif tuple(keep.shape) != (layout.num_videos, features.shape[1]) or keep.device != features.device:

@@ -7,12 +7,14 @@ the input's device, and reads nothing back to the host unless it says so (the re
 
 ========================  =============================================================================
 ``supports(device)``      whether the backend runs on tensors of ``device``
-``select_channels``       (features (N, C), layout) -> keep (V, C) bool, the ``max(1, C // 2)`` channels of
-                          lowest variance per video; nonfinite (V,) flags, nonzero: the video holds NaN/Inf
+``select_channels``       (features (N, C), layout, validate) -> keep (V, C) bool, the ``max(1, C // 2)``
+                          channels of lowest variance per video; nonfinite (V,) flags, nonzero: the video
+                          holds NaN, Inf or |x| >= MAX_ABS (None unless ``validate``)
 ``token_scores``          (features, layout, keep) -> scores (N,) float32 ``sv + sf``, uniqueness (F,)
                           float32 ``-mean(sv)`` per frame
-``dycoke_similarity``     (features, layout, anchors (F,) int64 numpy) -> scores (N,) float32, cosine with
-                          the anchor frame's same-position token (0 without one); nonfinite (V,) flags
+``dycoke_similarity``     (features, layout, anchors (F,) int64 numpy, validate) -> scores (N,) float32,
+                          cosine with the anchor frame's same-position token (0 without one); nonfinite
+                          (V,) flags as above (None unless ``validate``)
 ``frame_budgets``         (uniqueness (F,), layout, retention (V,) numpy) -> budgets (F,) int64 (FCA),
                           counts (V,) int64 their per-video sums
 ``select_tokens``         (scores (N,), layout, budgets (F,) int64, targets (V,) numpy or None, num_kept)
@@ -46,11 +48,13 @@ class Backend(Protocol):
 
     def supports(self, device: torch.device) -> bool: ...
 
-    def select_channels(self, features: torch.Tensor, layout: VideoLayout) -> tuple: ...
+    def select_channels(self, features: torch.Tensor, layout: VideoLayout, validate: bool) -> tuple: ...
 
     def token_scores(self, features: torch.Tensor, layout: VideoLayout, keep: torch.Tensor) -> tuple: ...
 
-    def dycoke_similarity(self, features: torch.Tensor, layout: VideoLayout, anchors: np.ndarray) -> tuple: ...
+    def dycoke_similarity(
+        self, features: torch.Tensor, layout: VideoLayout, anchors: np.ndarray, validate: bool
+    ) -> tuple: ...
 
     def frame_budgets(self, uniqueness: torch.Tensor, layout: VideoLayout, retention: np.ndarray) -> tuple: ...
 

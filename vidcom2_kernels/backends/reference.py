@@ -46,7 +46,7 @@ def channel_variance(features: torch.Tensor, layout: VideoLayout, dtype=torch.fl
     )
 
 
-def select_channels(features: torch.Tensor, layout: VideoLayout) -> tuple[torch.Tensor, torch.Tensor]:
+def select_channels(features: torch.Tensor, layout: VideoLayout, validate: bool) -> tuple:
     """(V, C) bool, the ``max(1, C // 2)`` lowest-variance channels of each video (equal
     variances: lower channel index first; NaN ranks last), and (V,) bool non-finite videos."""
     var = nan_as_inf(channel_variance(features, layout))
@@ -54,7 +54,7 @@ def select_channels(features: torch.Tensor, layout: VideoLayout) -> tuple[torch.
     for v in range(layout.num_videos):
         order = torch.sort(var[v], stable=True).indices  # ascending, lower index first on ties
         keep[v, order[: kept_channels(features.shape[1])]] = True
-    return keep, nonfinite_videos(features, layout)
+    return keep, nonfinite_videos(features, layout) if validate else None
 
 
 # ---------------------------------------------------------------- steps 2-4: token scores
@@ -160,7 +160,7 @@ def gather_rows(indices: torch.Tensor, tensors) -> list:
 
 
 # ------------------------------------------------------------------------ DyCoke's token scores
-def dycoke_similarity(features: torch.Tensor, layout: VideoLayout, anchors: np.ndarray) -> tuple:
+def dycoke_similarity(features: torch.Tensor, layout: VideoLayout, anchors: np.ndarray, validate: bool) -> tuple:
     """(N,) float32 cosine similarity of every token with the same-position token of its frame's
     anchor frame (``anchors[f]``, -1: none, similarity 0), ``x.y / (max(|x|, eps) max(|y|, eps))``,
     NaN as +inf; and (V,) bool non-finite videos."""
@@ -173,7 +173,7 @@ def dycoke_similarity(features: torch.Tensor, layout: VideoLayout, anchors: np.n
         y = features[_frame_rows(layout, a)].float()
         norms = x.norm(dim=1).clamp_min(COSINE_EPS) * y.norm(dim=1).clamp_min(COSINE_EPS)
         out[_frame_rows(layout, f)] = (x * y).sum(dim=1) / norms
-    return nan_as_inf(out), nonfinite_videos(features, layout)
+    return nan_as_inf(out), nonfinite_videos(features, layout) if validate else None
 
 
 def dycoke_order(features, frames, retention=0.3, quirks=True) -> list:
@@ -182,7 +182,7 @@ def dycoke_order(features, frames, retention=0.3, quirks=True) -> list:
     layout = parse_frames(frames, features.shape[0])
     budgets = dycoke_budgets(layout, parse_retention(retention, layout), quirks)
     whole = kept_whole(layout, quirks)
-    scores, _ = dycoke_similarity(features, layout, anchor_frames(layout))
+    scores, _ = dycoke_similarity(features, layout, anchor_frames(layout), False)
     out = []
     for f in range(layout.total_frames):
         rows = _frame_rows(layout, f)

@@ -95,22 +95,24 @@ def out_of_range(x: torch.Tensor) -> torch.Tensor:
     return ~((hi < MAX_ABS) & (lo > -MAX_ABS))
 
 
-def channel_variance(features: torch.Tensor, layout: VideoLayout) -> tuple[torch.Tensor, torch.Tensor]:
+def channel_variance(features: torch.Tensor, layout: VideoLayout, validate: bool = False) -> tuple:
     """(V, C) float32 biased variance of every channel over each video: the mean, then the sum of
-    squared deviations (two chunked passes, squares taken in place); and (V,) bool, the video holds
-    a value out of range (:func:`out_of_range`, checked during the first pass)."""
+    squared deviations (two chunked passes, squares taken in place); with ``validate`` also (V,)
+    bool, the video holds a value out of range (:func:`out_of_range`, during the first pass: one
+    more read of each chunk, so only when asked), else None."""
     out, bad = [], []
     for v in range(layout.num_videos):
         n = float(layout.tokens_per_video[v])
         total, flags = 0.0, []
         for x in _video_chunks(features, layout, v):
             total = total + x.sum(dim=(0, 1))
-            flags.append(out_of_range(x))
+            if validate:
+                flags.append(out_of_range(x))
         mean = total / n
         m2 = sum((x - mean).square_().sum(dim=(0, 1)) for x in _video_chunks(features, layout, v))
         out.append(m2 / n)
-        bad.append(torch.stack(flags).any())
-    return torch.stack(out), torch.stack(bad)
+        bad.append(torch.stack(flags).any() if validate else None)
+    return torch.stack(out), torch.stack(bad) if validate else None
 
 
 def kept_channel_order(var: torch.Tensor) -> torch.Tensor:
@@ -125,9 +127,9 @@ def keep_from_order(order: torch.Tensor, num_channels: int) -> torch.Tensor:
     return keep.scatter_(1, order, True)
 
 
-def select_channels(features: torch.Tensor, layout: VideoLayout) -> tuple[torch.Tensor, torch.Tensor]:
-    """(V, C) bool kept channels and (V,) bool videos with values out of range."""
-    var, nonfinite = channel_variance(features, layout)
+def select_channels(features: torch.Tensor, layout: VideoLayout, validate: bool) -> tuple:
+    """(V, C) bool kept channels and (V,) bool videos with values out of range (None unless ``validate``)."""
+    var, nonfinite = channel_variance(features, layout, validate)
     return keep_from_order(kept_channel_order(var), features.shape[1]), nonfinite
 
 
@@ -207,10 +209,10 @@ def token_scores(features: torch.Tensor, layout: VideoLayout, keep: torch.Tensor
     return nan_as_inf(torch.cat(scores)), torch.cat(uniqueness)
 
 
-def dycoke_similarity(features: torch.Tensor, layout: VideoLayout, anchors: np.ndarray):
+def dycoke_similarity(features: torch.Tensor, layout: VideoLayout, anchors: np.ndarray, validate: bool):
     """DyCoke's scores (N,): cosine similarity with the same-position token of the frame's anchor
-    (0 without one); and (V,) bool, the video holds a value out of range (:func:`out_of_range`).
-    Per video: one batched gather of the anchor frames, chunked."""
+    (0 without one); and (V,) bool, the video holds a value out of range (:func:`out_of_range`;
+    None unless ``validate``). Per video: one batched gather of the anchor frames, chunked."""
     scores, nonfinite = [], []
     for v in range(layout.num_videos):
         f_start = int(layout.frame_start[v])
@@ -223,12 +225,13 @@ def dycoke_similarity(features: torch.Tensor, layout: VideoLayout, anchors: np.n
             f0 += x.shape[0]
             y = video.index_select(0, a.clamp(min=0)).float()
             x_norm = torch.linalg.vector_norm(x, dim=2)
-            bad.append(out_of_range(x))
+            if validate:
+                bad.append(out_of_range(x))
             norms = x_norm.clamp_min(COSINE_EPS) * torch.linalg.vector_norm(y, dim=2).clamp_min(COSINE_EPS)
             sim = torch.einsum("ftc,ftc->ft", x, y) / norms
             scores.append(torch.where((a >= 0)[:, None], sim, torch.zeros_like(sim)).flatten())
-        nonfinite.append(torch.stack(bad).any())
-    return nan_as_inf(torch.cat(scores)), torch.stack(nonfinite)
+        nonfinite.append(torch.stack(bad).any() if validate else None)
+    return nan_as_inf(torch.cat(scores)), torch.stack(nonfinite) if validate else None
 
 
 # ---------------------------------------------------------------------------------- step 5

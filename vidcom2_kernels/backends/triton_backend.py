@@ -44,12 +44,12 @@ def _check_rows(layout: VideoLayout) -> None:
         raise ValueError(f"features has {layout.num_tokens} rows; the triton backend takes at most {MAX_ROWS}")
 
 
-def select_channels(features: torch.Tensor, layout: VideoLayout) -> tuple[torch.Tensor, torch.Tensor]:
+def select_channels(features: torch.Tensor, layout: VideoLayout, validate: bool) -> tuple:
     _check_rows(layout)
     meta = device_layout(layout, features.device)
     nonfinite = torch.zeros(layout.num_videos, dtype=torch.int64, device=features.device)
     var = select_channels_op.channel_variance(features, meta, nonfinite)
-    return select_channels_op.channel_rank(var), nonfinite
+    return select_channels_op.channel_rank(var), nonfinite if validate else None  # the flags cost nothing here
 
 
 def token_scores(features: torch.Tensor, layout: VideoLayout, keep: torch.Tensor):
@@ -59,12 +59,12 @@ def token_scores(features: torch.Tensor, layout: VideoLayout, keep: torch.Tensor
     return token_scores_op.token_scores(features, keep, *centres_op.centres(features, keep, meta), meta)
 
 
-def dycoke_similarity(features: torch.Tensor, layout: VideoLayout, anchors: np.ndarray):
+def dycoke_similarity(features: torch.Tensor, layout: VideoLayout, anchors: np.ndarray, validate: bool):
     _check_rows(layout)
     meta = device_layout(layout, features.device, anchors=anchors)
     nonfinite = torch.zeros(layout.num_videos, dtype=torch.int64, device=features.device)
     scores = dycoke_similarity_op.dycoke_similarity(features, meta, meta.extra["anchors"], nonfinite)
-    return scores, nonfinite
+    return scores, nonfinite if validate else None
 
 
 def frame_budgets(uniqueness: torch.Tensor, layout: VideoLayout, retention: np.ndarray):
