@@ -85,15 +85,19 @@ class KVPruneState:
         Rows without visual tokens keep every key."""
         counts = [n for n in visual.sum(dim=1).tolist() if n]
         self.layout = VideoLayout.from_pairs([(1, n) for n in counts])  # a row's visual keys: one "frame"
-        self.kept = [max(1, int((1.0 - self.config.ratio) * n)) for n in counts]
-        self.targets = np.array(self.kept, dtype=np.int64)
-        self.kept_t = to_device(self.targets, visual.device)
-        self.prunes = any(k < n for k, n in zip(self.kept, counts))
+        self.targets = np.array([max(1, int((1.0 - self.config.ratio) * n)) for n in counts], dtype=np.int64)
+        self.targets_t, self.num_kept = to_device(self.targets, visual.device), int(self.targets.sum())
+        self.prunes = bool((self.targets < np.array(counts, dtype=np.int64)).any())
         L = visual.shape[1]
         flat = np.flatnonzero(visual.cpu().numpy().reshape(-1))
-        self.flat_index = torch.from_numpy(flat).to(visual.device)
-        self.row_of = torch.from_numpy(flat // L).to(visual.device)
+        self.flat_index = to_device(flat, visual.device)
+        self.row_of = to_device(flat // L, visual.device)
         self.has_visual = bool(counts)
+
+    @property
+    def kept(self) -> list:
+        """Kept visual keys of every row that has visual tokens."""
+        return self.targets.tolist()
 
     def _expand(self, batch: int) -> None:
         """generate() repeats rows for beams / several return sequences: follow it."""
@@ -112,7 +116,7 @@ class KVPruneState:
         att = self.backend.attention_row(query[:, :, 0, :], key, valid, scale)  # (B, S)
         L = self.visual.shape[1]
         att_vis = att[:, :L].reshape(-1).index_select(0, self.flat_index)  # (sum V_b,)
-        chosen = self.backend.select_tokens(-att_vis, self.layout, self.kept_t, self.targets, sum(self.kept)).mask
+        chosen = self.backend.select_tokens(-att_vis, self.layout, self.targets_t, self.targets, self.num_kept).mask
         new_keep = ~self.visual.clone()
         new_keep.view(-1).index_copy_(0, self.flat_index, chosen)
         if self.keep is None:
