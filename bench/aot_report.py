@@ -67,7 +67,8 @@ def _variants(layout: VideoLayout, C: int):
     for dt in FEATURE_DTYPES:
         x = {"x_ptr": f"*{dt}", "keep_ptr": "*i1", "stride_c": "constexpr"}
         w, cfg = split(select_channels.variance_config(C))
-        yield select_channels.channel_variance_kernel, dt, {**x, "var_ptr": "*fp32"}, {**cfg, "stride_c": 1}, w
+        moments = {"mean_ptr": "*fp32", "m2_ptr": "*fp32", "max_abs": "i64"}
+        yield select_channels.channel_variance_kernel, dt, {**x, **moments}, {**cfg, "stride_c": 1}, w
         w, cfg = split(centres.partials_config(C))
         fp = {"inv_norm_ptr": "*fp32", "self_dot_ptr": "*fp32", "partial_ptr": "*fp32", "eps": "fp32"}
         yield centres.centre_partials_kernel, dt, {**x, **fp}, {**cfg, "stride_c": 1}, w
@@ -100,9 +101,14 @@ def _variants(layout: VideoLayout, C: int):
 
     w, cfg = split(select_channels.rank_config(C))
     yield select_channels.channel_rank_kernel, "", {"var_ptr": "*fp32", "keep_ptr": "*i1"}, cfg, w
-    w, cfg = split(centres.finalize_config(C))
-    fp = {"partial_ptr": "*fp32", "frame_centre_ptr": "*fp32", "video_centre_ptr": "*fp32"}
-    yield centres.centre_finalize_kernel, "", fp, cfg, w
+    w, cfg = split(select_channels.merge_config(C))
+    fp = {"mean_ptr": "*fp32", "m2_ptr": "*fp32", "var_ptr": "*fp32"}
+    yield select_channels.variance_merge_kernel, "", fp, cfg, w
+    w, cfg = split(centres.frame_centre_config(C))
+    fp = {"partial_ptr": "*fp32", "frame_sum_ptr": "*fp32", "frame_centre_ptr": "*fp32"}
+    yield centres.frame_centre_kernel, "", fp, cfg, w
+    w, cfg = split(centres.video_centre_config(C))
+    yield centres.video_centre_kernel, "", {"frame_sum_ptr": "*fp32", "video_centre_ptr": "*fp32"}, cfg, w
     w, cfg = split(token_scores.UNIQUENESS_CONFIG)
     yield token_scores.frame_uniqueness_kernel, "", {"unit_sv_ptr": "*fp32", "uniqueness_ptr": "*fp32"}, cfg, w
     w, cfg = split(frame_budgets.frame_budgets_config(layout))

@@ -11,6 +11,7 @@ SHAPES = {
     "qwen2-vl": ([(16, 256)], 3584),  # Qwen2-VL-7B: 32 frames in 16 temporal groups of 16x16
     "qwen3-vl": ([(16, 300)], 4096),  # Qwen3-VL-8B
     "qwen-batch4": ([(8, 256), (4, 391), (16, 130), (6, 221)], 1536),  # a batch of mixed sizes, narrow model
+    "mixed4": ([(8, 256), (4, 391), (16, 130), (6, 221)], 3584),  # qwen-batch4's videos at a 7B width
     "qwen-batch8": ([(8, 256), (16, 391), (4, 1196), (24, 130), (12, 221), (6, 352), (10, 300), (20, 156)], 3584),
     "long": ([(512, 196)], 3584),  # a long video
     "small-width": ([(32, 196)], 1152),  # a narrow vision width (SigLIP-so400m before projection)

@@ -71,24 +71,76 @@ def _segment_sum(values: torch.Tensor, segment: torch.Tensor, num_segments: int)
     return out.index_add_(0, segment, values)
 
 
-# ---------------------------------------------------------------------------------- step 1
-#: Elements per temporary: frame-aligned chunks of this size stay below glibc's mmap threshold on
-#: the CPU (large fresh allocations page-fault and cost more than the arithmetic on them).
-CHUNK_ELEMENTS = {"cpu": 1 << 22}
-DEFAULT_CHUNK_ELEMENTS = 1 << 28
+# ---------------------------------------------------------------------------------- chunks
+#: Elements per temporary: each pass reads a video in frame-aligned chunks of about this many
+#: elements, converted to float32 in a reused buffer that stays in the CPU's cache (and below
+#: glibc's mmap threshold: a fresh large buffer page-faults on every call). Temporaries are
+#: O(chunk + frames x channels) whatever the video's length.
+CHUNK_ELEMENTS = {"cpu": 1 << 21}
+DEFAULT_CHUNK_ELEMENTS = 1 << 26
+#: at most this many frames a chunk (a product of a chunk with its frame centres has one column per frame)
+MAX_CHUNK_FRAMES = 8
 
 
 def _video_chunks(features: torch.Tensor, layout: VideoLayout, v: int):
-    """Rows of video v as float32 (f, T, C) blocks of whole frames, at least one frame each."""
+    """(first frame, rows (f * T, C) of whole frames) of video v, at least one frame each."""
     F, T = int(layout.num_frames[v]), int(layout.tokens_per_frame[v])
     budget = CHUNK_ELEMENTS.get(features.device.type, DEFAULT_CHUNK_ELEMENTS)
-    step = max(1, budget // max(1, T * features.shape[1]))
+    step = max(1, min(MAX_CHUNK_FRAMES, budget // max(1, T * features.shape[1])))
     row0 = int(layout.row_start[v])
     for f0 in range(0, F, step):
-        f1 = min(F, f0 + step)
-        yield features[row0 + f0 * T : row0 + f1 * T].float().view(f1 - f0, T, -1)
+        yield f0, features[row0 + f0 * T : row0 + min(F, f0 + step) * T]
 
 
+_SCRATCH = threading.local()
+
+
+def _scratch(name: str, shape: tuple, device, dtype=torch.float32) -> torch.Tensor:
+    """A ``dtype`` buffer of ``shape`` kept per thread and name on the CPU (torch's CPU allocator
+    does not cache, and a fresh buffer costs page faults on every call), grown when too small,
+    never larger than a chunk. Elsewhere a plain allocation (the device's allocator caches)."""
+    numel = int(np.prod(shape))
+    if torch.device(device).type != "cpu":
+        return torch.empty(shape, dtype=dtype, device=device)
+    buf = getattr(_SCRATCH, name, None)
+    if buf is None or buf.numel() < numel or buf.dtype != dtype:
+        buf = torch.empty(numel, dtype=dtype)
+        setattr(_SCRATCH, name, buf)
+    return buf[:numel].view(shape)
+
+
+#: same-width integer views used to mask float bits
+_BITS = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16}
+
+
+def masked_float32(x: torch.Tensor, bits: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``x`` (n, C) as float32 in ``out`` with the channels whose ``bits`` are 0 set to +0.0 and
+    the others unchanged (a bitwise AND: exact, NaN and Inf in a dropped channel cannot leak into
+    a product). ``bits`` (C,) is -1/0 of the integer type as wide as ``x``'s dtype."""
+    if x.dtype == torch.float32:  # the conversion is the masking
+        return torch.bitwise_and(x.view(torch.int32), bits, out=out.view(torch.int32)).view(torch.float32)
+    if x.dtype in _BITS:  # mask the 16-bit patterns, then convert
+        half = _scratch("half", tuple(x.shape), x.device, _BITS[x.dtype])
+        return out.copy_(torch.bitwise_and(x.view(_BITS[x.dtype]), bits, out=half).view(x.dtype))
+    out.copy_(x)
+    return out.view(torch.int32).bitwise_and_(bits.to(torch.int32)).view(torch.float32)
+
+
+def keep_bits(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(C,) -1 where ``keep`` else 0, in the integer type :func:`masked_float32` uses for ``dtype``."""
+    return torch.where(keep, -1, 0).to(_BITS.get(dtype, torch.int32))
+
+
+def as_float32(x: torch.Tensor, name: str, copy: bool = False) -> torch.Tensor:
+    """``x`` as float32 in the scratch buffer ``name``; a contiguous float32 ``x`` itself unless
+    ``copy``. (``copy_`` into float32 is torch's fast conversion; a mixed-dtype arithmetic op
+    converts through a slow path, ~10x slower for bfloat16 on the CPU.)"""
+    if x.dtype == torch.float32 and x.is_contiguous() and not copy:
+        return x
+    return _scratch(name, tuple(x.shape), x.device).copy_(x)
+
+
+# ---------------------------------------------------------------------------------- step 1
 def out_of_range(x: torch.Tensor) -> torch.Tensor:
     """0-d bool: ``x`` holds NaN, Inf or a value of magnitude >= MAX_ABS (one pass, no temporary)."""
     lo, hi = torch.aminmax(x)  # NaN propagates
@@ -96,21 +148,34 @@ def out_of_range(x: torch.Tensor) -> torch.Tensor:
 
 
 def channel_variance(features: torch.Tensor, layout: VideoLayout, validate: bool = False) -> tuple:
-    """(V, C) float32 biased variance of every channel over each video: the mean, then the sum of
-    squared deviations (two chunked passes, squares taken in place); with ``validate`` also (V,)
-    bool, the video holds a value out of range (:func:`out_of_range`, during the first pass: one
-    more read of each chunk, so only when asked), else None."""
+    """(V, C) float32 biased variance of every channel over each video, and with ``validate``
+    (V,) bool, the video holds a value out of range (:func:`out_of_range`, one more read of each
+    chunk while it is in cache), else None.
+
+    One read of the features: each chunk, shifted by the video's first-frame mean (so a large
+    common offset cannot cancel digits), goes through torch's fused per-channel mean/variance
+    (``batch_norm_update_stats``, Welford in float32); chunks merge exactly in float64 (Chan et al.)."""
+    C = features.shape[1]
     out, bad = [], []
     for v in range(layout.num_videos):
-        n = float(layout.tokens_per_video[v])
-        total, flags = 0.0, []
-        for x in _video_chunks(features, layout, v):
-            total = total + x.sum(dim=(0, 1))
+        T, row0 = int(layout.tokens_per_frame[v]), int(layout.row_start[v])
+        shift = features[row0 : row0 + T].float().mean(dim=0)
+        n = mean = m2 = 0
+        flags = []
+        for _, x in _video_chunks(features, layout, v):
+            if x.dtype == torch.float32:  # the shift is the copy
+                d = torch.sub(x, shift, out=_scratch("shifted", tuple(x.shape), x.device))
+            else:
+                d = as_float32(x, "shifted", copy=True).sub_(shift)
+            c_mean, c_var = torch.batch_norm_update_stats(d, None, None, 1.0)
+            c_n, c_mean, c_m2 = x.shape[0], c_mean.double(), c_var.double() * x.shape[0]
+            delta = c_mean - mean
+            m2 = m2 + c_m2 + delta.square() * (n * c_n / (n + c_n))
+            mean = mean + delta * (c_n / (n + c_n))
+            n += c_n
             if validate:
                 flags.append(out_of_range(x))
-        mean = total / n
-        m2 = sum((x - mean).square_().sum(dim=(0, 1)) for x in _video_chunks(features, layout, v))
-        out.append(m2 / n)
+        out.append((m2 / n).float() if n else torch.zeros(C, device=features.device))
         bad.append(torch.stack(flags).any() if validate else None)
     return torch.stack(out), torch.stack(bad) if validate else None
 
@@ -142,93 +207,73 @@ def gaussian_similarity(dist2: torch.Tensor) -> torch.Tensor:
     return total
 
 
-#: Keep the first pass's masked chunks for the second when a video's masked copy is at most this
-#: many bytes, else recompute them (measured on the CPU: keeping 90 MB is ~20% faster than masking
-#: again; a 1.4 GB copy for a 512-frame video is not worth holding).
-REUSE_BYTES = 256 << 20
-
-
-_SCRATCH = threading.local()
-
-
-def _scratch(numel: int, device) -> torch.Tensor:
-    """A float32 buffer of ``numel`` elements reused across calls on the CPU, where torch has no
-    caching allocator and a fresh large buffer page-faults on every call (at most REUSE_BYTES kept
-    per thread). Elsewhere a plain allocation (the device's allocator caches)."""
-    if torch.device(device).type != "cpu":
-        return torch.empty(numel, dtype=torch.float32, device=device)
-    buf = getattr(_SCRATCH, "buf", None)
-    if buf is None or buf.numel() < numel:
-        buf = _SCRATCH.buf = torch.empty(numel, dtype=torch.float32, device=device)
-    return buf[:numel]
-
-
 def token_scores(features: torch.Tensor, layout: VideoLayout, keep: torch.Tensor):
-    """Scores (N,) and uniqueness (F,). Per video two chunked passes, all products through BLAS:
+    """Scores (N,) and uniqueness (F,). Per video two reads, each chunk masked to the kept
+    channels and converted to float32 once (:func:`masked_float32`), all products through BLAS:
 
-    1. rows masked to the kept channels, their norms, and the frame sums of the normalised rows
-       (a batched product of the per-row weights ``1 / norm`` with the rows);
-    2. dot products of the masked rows with their frame centre and the video centre (both zero on
-       the dropped channels), scaled by ``1 / norm`` afterwards.
+    1. the row norms, and the frame sums of the normalised rows (a batched product of the
+       per-row weights ``1 / norm`` with the rows);
+    2. one batched product of the rows with their frame centre and the video centre side by side,
+       scaled by ``1 / norm`` afterwards.
+    Temporaries: one chunk, the (F, C) centres and a few (N,) vectors.
     """
     scores, uniqueness = [], []
-    zero = torch.zeros((), device=features.device)  # a 0-d tensor: where() is 2x faster than with 0.0
+    C = features.shape[1]
     for v in range(layout.num_videos):
-        w = keep[v]
-        numel = int(layout.tokens_per_video[v]) * features.shape[1]
-        reuse = numel * 4 <= REUSE_BYTES
-        scratch, at = (_scratch(numel, features.device), 0) if reuse else (None, 0)
-        masked, inv_norms, self_dots, frame_sums = [], [], [], []
-        for x in _video_chunks(features, layout, v):
-            if reuse:  # where, not *: NaN in a dropped channel stays out
-                xw = torch.where(w, x, zero, out=scratch[at : at + x.numel()].view(x.shape))
-                at += x.numel()
-            else:
-                xw = torch.where(w, x, zero)
-            norm = torch.linalg.vector_norm(xw, dim=2)  # (f, T)
+        F, T = int(layout.num_frames[v]), int(layout.tokens_per_frame[v])
+        bits = keep_bits(keep[v], features.dtype)
+        frame_sums = torch.empty((F, C), dtype=torch.float32, device=features.device)
+        norms = torch.empty(F * T, dtype=torch.float32, device=features.device)
+        for f0, x in _video_chunks(features, layout, v):
+            f = x.shape[0] // T
+            xw = masked_float32(x, bits, _scratch("masked", tuple(x.shape), x.device))
+            norm = torch.linalg.vector_norm(xw, dim=1, out=norms[f0 * T : (f0 + f) * T])
             inv = 1.0 / norm.clamp_min(NORM_EPS)
-            inv_norms.append(inv)
-            self_dots.append((norm * inv).square())
-            frame_sums.append(torch.bmm(inv[:, None, :], xw)[:, 0])  # (f, C)
-            masked.append(xw if reuse else None)
-        frame_sums = torch.cat(frame_sums)
-        frame_centre = frame_sums / float(layout.tokens_per_frame[v])  # (F, C)
-        video_centre = frame_sums.sum(dim=0) / float(layout.tokens_per_video[v])  # (C,)
-        gg = video_centre.dot(video_centre)
-        f0 = 0
-        for x, xw, inv, self_dot in zip(_video_chunks(features, layout, v), masked, inv_norms, self_dots):
-            xw = xw if xw is not None else torch.where(w, x, zero)
-            fc = frame_centre[f0 : f0 + x.shape[0]]
-            f0 += x.shape[0]
-            dot_f = torch.bmm(xw, fc[:, :, None])[..., 0] * inv
-            dot_g = (xw @ video_centre) * inv
-            sv = gaussian_similarity((self_dot - 2 * dot_g + gg).clamp_min(0))
-            sf = gaussian_similarity((self_dot - 2 * dot_f + (fc * fc).sum(1)[:, None]).clamp_min(0))
-            scores.append((sv + sf).flatten())
-            uniqueness.append(-sv.mean(dim=1))
+            torch.bmm(inv.view(f, 1, T), xw.view(f, T, C), out=frame_sums[f0 : f0 + f].view(f, 1, C))
+        frame_centres = frame_sums / float(T)
+        video_centre = frame_sums.sum(dim=0) / float(max(1, F * T))
+        dots = torch.empty((2, F, T), dtype=torch.float32, device=features.device)
+        for f0, x in _video_chunks(features, layout, v):
+            f = x.shape[0] // T
+            xw = masked_float32(x, bits, _scratch("masked", tuple(x.shape), x.device))
+            # one product with the chunk's f frame centres and the video centre (f + 1 columns:
+            # faster than a batched product of width 1 on the CPU); each row keeps its own frame's
+            both = torch.cat([frame_centres[f0 : f0 + f], video_centre[None]]).T
+            prod = torch.mm(xw, both).view(f, T, f + 1)
+            dots[0, f0 : f0 + f] = torch.diagonal(prod[:, :, :f], dim1=0, dim2=2).T
+            dots[1, f0 : f0 + f] = prod[:, :, f]
+        inv = 1.0 / norms.view(F, T).clamp_min(NORM_EPS)
+        self_dot = (norms.view(F, T) * inv).square()
+        frame_sq = frame_centres.square().sum(dim=1, keepdim=True)  # ||c_f||^2 (F, 1)
+        sv = gaussian_similarity((self_dot - 2 * dots[1] * inv + video_centre.dot(video_centre)).clamp_min(0))
+        sf = gaussian_similarity((self_dot - 2 * dots[0] * inv + frame_sq).clamp_min(0))
+        scores.append((sv + sf).flatten())
+        uniqueness.append(-sv.mean(dim=1))
     return nan_as_inf(torch.cat(scores)), torch.cat(uniqueness)
 
 
 def dycoke_similarity(features: torch.Tensor, layout: VideoLayout, anchors: np.ndarray, validate: bool):
     """DyCoke's scores (N,): cosine similarity with the same-position token of the frame's anchor
     (0 without one); and (V,) bool, the video holds a value out of range (:func:`out_of_range`;
-    None unless ``validate``). Per video: one batched gather of the anchor frames, chunked."""
+    None unless ``validate``). Per chunk: the anchor frames gathered, both sides in float32
+    scratch buffers."""
     scores, nonfinite = [], []
     for v in range(layout.num_videos):
+        F, T = int(layout.num_frames[v]), int(layout.tokens_per_frame[v])
         f_start = int(layout.frame_start[v])
-        local = to_device(anchors[f_start : int(layout.frame_start[v + 1])] - f_start, features.device)
-        video = features[int(layout.row_start[v]) : int(layout.row_start[v + 1])]
-        video = video.view(int(layout.num_frames[v]), int(layout.tokens_per_frame[v]), -1)
-        f0, bad = 0, []
-        for x in _video_chunks(features, layout, v):
-            a = local[f0 : f0 + x.shape[0]]
-            f0 += x.shape[0]
-            y = video.index_select(0, a.clamp(min=0)).float()
-            x_norm = torch.linalg.vector_norm(x, dim=2)
+        local = to_device(anchors[f_start : f_start + F] - f_start, features.device)
+        video = features[int(layout.row_start[v]) : int(layout.row_start[v + 1])].view(F, T, -1)
+        bad = []
+        for f0, x in _video_chunks(features, layout, v):
+            f = x.shape[0] // T
+            a = local[f0 : f0 + f]
+            x = as_float32(x.view(f, T, -1), "dycoke_x")
+            y = as_float32(video.index_select(0, a.clamp(min=0)), "dycoke_y")
             if validate:
                 bad.append(out_of_range(x))
-            norms = x_norm.clamp_min(COSINE_EPS) * torch.linalg.vector_norm(y, dim=2).clamp_min(COSINE_EPS)
-            sim = torch.einsum("ftc,ftc->ft", x, y) / norms
+            norms = torch.linalg.vector_norm(x, dim=2).clamp_min(COSINE_EPS)
+            norms *= torch.linalg.vector_norm(y, dim=2).clamp_min(COSINE_EPS)
+            sim = torch.linalg.vecdot(x, y, dim=2) / norms
             scores.append(torch.where((a >= 0)[:, None], sim, torch.zeros_like(sim)).flatten())
         nonfinite.append(torch.stack(bad).any() if validate else None)
     return nan_as_inf(torch.cat(scores)), torch.stack(nonfinite) if validate else None

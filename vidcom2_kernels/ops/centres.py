@@ -7,8 +7,11 @@ Kernels
     with ``self_dot = ||x||^2 * inv_norm^2`` (1, or 0 for an all-zero row), then the sum of the
     unit's normalised rows into ``partials`` (U, C) float32 (zero on the channels not kept). The second sweep over the unit's
     channels re-reads a tile the first one just brought into cache.
-``centre_finalize_kernel``  grid (V, cdiv(C, BLOCK_C)): sums the partials of every frame in a fixed
-    order into the frame centres (F, C) and the video centre (V, C). Deterministic: no atomics.
+``frame_centre_kernel``  grid (F, cdiv(C, BLOCK_C)): sums a frame's partials in unit order into
+    its sum and centre (F, C).
+``video_centre_kernel``  grid (V, cdiv(C, BLOCK_C)), narrow blocks so one video still makes
+    C / 32 programs: sums the video's frame sums in frame order into its centre (V, C).
+    Deterministic: fixed orders, no atomics (the same sums as one loop over frames and units).
 """
 
 from __future__ import annotations
@@ -65,15 +68,26 @@ def centre_partials_kernel(
 
 
 @triton.jit
-def centre_finalize_kernel(
-    partial_ptr,
-    frame_centre_ptr,
-    video_centre_ptr,
-    frame_start_ptr,
-    frame_unit_start_ptr,
-    tokens_per_frame_ptr,
-    C,
-    BLOCK_C: tl.constexpr,
+def frame_centre_kernel(
+    partial_ptr, frame_sum_ptr, frame_centre_ptr, frame_unit_start_ptr, frame_row_start_ptr, C, BLOCK_C: tl.constexpr
+):
+    f = tl.program_id(0)
+    i_c = tl.program_id(1)
+    o_c = i_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    m_c = o_c < C
+    u0 = tl.load(frame_unit_start_ptr + f)
+    u1 = tl.load(frame_unit_start_ptr + f + 1)
+    frame_sum = tl.zeros([BLOCK_C], dtype=tl.float32)
+    for u in range(u0, u1):  # in unit order
+        frame_sum += tl.load(partial_ptr + u * C + o_c, mask=m_c, other=0.0)
+    T = (tl.load(frame_row_start_ptr + f + 1) - tl.load(frame_row_start_ptr + f)).to(tl.float32)
+    tl.store(frame_sum_ptr + f.to(tl.int64) * C + o_c, frame_sum, mask=m_c)
+    tl.store(frame_centre_ptr + f.to(tl.int64) * C + o_c, frame_sum / T, mask=m_c)
+
+
+@triton.jit
+def video_centre_kernel(
+    frame_sum_ptr, video_centre_ptr, frame_start_ptr, tokens_per_frame_ptr, C, BLOCK_C: tl.constexpr
 ):
     i_v = tl.program_id(0)
     i_c = tl.program_id(1)
@@ -81,17 +95,10 @@ def centre_finalize_kernel(
     m_c = o_c < C
     f0 = tl.load(frame_start_ptr + i_v)
     f1 = tl.load(frame_start_ptr + i_v + 1)
-    T = tl.load(tokens_per_frame_ptr + i_v).to(tl.float32)
     video_sum = tl.zeros([BLOCK_C], dtype=tl.float32)
-    for f in range(f0, f1):
-        u0 = tl.load(frame_unit_start_ptr + f)
-        u1 = tl.load(frame_unit_start_ptr + f + 1)
-        frame_sum = tl.zeros([BLOCK_C], dtype=tl.float32)
-        for u in range(u0, u1):
-            frame_sum += tl.load(partial_ptr + u * C + o_c, mask=m_c, other=0.0)
-        tl.store(frame_centre_ptr + f * C + o_c, frame_sum / T, mask=m_c)
-        video_sum += frame_sum
-    n_rows = (f1 - f0).to(tl.float32) * T
+    for f in range(f0, f1):  # in frame order
+        video_sum += tl.load(frame_sum_ptr + f * C + o_c, mask=m_c, other=0.0)
+    n_rows = (f1 - f0).to(tl.float32) * tl.load(tokens_per_frame_ptr + i_v).to(tl.float32)
     tl.store(video_centre_ptr + i_v.to(tl.int64) * C + o_c, video_sum / n_rows, mask=m_c)
 
 
@@ -100,8 +107,12 @@ def partials_config(C: int) -> dict:
     return {"BLOCK_N": UNIT_ROWS, "BLOCK_C": block_c, "num_warps": 4}
 
 
-def finalize_config(C: int) -> dict:
+def frame_centre_config(C: int) -> dict:
     return {"BLOCK_C": min(256, triton.next_power_of_2(C)), "num_warps": 4}
+
+
+def video_centre_config(C: int) -> dict:
+    return {"BLOCK_C": min(32, triton.next_power_of_2(C)), "num_warps": 1}
 
 
 def centres(features: torch.Tensor, keep: torch.Tensor, meta: DeviceLayout):
@@ -127,10 +138,15 @@ def centres(features: torch.Tensor, keep: torch.Tensor, meta: DeviceLayout):
         NORM_EPS,
         **partials_config(C),
     )
+    frame_sum = new_output((layout.total_frames, C), torch.float32, dev)
     frame_centre = new_output((layout.total_frames, C), torch.float32, dev)
+    cfg = frame_centre_config(C)
+    frame_centre_kernel[(layout.total_frames, triton.cdiv(C, cfg["BLOCK_C"]))](
+        partials, frame_sum, frame_centre, meta.frame_unit_start, meta.frame_row_start, C, **cfg
+    )
     video_centre = new_output((layout.num_videos, C), torch.float32, dev)
-    cfg = finalize_config(C)
-    centre_finalize_kernel[(layout.num_videos, triton.cdiv(C, cfg["BLOCK_C"]))](
-        partials, frame_centre, video_centre, meta.frame_start, meta.frame_unit_start, meta.tokens_per_frame, C, **cfg
+    cfg = video_centre_config(C)
+    video_centre_kernel[(layout.num_videos, triton.cdiv(C, cfg["BLOCK_C"]))](
+        frame_sum, video_centre, meta.frame_start, meta.tokens_per_frame, C, **cfg
     )
     return inv_norm, self_dot, frame_centre, video_centre

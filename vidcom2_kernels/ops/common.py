@@ -15,7 +15,10 @@ from triton.runtime.interpreter import InterpretedFunction
 from ..layout import VideoLayout
 
 #: Rows a program of the row-unit kernels (centres, scores) handles: one unit never spans frames.
-UNIT_ROWS = 32
+UNIT_ROWS = 16
+#: Rows of one video a program of the channel-variance kernel reads (a row split): LLaVA-OV's
+#: 6272 rows x 3584 channels make 13 x 112 programs, enough for one video to fill an H100.
+SPLIT_ROWS = 512
 
 
 def num_warps_for(block_elements: int) -> int:
@@ -68,10 +71,13 @@ class DeviceLayout:
     (V+1), ``targets``, ``out_start`` (V+1, exact mode), ``retention`` (float64).
     Per frame (F): ``frame_row_start`` (F+1), ``frame_unit_start`` (F+1).
     Per row unit (U): ``unit_row_start``, ``unit_rows``, ``unit_video``, ``unit_frame``.
+    Per row split (S, the channel variance's): ``split_row_start`` (S+1), ``split_video``; per
+    video ``video_split_start`` (V+1).
     """
 
     layout: VideoLayout
     num_units: int
+    num_splits: int
     num_frames: torch.Tensor
     tokens_per_frame: torch.Tensor
     row_start: torch.Tensor
@@ -85,6 +91,9 @@ class DeviceLayout:
     unit_rows: torch.Tensor
     unit_video: torch.Tensor
     unit_frame: torch.Tensor
+    split_row_start: torch.Tensor
+    split_video: torch.Tensor
+    video_split_start: torch.Tensor
     extra: dict = None  # further per-layout int64 arrays by name (e.g. DyCoke's anchors and budgets)
 
 
@@ -123,6 +132,11 @@ def device_layout(layout: VideoLayout, device: torch.device, retention=None, tar
     unit_row_start = layout.frame_row_start[:-1][unit_frame] + unit_local * UNIT_ROWS
     unit_rows = np.minimum(UNIT_ROWS, frame_tokens[unit_frame] - unit_local * UNIT_ROWS)
     out_start = np.concatenate([[0], np.cumsum(targets)]).astype(np.int64)
+    splits_per_video = -(-layout.tokens_per_video // SPLIT_ROWS)
+    video_split_start = np.concatenate([[0], np.cumsum(splits_per_video)]).astype(np.int64)
+    split_video = np.repeat(np.arange(V, dtype=np.int64), splits_per_video)
+    split_local = np.arange(int(video_split_start[-1]), dtype=np.int64) - video_split_start[:-1][split_video]
+    split_row_start = np.append(layout.row_start[:-1][split_video] + split_local * SPLIT_ROWS, layout.num_tokens)
 
     parts = {
         "num_frames": layout.num_frames,
@@ -138,6 +152,9 @@ def device_layout(layout: VideoLayout, device: torch.device, retention=None, tar
         "unit_rows": unit_rows,
         "unit_video": layout.frame_video[unit_frame],
         "unit_frame": unit_frame,
+        "split_row_start": split_row_start,
+        "split_video": split_video,
+        "video_split_start": video_split_start,
         **{f"extra_{k}": v for k, v in extra.items()},
     }
     packed = np.concatenate([np.asarray(a, dtype=np.int64).ravel() for a in parts.values()])
@@ -153,7 +170,7 @@ def device_layout(layout: VideoLayout, device: torch.device, retention=None, tar
         offset += n
     views["retention"] = views["retention"].view(torch.float64)
     extra_views = {k[len("extra_") :]: views.pop(k) for k in list(views) if k.startswith("extra_")}
-    out = DeviceLayout(layout=layout, num_units=U, **views, extra=extra_views)
+    out = DeviceLayout(layout=layout, num_units=U, num_splits=int(split_video.size), **views, extra=extra_views)
     _CACHE[key] = out
     if len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)

@@ -1,0 +1,115 @@
+"""What the torch backend is measured against on the CPU (``bench/bench_baselines.py``), each a
+function ``(features (N, C), frames [(F, T)], retention) -> kept features (K, C)``:
+
+- :func:`probe`: no selection at all, just the memory traffic the algorithm cannot avoid below
+  three reads: two reads of the features (a column and a row reduction) and the gather of a
+  quarter of the rows. The floor any implementation is compared with.
+- :func:`naive_mask` / :func:`naive`: VidCom2 written the obvious way in float32, vectorised over
+  frames (no Python loop over frames, no host read until the gather): the channel gather copy,
+  the normalise copy, a subtract-and-square temporary per centre. ``torch.compile(naive_mask)``
+  is the "compile the naive code" alternative.
+- :func:`released_shape`: the shape of the released code (ALGORITHM.md, "Where the time goes"):
+  arithmetic in the input dtype, a Python loop over frames, a host read per frame for its budget.
+- :func:`vllm_port`: the shape of vLLM's port (``vllm/multimodal/video_prune/vidcom2.py``, its
+  published semantics): one video per call, arithmetic in the input dtype, a per-frame top-k
+  loop after one host read of the budgets, then the exact count (``max(F, int(N * r))``) by
+  dropping the highest / adding the lowest scores over the whole video.
+
+Written here from the published semantics for timing; ``tests/test_bench_baselines.py`` checks
+that the three selecting ones keep the reference's tokens on float32 inputs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vidcom2_kernels.constants import GAUSSIAN_BANDWIDTHS, TEMPERATURE, kept_channels
+
+
+def _videos(x: torch.Tensor, frames):
+    row = 0
+    for F, T in frames:
+        yield x[row : row + F * T], F, T
+        row += F * T
+
+
+def probe(x: torch.Tensor, frames, retention: float = 0.25) -> torch.Tensor:
+    """Two reads (column sums, row sums) and the gather of every ``1 / retention``-th row."""
+    x.sum(dim=0)
+    x.sum(dim=1)
+    return x.index_select(0, torch.arange(0, x.shape[0], max(1, round(1 / retention))))
+
+
+def _gaussian(dist2: torch.Tensor) -> torch.Tensor:
+    return sum(torch.exp(-dist2 / (2 * a)) for a in GAUSSIAN_BANDWIDTHS)
+
+
+def naive_mask(x: torch.Tensor, F: int, T: int, retention: float) -> torch.Tensor:
+    """(F * T,) bool kept mask of one video, VidCom2 in float32 without loops."""
+    s = x.float()
+    var = s.var(dim=0, unbiased=False)
+    channels = torch.sort(var, stable=True).indices[: kept_channels(x.shape[1])]
+    s = s[:, channels]
+    s = (s / torch.linalg.vector_norm(s, dim=1, keepdim=True).clamp_min(1e-12)).view(F, T, -1)
+    sv = _gaussian(((s - s.mean(dim=(0, 1))) ** 2).sum(-1))
+    sf = _gaussian(((s - s.mean(dim=1, keepdim=True)) ** 2).sum(-1))
+    p = torch.softmax(-sv.mean(dim=1) / TEMPERATURE, dim=0)
+    k = torch.round(torch.clamp(retention * (1 + p - p.mean()), max=1.0) * T).clamp_min(1)
+    order = torch.sort(sv + sf, dim=1, stable=True).indices
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(T).expand(F, T))
+    return (rank < k[:, None]).flatten()
+
+
+def naive(x: torch.Tensor, frames, retention: float = 0.25, mask_fn=naive_mask) -> torch.Tensor:
+    return torch.cat([v[mask_fn(v, F, T, retention)] for v, F, T in _videos(x, frames)])
+
+
+def _scores_in_dtype(v: torch.Tensor, F: int, T: int):
+    """Per-frame lists of (sv, sf) in the input dtype, a Python loop over frames."""
+    var = v.var(dim=0, unbiased=False)
+    s = v[:, torch.topk(var, kept_channels(v.shape[1]), largest=False).indices]
+    s = torch.nn.functional.normalize(s, dim=-1)
+    g = s.mean(dim=0)
+    out = []
+    for f in range(F):
+        frame = s[f * T : (f + 1) * T]
+        out.append((_gaussian(((frame - g) ** 2).sum(-1)), _gaussian(((frame - frame.mean(0)) ** 2).sum(-1))))
+    return out
+
+
+def _scales(sv: list, retention: float) -> torch.Tensor:
+    p = torch.softmax(torch.stack([-x.float().mean() for x in sv]) / TEMPERATURE, dim=0)
+    return torch.clamp(retention * (1 + p - p.mean()), max=1.0)
+
+
+def released_shape(x: torch.Tensor, frames, retention: float = 0.25) -> torch.Tensor:
+    kept = []
+    for v, F, T in _videos(x, frames):
+        per_frame = _scores_in_dtype(v, F, T)
+        scale = _scales([sv for sv, _ in per_frame], retention)
+        for f, (sv, sf) in enumerate(per_frame):
+            k = max(1, int(torch.round(scale[f] * T).item()))  # a host read per frame
+            idx = torch.topk(sv + sf, k, largest=False).indices.sort().values
+            kept.append(v[f * T + idx])
+    return torch.cat(kept)
+
+
+def vllm_mask(v: torch.Tensor, F: int, T: int, retention: float) -> torch.Tensor:
+    """(F * T,) bool kept mask of one video with vLLM's exact count."""
+    per_frame = _scores_in_dtype(v, F, T)
+    budgets = torch.round(_scales([sv for sv, _ in per_frame], retention) * T).clamp_min(1).long().tolist()
+    scores = torch.cat([sv + sf for sv, sf in per_frame]).float()
+    mask = torch.zeros(F * T, dtype=torch.bool)
+    for f, k in enumerate(budgets):
+        mask[f * T + torch.topk(scores[f * T : (f + 1) * T], k, largest=False).indices] = True
+    target = max(F, min(int(F * T * retention), F * T))
+    surplus = int(mask.sum()) - target
+    if surplus > 0:  # drop the highest scores among the kept
+        mask[torch.topk(torch.where(mask, scores, -torch.inf), surplus).indices] = False
+    elif surplus < 0:  # add the lowest scores among the dropped
+        mask[torch.topk(torch.where(mask, torch.inf, scores), -surplus, largest=False).indices] = True
+    return mask
+
+
+def vllm_port(x: torch.Tensor, frames, retention: float = 0.25) -> torch.Tensor:
+    return torch.cat([v[vllm_mask(v, F, T, retention)] for v, F, T in _videos(x, frames)])

@@ -1,0 +1,175 @@
+"""Per-kernel traffic and grid of the Triton pipeline, on paper (no GPU needed).
+
+    python bench/kernel_traffic.py [--shapes llava-ov long ...] [--dtype bfloat16]
+                                   [--bandwidth-tbps 3.35] [--sms 132] [--launch-us 3]
+                                   [--results bench/RESULTS.md]
+
+The triton backend's own host code runs on CPU tensors with every kernel launch intercepted
+(recorded, not executed), so the grids are exactly the ones a GPU would get. For each launch:
+programs (the grid's size), bytes moved and an estimated time
+
+    launch_us + bytes / (bandwidth * min(1, programs / (2 * sms)))
+
+i.e. HBM-bound streaming that needs about two resident programs per SM to reach full bandwidth,
+plus a fixed launch cost (about 3 us from Python, about 1 us replayed in a CUDA graph). Bytes: every
+tensor argument counted once at its full size (the small per-layout tensors included), except
+``centre_partials_kernel``, which reads the features twice (its second sweep may hit L2), and
+``gather_rows_kernel``, which reads and writes only the kept rows. Serial work inside a program
+(the exact-mode reconcile's passes) is not in the model: its row says so.
+Calls: VidCom2 in budget mode (select_channels with validation, token_scores, frame_budgets,
+select_tokens, gather_rows), the exact-mode select_tokens, and DyCoke's similarity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections import OrderedDict
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from results_md import update_section  # noqa: E402
+from shapes import SHAPES  # noqa: E402
+from triton.runtime.jit import JITFunction  # noqa: E402
+
+from vidcom2_kernels.backends import triton_backend  # noqa: E402
+from vidcom2_kernels.dycoke import anchor_frames  # noqa: E402
+from vidcom2_kernels.layout import exact_targets, parse_frames  # noqa: E402
+
+DEFAULT_SHAPES = ("llava-ov", "qwen-batch8", "long")
+SERIAL = {"reconcile_kernel": "one program per video, ~11 passes over its scores"}
+
+
+class Recorder:
+    """Intercepts ``JITFunction.run``: records (kernel, grid, tensor bytes) instead of launching."""
+
+    def __init__(self):
+        self.launches = []
+
+    def __enter__(self):
+        self._run = JITFunction.run
+        recorder = self
+
+        def run(fn, *args, grid, warmup, **kwargs):
+            grid = grid(kwargs) if callable(grid) else grid
+            tensors = [a for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor)]
+            recorder.launches.append((fn.__name__, tuple(int(g) for g in grid), tensors))
+
+        JITFunction.run = run
+        return self
+
+    def __exit__(self, *exc):
+        JITFunction.run = self._run
+
+
+def launch_bytes(name: str, tensors: list, features: torch.Tensor, num_kept: int) -> int:
+    nbytes = lambda t: t.numel() * t.element_size()  # noqa: E731
+    total = sum(nbytes(t) for t in tensors)
+    if name == "centre_partials_kernel":
+        total += nbytes(features)
+    if name == "gather_rows_kernel":  # src and dst counted at full size above: keep the kept rows only
+        row = features.shape[1] * features.element_size()
+        total += 2 * num_kept * row - sum(nbytes(t) for t in tensors if t.dim() == 2)
+    return total
+
+
+def record(name: str, dtype: torch.dtype):
+    """{call: [(kernel, grid, bytes)]} of the triton backend's calls at shape ``name``."""
+    frames, C = SHAPES[name]
+    N = sum(f * t for f, t in frames)
+    x = torch.empty((N, C), dtype=dtype)  # never read: kernels are not run
+    layout = parse_frames(frames, N)
+    retention = np.full(layout.num_videos, 0.25)
+    targets = exact_targets(layout, retention)
+    num_kept = int(targets.sum())
+    keep = torch.zeros((layout.num_videos, C), dtype=torch.bool)
+    scores = torch.zeros(N)
+    budgets = torch.ones(layout.total_frames, dtype=torch.int64)
+    calls = OrderedDict(
+        [
+            ("select_channels", lambda: triton_backend.select_channels(x, layout, True)),
+            ("token_scores", lambda: triton_backend.token_scores(x, layout, keep)),
+            ("frame_budgets", lambda: triton_backend.frame_budgets(torch.zeros(layout.total_frames), layout, retention)),
+            ("select_tokens", lambda: triton_backend.select_tokens(scores, layout, budgets, None, num_kept)),
+            ("select_tokens exact", lambda: triton_backend.select_tokens(scores, layout, budgets, targets, num_kept)),
+            ("gather_rows", lambda: triton_backend.gather_rows(torch.zeros(num_kept, dtype=torch.int64), [x])),
+            ("dycoke_similarity", lambda: triton_backend.dycoke_similarity(x, layout, anchor_frames(layout), True)),
+        ]
+    )
+    out = OrderedDict()
+    for call, fn in calls.items():
+        with Recorder() as r:
+            fn()
+        out[call] = [(k, g, launch_bytes(k, t, x, num_kept)) for k, g, t in r.launches]
+    return out, x
+
+
+def estimate_us(nbytes: int, programs: int, args) -> float:
+    fill = min(1.0, programs / (2 * args.sms))
+    return args.launch_us + nbytes / (args.bandwidth_tbps * 1e12 * fill) * 1e6
+
+
+def table(name: str, dtype: torch.dtype, args) -> list[str]:
+    calls, x = record(name, dtype)
+    frames, C = SHAPES[name]
+    shape = " + ".join(f"{f}x{t}" for f, t in frames) + f" x {C}"
+    floor_us = 2 * x.numel() * x.element_size() / (args.bandwidth_tbps * 1e12) * 1e6
+    lines = [
+        f"#### {name} ({shape}, {str(dtype).replace('torch.', '')}); features {x.numel() * x.element_size() / 1e6:.1f} MB, "
+        f"one read {floor_us / 2:.1f} us at {args.bandwidth_tbps} TB/s",
+        "",
+        "| call | kernel | grid | programs | programs / SM | MB moved | est. us |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    totals = {}
+    for call, launches in calls.items():
+        for kernel, grid, nbytes in launches:
+            programs = math.prod(grid)
+            us = estimate_us(nbytes, programs, args)
+            totals[call] = totals.get(call, 0.0) + us
+            note = f" ({SERIAL[kernel]})" if kernel in SERIAL else ""
+            lines.append(
+                f"| {call} | {kernel}{note} | {grid} | {programs} | {programs / args.sms:.1f} "
+                f"| {nbytes / 1e6:.2f} | {us:.1f} |"
+            )
+    budget = sum(totals[c] for c in ("select_channels", "token_scores", "frame_budgets", "select_tokens", "gather_rows"))
+    exact = budget - totals["select_tokens"] + totals["select_tokens exact"]
+    gather = 2 * int(sum(f * t for f, t in frames) * 0.25) * C * x.element_size()
+    floor = (3 * x.numel() * x.element_size() + gather) / (args.bandwidth_tbps * 1e12) * 1e6
+    lines += [
+        "",
+        f"VidCom2 estimate: {budget:.1f} us in budget mode, {exact:.1f} us in exact mode; the algorithm's "
+        f"floor (three reads of the features and the gather, no launch cost) {floor:.1f} us.",
+        "",
+    ]
+    return lines
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shapes", nargs="+", default=list(DEFAULT_SHAPES))
+    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    ap.add_argument("--bandwidth-tbps", type=float, default=3.35, help="HBM bandwidth (H100 SXM: 3.35)")
+    ap.add_argument("--sms", type=int, default=132, help="streaming multiprocessors (H100 SXM: 132)")
+    ap.add_argument("--launch-us", type=float, default=3.0)
+    ap.add_argument("--results", default=None, help="write the tables into this RESULTS.md")
+    args = ap.parse_args(argv)
+    lines = [
+        f"### Triton kernels on paper: {args.sms} SMs, {args.bandwidth_tbps} TB/s, {args.launch_us} us a launch: "
+        f"`python bench/kernel_traffic.py`",
+        "",
+    ]
+    for name in args.shapes:
+        lines += table(name, getattr(torch, args.dtype), args)
+    print("\n".join(lines))
+    if args.results:
+        update_section(args.results, "kernel_traffic", lines)
+
+
+if __name__ == "__main__":
+    main()
