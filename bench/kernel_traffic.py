@@ -94,7 +94,10 @@ def record(name: str, dtype: torch.dtype):
         [
             ("select_channels", lambda: triton_backend.select_channels(x, layout, True)),
             ("token_scores", lambda: triton_backend.token_scores(x, layout, keep)),
-            ("frame_budgets", lambda: triton_backend.frame_budgets(torch.zeros(layout.total_frames), layout, retention)),
+            (
+                "frame_budgets",
+                lambda: triton_backend.frame_budgets(torch.zeros(layout.total_frames), layout, retention),
+            ),
             ("select_tokens", lambda: triton_backend.select_tokens(scores, layout, budgets, None, num_kept)),
             ("select_tokens exact", lambda: triton_backend.select_tokens(scores, layout, budgets, targets, num_kept)),
             ("gather_rows", lambda: triton_backend.gather_rows(torch.zeros(num_kept, dtype=torch.int64), [x])),
@@ -137,7 +140,9 @@ def table(name: str, dtype: torch.dtype, args) -> list[str]:
                 f"| {call} | {kernel}{note} | {grid} | {programs} | {programs / args.sms:.1f} "
                 f"| {nbytes / 1e6:.2f} | {us:.1f} |"
             )
-    budget = sum(totals[c] for c in ("select_channels", "token_scores", "frame_budgets", "select_tokens", "gather_rows"))
+    budget = sum(
+        totals[c] for c in ("select_channels", "token_scores", "frame_budgets", "select_tokens", "gather_rows")
+    )
     exact = budget - totals["select_tokens"] + totals["select_tokens exact"]
     gather = 2 * int(sum(f * t for f, t in frames) * 0.25) * C * x.element_size()
     floor = (3 * x.numel() * x.element_size() + gather) / (args.bandwidth_tbps * 1e12) * 1e6
