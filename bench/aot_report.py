@@ -127,8 +127,17 @@ def _variants(layout: VideoLayout, C: int):
                 {**cfg, **flags},
                 w,
             )
+    w, cfg = split(frame_budgets.frame_budgets_config(layout))
+    yield select_tokens.reconcile_init_kernel, "", {"hist_ptr": "*i32"}, cfg, w
     w, cfg = split(select_tokens.reconcile_config(layout))
-    yield select_tokens.reconcile_kernel, "", {"score_ptr": "*fp32"}, cfg, w
+    for on_rows in (False, True):
+        count = {"score_ptr": "*fp32", "hist_ptr": "*i32"}
+        yield select_tokens.reconcile_count_kernel, f"rows={int(on_rows)}", count, {**cfg, "ON_ROWS": on_rows}, w
+        for last in (False, True):
+            flags = {"ON_ROWS": on_rows, "LAST": last}
+            label = f"rows={int(on_rows)} last={int(last)}"
+            yield select_tokens.reconcile_narrow_kernel, label, {"hist_ptr": "*i32"}, flags, 4
+    yield select_tokens.reconcile_frames_kernel, "", {"score_ptr": "*fp32"}, cfg, w
     for dt in ("bf16", "fp16"):  # decode-time attention row, head dim 128 (Qwen2-VL-7B, LLaVA-OV-7B)
         w, cfg = split(attention_row.row_config(128))
         types = {

@@ -9,6 +9,11 @@ of the features plus the gather's read and write, over the time), that floor ove
 measured copy bandwidth, peak extra memory, and host reads per call. Writes a CSV with the device
 name and a summary table into ``bench/RESULTS.md`` (between markers, replacing an older one for the
 same device). ``--device cpu`` runs a tiny smoke version anywhere (no numbers worth keeping).
+
+CUDA graphs: the exact, no-validation path makes no host read and has static shapes, so it can be
+captured once and replayed (:func:`capture_exact`); the row "triton exact, CUDA graph" times the
+replay (copying each new input into the captured buffer) after checking that a replay on a fresh
+input returns what an eager call returns.
 """
 
 from __future__ import annotations
@@ -87,6 +92,42 @@ def methods(frames):
     }
 
 
+def capture_exact(frames, example: torch.Tensor):
+    """``compress(exact=True, validate=False)`` on ``example``'s shape captured in a CUDA graph.
+    Returns ``replay(x) -> Compression`` (x is copied into the captured input; the result's
+    tensors are the graph's static outputs, overwritten by the next replay)."""
+
+    def call(x):
+        return vk.compress(x, frames, 0.25, backend="triton", exact=True, validate=False)
+
+    static_x = example.clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up off the capture: compiles kernels, fills the layout caches
+        for _ in range(3):
+            call(static_x)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = call(static_x)
+
+    def replay(x):
+        static_x.copy_(x)
+        graph.replay()
+        return static_out
+
+    return replay
+
+
+def check_replay(replay, frames, x: torch.Tensor) -> None:
+    """A replay on a fresh input returns the eager call's tokens."""
+    eager = vk.compress(x, frames, 0.25, backend="triton", exact=True, validate=False)
+    got = replay(x)
+    torch.cuda.synchronize()
+    if not (torch.equal(got.indices, eager.indices) and torch.equal(got.features, eager.features)):
+        raise AssertionError("CUDA graph replay differs from the eager call")
+
+
 def run(shapes, device, dtype, repeats, copies):
     bw = copy_bandwidth(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -98,7 +139,12 @@ def run(shapes, device, dtype, repeats, copies):
         K = int(vk.compress(inputs[0], frames, 0.25, backend="torch").counts.sum())
         elt = inputs[0].element_size()
         floor_bytes = N * C * elt + 2 * K * C * elt
-        for method, fn in methods(frames).items():
+        cases = methods(frames)
+        if device.type == "cuda":
+            replay = capture_exact(frames, inputs[0])
+            check_replay(replay, frames, inputs[-1])
+            cases["triton exact, CUDA graph"] = replay
+        for method, fn in cases.items():
             if "triton" in method and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
                 continue
             try:

@@ -14,8 +14,9 @@ i.e. HBM-bound streaming that needs about two resident programs per SM to reach 
 plus a fixed launch cost (about 3 us from Python, about 1 us replayed in a CUDA graph). Bytes: every
 tensor argument counted once at its full size (the small per-layout tensors included), except
 ``centre_partials_kernel``, which reads the features twice (its second sweep may hit L2), and
-``gather_rows_kernel``, which reads and writes only the kept rows. Serial work inside a program
-(the exact-mode reconcile's passes) is not in the model: its row says so.
+``gather_rows_kernel``, which reads and writes only the kept rows. Serial loops inside a program
+are not in the model (the per-video and per-frame loops of the small kernels: their launch cost
+dominates).
 Calls: VidCom2 in budget mode (select_channels with validation, token_scores, frame_budgets,
 select_tokens, gather_rows), the exact-mode select_tokens, and DyCoke's similarity.
 """
@@ -42,7 +43,6 @@ from vidcom2_kernels.dycoke import anchor_frames  # noqa: E402
 from vidcom2_kernels.layout import exact_targets, parse_frames  # noqa: E402
 
 DEFAULT_SHAPES = ("llava-ov", "qwen-batch8", "long")
-SERIAL = {"reconcile_kernel": "one program per video, ~11 passes over its scores"}
 
 
 class Recorder:
@@ -135,9 +135,8 @@ def table(name: str, dtype: torch.dtype, args) -> list[str]:
             programs = math.prod(grid)
             us = estimate_us(nbytes, programs, args)
             totals[call] = totals.get(call, 0.0) + us
-            note = f" ({SERIAL[kernel]})" if kernel in SERIAL else ""
             lines.append(
-                f"| {call} | {kernel}{note} | {grid} | {programs} | {programs / args.sms:.1f} "
+                f"| {call} | {kernel} | {grid} | {programs} | {programs / args.sms:.1f} "
                 f"| {nbytes / 1e6:.2f} | {us:.1f} |"
             )
     budget = sum(

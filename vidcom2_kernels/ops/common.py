@@ -69,7 +69,7 @@ class DeviceLayout:
 
     Per video (V): ``num_frames``, ``tokens_per_frame``, ``row_start`` (V+1), ``frame_start``
     (V+1), ``targets``, ``out_start`` (V+1, exact mode), ``retention`` (float64).
-    Per frame (F): ``frame_row_start`` (F+1), ``frame_unit_start`` (F+1).
+    Per frame (F): ``frame_row_start`` (F+1), ``frame_unit_start`` (F+1), ``frame_video``.
     Per row unit (U): ``unit_row_start``, ``unit_rows``, ``unit_video``, ``unit_frame``.
     Per row split (S, the channel variance's): ``split_row_start`` (S+1), ``split_video``; per
     video ``video_split_start`` (V+1).
@@ -87,6 +87,7 @@ class DeviceLayout:
     retention: torch.Tensor
     frame_row_start: torch.Tensor
     frame_unit_start: torch.Tensor
+    frame_video: torch.Tensor
     unit_row_start: torch.Tensor
     unit_rows: torch.Tensor
     unit_video: torch.Tensor
@@ -148,6 +149,7 @@ def device_layout(layout: VideoLayout, device: torch.device, retention=None, tar
         "retention": retention.view(np.int64),
         "frame_row_start": layout.frame_row_start,
         "frame_unit_start": frame_unit_start,
+        "frame_video": layout.frame_video,
         "unit_row_start": unit_row_start,
         "unit_rows": unit_rows,
         "unit_video": layout.frame_video[unit_frame],

@@ -16,8 +16,15 @@ Kernels
 -------
 ``frame_select_kernel``  grid (F,): threshold of the frame's ``budget`` smallest keys
     (FIND_THRESHOLD) and/or the ordered compaction of the rows under it (COMPACT).
-``reconcile_kernel``  grid (V,): exact-mode video threshold, final frame thresholds, budgets and
-    output offsets (the video's output start is known on the host).
+Exact mode, the k-th smallest key of each video found by all the row splits together:
+``reconcile_init_kernel``  grid (V,): the side (drop or add) and rank k of each video's search.
+``reconcile_count_kernel``  grid (S,) row splits, one launch per search pass: each split's
+    histogram of candidate keys over the pivots of its video's current range, added into the
+    video's histogram (integer atomics: deterministic).
+``reconcile_narrow_kernel``  grid (V,): narrows the range to the part holding the k-th key
+    (4 passes over score bits, then 1-2 over rows: a count the host knows, so no host read).
+``reconcile_frames_kernel``  grid (F,): each frame's final threshold and budget; the output offsets
+    follow from the budgets (``budget_offsets``).
 Whatever the scores (NaN included), a frame never writes more rows than its slot holds.
 """
 
@@ -29,11 +36,20 @@ import triton.language as tl
 
 from ..buffers import new_output
 from .common import DeviceLayout, key_at_most, order_key
+from .frame_budgets import budget_offsets, frame_budgets_config
 
 INT32_MAX = tl.constexpr(2147483647)
 INT32_MIN = tl.constexpr(-2147483648)
 NO_BITS = tl.constexpr(-2147483649)  # below every key: "keep nothing"
 PIVOTS = tl.constexpr(8)  # pivots a pass of the k-th key search counts at once
+# the exact-mode reconcile's search, spread over the row splits: a pass histograms every candidate
+# key over SEARCH_PIVOTS pivots (bins: below all, one per pivot, ABOVE), so it narrows the range
+# SEARCH_PIVOTS + 1 times: 4 passes find the score bits, 1-2 more the row
+NUM_BINS = tl.constexpr(512)
+SEARCH_PIVOTS = tl.constexpr(510)
+ABOVE = tl.constexpr(511)
+# rows of the (6, V) int64 search state
+ACTIVE, SIDE, RANK, LO, HI, BITS_K = (tl.constexpr(i) for i in range(6))
 
 
 @triton.jit
@@ -327,25 +343,13 @@ def frame_select_kernel(
 
 
 @triton.jit
-def reconcile_kernel(
-    score_ptr,
-    budget_ptr,
-    theta_bits_ptr,
-    theta_row_ptr,
-    final_budget_ptr,
-    offset_ptr,
-    row_start_ptr,
-    frame_start_ptr,
-    tokens_per_frame_ptr,
-    target_ptr,
-    out_start_ptr,
-    frame_row_start_ptr,
-    BLOCK: tl.constexpr,
-    BLOCK_F: tl.constexpr,
+def reconcile_init_kernel(
+    budget_ptr, state_ptr, hist_ptr, frame_start_ptr, tokens_per_frame_ptr, target_ptr, V, BLOCK_F: tl.constexpr
 ):
+    """Per video: the kept total of the frame budgets against the target decides the side (drop:
+    keep the ``target`` smallest kept keys; add: the ``target - total`` smallest others join), and
+    the search starts over every score key."""
     i_v = tl.program_id(0)
-    row0 = tl.load(row_start_ptr + i_v)
-    row1 = tl.load(row_start_ptr + i_v + 1)
     f0 = tl.load(frame_start_ptr + i_v)
     f1 = tl.load(frame_start_ptr + i_v + 1)
     T = tl.load(tokens_per_frame_ptr + i_v)
@@ -353,44 +357,147 @@ def reconcile_kernel(
     kept = tl.zeros([BLOCK_F], dtype=tl.int64)
     for s in range(f0, f1, BLOCK_F):
         o_f = s + tl.arange(0, BLOCK_F)
-        b = tl.load(budget_ptr + o_f, mask=o_f < f1, other=0)
-        kept += tl.minimum(tl.maximum(b, 0), T)
+        kept += tl.minimum(tl.maximum(tl.load(budget_ptr + o_f, mask=o_f < f1, other=0), 0), T)
     total = tl.sum(kept, axis=0)
     drop = total > target
-    add = total < target
-    tau_bits = row0 * 0 + NO_BITS
-    tau_row = row0 * 0 - 1
-    if drop | add:
-        # drop: keep the `target` smallest of the kept keys; add: the `target - total` smallest of
-        # the keys not kept join them. One search, its side chosen at run time (one inlined copy).
-        tau_bits, tau_row = kth_smallest_key(
-            score_ptr,
-            theta_bits_ptr,
-            theta_row_ptr,
-            row0,
-            row1,
-            f0,
-            T,
-            tl.where(drop, target, target - total),
-            drop,
-            1,
-            BLOCK,
-        )
-    written = tl.load(out_start_ptr + i_v)
-    for f in range(f0, f1):
-        t_bits = tl.load(theta_bits_ptr + f)
-        t_row = tl.load(theta_row_ptr + f)
-        tau_first = key_at_most(tau_bits, tau_row, t_bits, t_row)
-        use_tau = (drop & tau_first) | (add & ~tau_first)
-        t_bits = tl.where(use_tau, tau_bits, t_bits)
-        t_row = tl.where(use_tau, tau_row, t_row)
-        tl.store(theta_bits_ptr + f, t_bits)
-        tl.store(theta_row_ptr + f, t_row)
-        fr0 = tl.load(frame_row_start_ptr + f)
-        n = count_at_most(score_ptr, theta_bits_ptr, theta_row_ptr, fr0, fr0 + T, f, T, t_bits, t_row, True, 0, BLOCK)
-        tl.store(final_budget_ptr + f, n.to(tl.int64))
-        tl.store(offset_ptr + f, written)
-        written += n
+    tl.store(state_ptr + ACTIVE * V + i_v, ((total != target) & (f1 > f0)).to(tl.int64))
+    tl.store(state_ptr + SIDE * V + i_v, drop.to(tl.int64))
+    tl.store(state_ptr + RANK * V + i_v, tl.where(drop, target, target - total))
+    tl.store(state_ptr + LO * V + i_v, total * 0 + INT32_MIN)
+    tl.store(state_ptr + HI * V + i_v, total * 0 + INT32_MAX)
+    tl.store(state_ptr + BITS_K * V + i_v, total * 0 + INT32_MAX)
+    tl.store(hist_ptr + i_v.to(tl.int64) * NUM_BINS + tl.arange(0, NUM_BINS), tl.zeros([NUM_BINS], dtype=tl.int32))
+
+
+@triton.jit
+def search_bin(x, lo, hi):
+    """Histogram bin of key values ``x`` for the pivots ``min(lo + step * (i + 1) - 1, hi)``,
+    i < SEARCH_PIVOTS: 0 below ``lo`` (under every pivot), i + 1 when the first pivot at or
+    above x is the i-th, ABOVE when none is."""
+    step = (hi - lo + SEARCH_PIVOTS + 1) // (SEARCH_PIVOTS + 1)  # ceil(size / (pivots + 1))
+    j = (x - lo) // step
+    return tl.where(x < lo, 0, tl.where(x > hi, ABOVE, tl.minimum(j + 1, ABOVE))).to(tl.int32)
+
+
+@triton.jit
+def reconcile_count_kernel(
+    score_ptr,
+    theta_bits_ptr,
+    theta_row_ptr,
+    state_ptr,
+    hist_ptr,
+    split_row_start_ptr,
+    split_video_ptr,
+    row_start_ptr,
+    frame_start_ptr,
+    tokens_per_frame_ptr,
+    V,
+    ON_ROWS: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """One search pass over a row split: the histogram of its candidates' keys over the pivots of
+    its video's current range (score bits; with ``ON_ROWS``, rows among the keys of the found bits),
+    added into the video's histogram (integer atomics: the sum is the same in any order)."""
+    i_s = tl.program_id(0)
+    i_v = tl.load(split_video_ptr + i_s)
+    r0 = tl.load(split_row_start_ptr + i_s)
+    r1 = tl.load(split_row_start_ptr + i_s + 1)
+    lo = tl.load(state_ptr + LO * V + i_v)
+    hi = tl.load(state_ptr + HI * V + i_v)
+    bits_k = tl.load(state_ptr + BITS_K * V + i_v)
+    searching = (tl.load(state_ptr + ACTIVE * V + i_v) != 0) & (lo < hi)
+    kept_side = tl.load(state_ptr + SIDE * V + i_v) != 0
+    row0 = tl.load(row_start_ptr + i_v)
+    frame0 = tl.load(frame_start_ptr + i_v)
+    T = tl.load(tokens_per_frame_ptr + i_v)
+    hist = tl.zeros([NUM_BINS], dtype=tl.int32)
+    end = tl.where(searching, r1, r0)  # nothing to count: no row is read
+    for start in range(r0, end, BLOCK):
+        o = start + tl.arange(0, BLOCK)
+        m = o < end
+        bits = order_key(tl.load(score_ptr + o, mask=m, other=0.0)).to(tl.int64)
+        cand = is_candidate(bits, o, theta_bits_ptr, theta_row_ptr, row0, frame0, T, m, kept_side, 1)
+        if ON_ROWS:  # keys (bits_k, row) against row pivots; other bits are below or above all
+            b = tl.where(bits < bits_k, 0, tl.where(bits > bits_k, ABOVE, search_bin(o, lo, hi)))
+        else:
+            b = search_bin(bits, lo, hi)
+        hist += tl.histogram(tl.where(cand, b, ABOVE), NUM_BINS)  # ABOVE: counted by no pivot
+    bins = tl.arange(0, NUM_BINS)
+    tl.atomic_add(hist_ptr + i_v * NUM_BINS + bins, hist, mask=bins < tl.where(searching, NUM_BINS, 0), sem="relaxed")
+
+
+@triton.jit
+def reconcile_narrow_kernel(state_ptr, hist_ptr, row_start_ptr, V, ON_ROWS: tl.constexpr, LAST: tl.constexpr):
+    """Narrows a video's range to the part holding the k-th key, from its histogram (then zeroed
+    for the next pass). After the last pass over score bits (``LAST``), the bits are found and
+    the search moves on to the rows carrying them."""
+    i_v = tl.program_id(0)
+    lo = tl.load(state_ptr + LO * V + i_v)
+    hi = tl.load(state_ptr + HI * V + i_v)
+    k = tl.load(state_ptr + RANK * V + i_v)
+    p_hist = hist_ptr + i_v.to(tl.int64) * NUM_BINS + tl.arange(0, NUM_BINS)
+    hist = tl.load(p_hist).to(tl.int64)
+    tl.store(p_hist, tl.zeros([NUM_BINS], dtype=tl.int32))
+    counts = tl.cumsum(hist, axis=0)  # counts[i + 1]: keys at most pivot i
+    j = tl.arange(0, NUM_BINS)
+    first = tl.sum(((j >= 1) & (j <= SEARCH_PIVOTS) & (counts < k)).to(tl.int64), axis=0)
+    step = (hi - lo + SEARCH_PIVOTS + 1) // (SEARCH_PIVOTS + 1)
+    new_lo = tl.where(first == 0, lo, tl.minimum(lo + step * first - 1, hi) + 1)
+    new_hi = tl.where(first == SEARCH_PIVOTS, hi, tl.minimum(lo + step * (first + 1) - 1, hi))
+    new_lo = tl.minimum(new_lo, hi)
+    searching = (tl.load(state_ptr + ACTIVE * V + i_v) != 0) & (lo < hi)
+    lo = tl.where(searching, new_lo, lo)
+    hi = tl.where(searching, new_hi, hi)
+    if LAST and not ON_ROWS:  # the score bits are found: search the rows with those bits
+        tl.store(state_ptr + BITS_K * V + i_v, lo)
+        lo = tl.load(row_start_ptr + i_v)
+        hi = tl.load(row_start_ptr + i_v + 1) - 1
+    tl.store(state_ptr + LO * V + i_v, lo)
+    tl.store(state_ptr + HI * V + i_v, hi)
+
+
+@triton.jit
+def reconcile_frames_kernel(
+    score_ptr,
+    theta_bits_ptr,
+    theta_row_ptr,
+    state_ptr,
+    final_budget_ptr,
+    frame_row_start_ptr,
+    frame_video_ptr,
+    V,
+    BLOCK: tl.constexpr,
+):
+    """Per frame: the video threshold tau = (bits_k, row_k) replaces the frame's own when it is
+    lower (drop) or higher (add); the frame's final budget is the count of its keys under it."""
+    f = tl.program_id(0)
+    i_v = tl.load(frame_video_ptr + f)
+    active = tl.load(state_ptr + ACTIVE * V + i_v) != 0
+    drop = active & (tl.load(state_ptr + SIDE * V + i_v) != 0)
+    add = active & ~drop
+    tau_bits = tl.load(state_ptr + BITS_K * V + i_v)
+    tau_row = tl.load(state_ptr + LO * V + i_v)
+    t_bits = tl.load(theta_bits_ptr + f)
+    t_row = tl.load(theta_row_ptr + f)
+    tau_first = key_at_most(tau_bits, tau_row, t_bits, t_row)
+    use_tau = (drop & tau_first) | (add & ~tau_first)
+    t_bits = tl.where(use_tau, tau_bits, t_bits)
+    t_row = tl.where(use_tau, tau_row, t_row)
+    tl.store(theta_bits_ptr + f, t_bits)
+    tl.store(theta_row_ptr + f, t_row)
+    fr0 = tl.load(frame_row_start_ptr + f)
+    fr1 = tl.load(frame_row_start_ptr + f + 1)
+    n = count_at_most(score_ptr, theta_bits_ptr, theta_row_ptr, fr0, fr1, f, fr1 - fr0, t_bits, t_row, True, 0, BLOCK)
+    tl.store(final_budget_ptr + f, n.to(tl.int64))
+
+
+def search_passes(size: int) -> int:
+    """Passes that narrow a range of ``size`` values to one (each keeps 1 / (SEARCH_PIVOTS + 1))."""
+    passes = 0
+    while size > 1:
+        size = -(-size // (SEARCH_PIVOTS + 1))
+        passes += 1
+    return passes
 
 
 def frame_block(layout) -> int:
@@ -404,12 +511,7 @@ def select_config(layout) -> dict:
 
 
 def reconcile_config(layout) -> dict:
-    return {
-        # one program per video; wider configurations spill (int64 keys), under triton 3.6 too
-        "BLOCK": 256,
-        "BLOCK_F": max(16, min(1024, triton.next_power_of_2(int(layout.num_frames.max())))),
-        "num_warps": 2,
-    }
+    return {"BLOCK": 256, "num_warps": 4}
 
 
 def frame_select(scores, budgets, offsets, meta: DeviceLayout, num_kept: int):
@@ -443,13 +545,12 @@ def frame_select_reconcile(scores, budgets, meta: DeviceLayout, num_kept: int):
     indices = new_output(num_kept, torch.int64, dev)
     mask = new_output(layout.num_tokens, torch.bool, dev)
     final_budgets = new_output(F, torch.int64, dev)
-    offsets = new_output(F, torch.int64, dev)
     theta = new_output((2, F), torch.int64, dev)
     cfg = select_config(layout)
     frame_select_kernel[(F,)](
         scores,
         budgets,
-        offsets,
+        final_budgets,  # offsets: not read without COMPACT
         theta[0],
         theta[1],
         indices,
@@ -459,21 +560,43 @@ def frame_select_reconcile(scores, budgets, meta: DeviceLayout, num_kept: int):
         COMPACT=False,
         **cfg,
     )
-    reconcile_kernel[(layout.num_videos,)](
-        scores,
+    V, cfg_r = layout.num_videos, reconcile_config(layout)
+    state = new_output((6, V), torch.int64, dev)
+    hist = new_output((V, int(NUM_BINS)), torch.int32, dev)  # zeroed by the init kernel
+    reconcile_init_kernel[(V,)](
         budgets,
-        theta[0],
-        theta[1],
-        final_budgets,
-        offsets,
-        meta.row_start,
+        state,
+        hist,
         meta.frame_start,
         meta.tokens_per_frame,
         meta.targets,
-        meta.out_start,
-        meta.frame_row_start,
-        **reconcile_config(layout),
+        V,
+        **frame_budgets_config(layout),  # a loop over each video's frames, as there
     )
+    bits_passes = search_passes(2**32)
+    row_passes = search_passes(int(layout.tokens_per_video.max()))
+    for on_rows, passes in ((False, bits_passes), (True, row_passes)):
+        for p in range(passes):
+            reconcile_count_kernel[(meta.num_splits,)](
+                scores,
+                theta[0],
+                theta[1],
+                state,
+                hist,
+                meta.split_row_start,
+                meta.split_video,
+                meta.row_start,
+                meta.frame_start,
+                meta.tokens_per_frame,
+                V,
+                ON_ROWS=on_rows,
+                **cfg_r,
+            )
+            reconcile_narrow_kernel[(V,)](state, hist, meta.row_start, V, ON_ROWS=on_rows, LAST=p == passes - 1)
+    reconcile_frames_kernel[(F,)](
+        scores, theta[0], theta[1], state, final_budgets, meta.frame_row_start, meta.frame_video, V, **cfg_r
+    )
+    final_budgets, offsets, _ = budget_offsets(final_budgets, meta)
     frame_select_kernel[(F,)](
         scores,
         final_budgets,
