@@ -110,22 +110,33 @@ def run_case(name: str, dtype: torch.dtype, impls: dict, rounds: int) -> dict:
 
 
 CHILD = r"""
-import json, resource, sys
+import json, sys
 sys.path[:0] = sys.argv[1:3]
 import torch, bench_baselines as b
 from shapes import features
 name, dtype, impl = sys.argv[3], getattr(torch, sys.argv[4]), sys.argv[5]
 x = features(name, dtype)
 frames = b.SHAPES[name][0]
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 fn = b.implementations(False)[impl]
+before = b.rss_mb("VmRSS")
+open("/proc/self/clear_refs", "w").write("5")  # resets the peak (VmHWM) to the current RSS
 fn(x, frames, b.RETENTION); fn(x, frames, b.RETENTION)
-print(json.dumps((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024))
+print(json.dumps(b.rss_mb("VmHWM") - before))
 """
 
 
+def rss_mb(key: str) -> float:
+    """``VmRSS`` (resident now) or ``VmHWM`` (peak) of this process, MB, from /proc."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    raise KeyError(key)
+
+
 def peak_rss_mb(name: str, dtype: str, impl: str) -> float:
-    """Peak resident memory above the input, MB, of two calls in a fresh process."""
+    """Peak resident memory above what the process held before two calls (the input, torch), MB,
+    in a fresh process (Linux: the peak is reset through /proc/self/clear_refs)."""
     here = os.path.dirname(os.path.abspath(__file__))
     out = subprocess.run(
         [sys.executable, "-c", CHILD, here, os.path.dirname(here), name, dtype, impl],

@@ -28,6 +28,7 @@ LAYERS = [
         "ops.select_channels",
         "ops.select_tokens",
         "ops.token_scores",
+        "cpu",
     },
     {"backends.contract", "backends.reference", "backends.torch_backend", "backends.triton_backend", "backends"},
     {"pipeline"},

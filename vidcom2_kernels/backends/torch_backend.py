@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from .. import cpu
 from ..buffers import new_output, to_device
 from ..constants import COSINE_EPS, GAUSSIAN_BANDWIDTHS, MAX_ABS, NORM_EPS, TEMPERATURE, kept_channels
 from ..layout import VideoLayout
@@ -147,36 +148,51 @@ def out_of_range(x: torch.Tensor) -> torch.Tensor:
     return ~((hi < MAX_ABS) & (lo > -MAX_ABS))
 
 
-def channel_variance(features: torch.Tensor, layout: VideoLayout, validate: bool = False) -> tuple:
-    """(V, C) float32 biased variance of every channel over each video, and with ``validate``
-    (V,) bool, the video holds a value out of range (:func:`out_of_range`, one more read of each
-    chunk while it is in cache), else None.
+def video_m2(features: torch.Tensor, layout: VideoLayout, v: int, validate: bool) -> tuple:
+    """(C,) float64 sum of squared deviations from the mean of every channel over video v, and a
+    0-d bool (the video holds a value out of range; None unless ``validate``).
 
-    One read of the features: each chunk, shifted by the video's first-frame mean (so a large
-    common offset cannot cancel digits), goes through torch's fused per-channel mean/variance
-    (``batch_norm_update_stats``, Welford in float32); chunks merge exactly in float64 (Chan et al.)."""
-    C = features.shape[1]
+    The rows are shifted by the video's first-frame mean (so a large common offset cannot cancel
+    digits). Native CPU kernels: one fused read, float64 sums. Otherwise one read in chunks, each
+    through torch's fused per-channel mean/variance (``batch_norm_update_stats``, float32), the
+    chunks merged exactly in float64 (Chan et al.), :func:`out_of_range` on each chunk."""
+    T, row0, row1 = int(layout.tokens_per_frame[v]), int(layout.row_start[v]), int(layout.row_start[v + 1])
+    n = row1 - row0
+    shift = features[row0 : row0 + T].float().mean(dim=0)
+    if cpu.usable(features):
+        total, total_sq, bad = cpu.channel_moments(features[row0:row1], shift, float(MAX_ABS))
+        return total_sq - total.square() / n, bad if validate else None
+    count = mean = m2 = 0
+    flags = []
+    for _, x in _video_chunks(features, layout, v):
+        if x.dtype == torch.float32:  # the shift is the copy
+            d = torch.sub(x, shift, out=_scratch("shifted", tuple(x.shape), x.device))
+        else:
+            d = as_float32(x, "shifted", copy=True).sub_(shift)
+        c_mean, c_var = torch.batch_norm_update_stats(d, None, None, 1.0)
+        c_n, c_mean, c_m2 = x.shape[0], c_mean.double(), c_var.double() * x.shape[0]
+        delta = c_mean - mean
+        m2 = m2 + c_m2 + delta.square() * (count * c_n / (count + c_n))
+        mean = mean + delta * (c_n / (count + c_n))
+        count += c_n
+        if validate:
+            flags.append(out_of_range(x))
+    return m2, torch.stack(flags).any() if validate else None
+
+
+def channel_variance(features: torch.Tensor, layout: VideoLayout, validate: bool = False) -> tuple:
+    """(V, C) float32 biased variance of every channel over each video (:func:`video_m2`),
+    and with ``validate`` (V,) bool, the video holds a value out of range, else None."""
     out, bad = [], []
     for v in range(layout.num_videos):
-        T, row0 = int(layout.tokens_per_frame[v]), int(layout.row_start[v])
-        shift = features[row0 : row0 + T].float().mean(dim=0)
-        n = mean = m2 = 0
-        flags = []
-        for _, x in _video_chunks(features, layout, v):
-            if x.dtype == torch.float32:  # the shift is the copy
-                d = torch.sub(x, shift, out=_scratch("shifted", tuple(x.shape), x.device))
-            else:
-                d = as_float32(x, "shifted", copy=True).sub_(shift)
-            c_mean, c_var = torch.batch_norm_update_stats(d, None, None, 1.0)
-            c_n, c_mean, c_m2 = x.shape[0], c_mean.double(), c_var.double() * x.shape[0]
-            delta = c_mean - mean
-            m2 = m2 + c_m2 + delta.square() * (n * c_n / (n + c_n))
-            mean = mean + delta * (c_n / (n + c_n))
-            n += c_n
-            if validate:
-                flags.append(out_of_range(x))
-        out.append((m2 / n).float() if n else torch.zeros(C, device=features.device))
-        bad.append(torch.stack(flags).any() if validate else None)
+        n = int(layout.tokens_per_video[v])
+        if n == 0:
+            out.append(torch.zeros(features.shape[1], device=features.device))
+            bad.append(torch.zeros((), dtype=torch.bool, device=features.device))
+            continue
+        m2, flag = video_m2(features, layout, v, validate)
+        out.append((m2 / n).float())
+        bad.append(flag)
     return torch.stack(out), torch.stack(bad) if validate else None
 
 
@@ -207,41 +223,60 @@ def gaussian_similarity(dist2: torch.Tensor) -> torch.Tensor:
     return total
 
 
-def token_scores(features: torch.Tensor, layout: VideoLayout, keep: torch.Tensor):
-    """Scores (N,) and uniqueness (F,). Per video two reads, each chunk masked to the kept
-    channels and converted to float32 once (:func:`masked_float32`), all products through BLAS:
+def norms_and_frame_sums(features: torch.Tensor, layout: VideoLayout, v: int, keep: torch.Tensor):
+    """Video v's row norms over the ``keep`` (C,) channels (F * T,) float32 and the frame sums of
+    its normalised rows (F, C) float32 (zero on the dropped channels): one read. Eager path: per
+    chunk the masked float32 rows (:func:`masked_float32`), their norms, and a batched product of
+    the weights ``1 / norm`` with the rows."""
+    F, T, C = int(layout.num_frames[v]), int(layout.tokens_per_frame[v]), features.shape[1]
+    if cpu.usable(features):
+        rows = features[int(layout.row_start[v]) : int(layout.row_start[v + 1])]
+        return cpu.norms_frame_sums(rows, F, T, keep, NORM_EPS)
+    bits = keep_bits(keep, features.dtype)
+    frame_sums = torch.empty((F, C), dtype=torch.float32, device=features.device)
+    norms = torch.empty(F * T, dtype=torch.float32, device=features.device)
+    for f0, x in _video_chunks(features, layout, v):
+        f = x.shape[0] // T
+        xw = masked_float32(x, bits, _scratch("masked", tuple(x.shape), x.device))
+        norm = torch.linalg.vector_norm(xw, dim=1, out=norms[f0 * T : (f0 + f) * T])
+        inv = 1.0 / norm.clamp_min(NORM_EPS)
+        torch.bmm(inv.view(f, 1, T), xw.view(f, T, C), out=frame_sums[f0 : f0 + f].view(f, 1, C))
+    return norms, frame_sums
 
-    1. the row norms, and the frame sums of the normalised rows (a batched product of the
-       per-row weights ``1 / norm`` with the rows);
-    2. one batched product of the rows with their frame centre and the video centre side by side,
-       scaled by ``1 / norm`` afterwards.
-    Temporaries: one chunk, the (F, C) centres and a few (N,) vectors.
-    """
+
+def centre_dots(features: torch.Tensor, layout: VideoLayout, v: int, keep, frame_centres, video_centre):
+    """(2, F, T) float32: dot products of video v's rows over the kept channels with their frame
+    centre and with the video centre (rows not normalised): one read. Eager path: per chunk one
+    product with the chunk's f frame centres and the video centre side by side (f + 1 columns:
+    faster than a batched product of width 1 on the CPU); each row keeps its own frame's column."""
+    F, T = int(layout.num_frames[v]), int(layout.tokens_per_frame[v])
+    if cpu.usable(features):
+        rows = features[int(layout.row_start[v]) : int(layout.row_start[v + 1])]
+        return cpu.centre_dots(rows, F, T, keep, frame_centres, video_centre)
+    bits = keep_bits(keep, features.dtype)
+    dots = torch.empty((2, F, T), dtype=torch.float32, device=features.device)
+    for f0, x in _video_chunks(features, layout, v):
+        f = x.shape[0] // T
+        xw = masked_float32(x, bits, _scratch("masked", tuple(x.shape), x.device))
+        both = torch.cat([frame_centres[f0 : f0 + f], video_centre[None]]).T
+        prod = torch.mm(xw, both).view(f, T, f + 1)
+        dots[0, f0 : f0 + f] = torch.diagonal(prod[:, :, :f], dim1=0, dim2=2).T
+        dots[1, f0 : f0 + f] = prod[:, :, f]
+    return dots
+
+
+def token_scores(features: torch.Tensor, layout: VideoLayout, keep: torch.Tensor):
+    """Scores (N,) and uniqueness (F,). Per video two reads of the rows: the norms and the frame
+    sums of the normalised rows (:func:`norms_and_frame_sums`), then the dot products with the
+    centres (:func:`centre_dots`), scaled by ``1 / norm`` afterwards. Temporaries: the (F, C)
+    centres, a few (N,) vectors, and on the eager path one chunk."""
     scores, uniqueness = [], []
-    C = features.shape[1]
     for v in range(layout.num_videos):
         F, T = int(layout.num_frames[v]), int(layout.tokens_per_frame[v])
-        bits = keep_bits(keep[v], features.dtype)
-        frame_sums = torch.empty((F, C), dtype=torch.float32, device=features.device)
-        norms = torch.empty(F * T, dtype=torch.float32, device=features.device)
-        for f0, x in _video_chunks(features, layout, v):
-            f = x.shape[0] // T
-            xw = masked_float32(x, bits, _scratch("masked", tuple(x.shape), x.device))
-            norm = torch.linalg.vector_norm(xw, dim=1, out=norms[f0 * T : (f0 + f) * T])
-            inv = 1.0 / norm.clamp_min(NORM_EPS)
-            torch.bmm(inv.view(f, 1, T), xw.view(f, T, C), out=frame_sums[f0 : f0 + f].view(f, 1, C))
+        norms, frame_sums = norms_and_frame_sums(features, layout, v, keep[v])
         frame_centres = frame_sums / float(T)
         video_centre = frame_sums.sum(dim=0) / float(max(1, F * T))
-        dots = torch.empty((2, F, T), dtype=torch.float32, device=features.device)
-        for f0, x in _video_chunks(features, layout, v):
-            f = x.shape[0] // T
-            xw = masked_float32(x, bits, _scratch("masked", tuple(x.shape), x.device))
-            # one product with the chunk's f frame centres and the video centre (f + 1 columns:
-            # faster than a batched product of width 1 on the CPU); each row keeps its own frame's
-            both = torch.cat([frame_centres[f0 : f0 + f], video_centre[None]]).T
-            prod = torch.mm(xw, both).view(f, T, f + 1)
-            dots[0, f0 : f0 + f] = torch.diagonal(prod[:, :, :f], dim1=0, dim2=2).T
-            dots[1, f0 : f0 + f] = prod[:, :, f]
+        dots = centre_dots(features, layout, v, keep[v], frame_centres, video_centre)
         inv = 1.0 / norms.view(F, T).clamp_min(NORM_EPS)
         self_dot = (norms.view(F, T) * inv).square()
         frame_sq = frame_centres.square().sum(dim=1, keepdim=True)  # ||c_f||^2 (F, 1)

@@ -1,0 +1,143 @@
+"""The torch backend's native CPU passes (``vidcom2_kernels/cpu``) against its eager path and the
+reference: every dtype, row strides, NaN/Inf in kept and dropped channels, the out-of-range limit
+at its exact boundary, thread-count independence, and the fallback when no compiler builds them."""
+
+import warnings
+
+import pytest
+import torch
+from helpers import assert_matches_reference, random_features, reference_pair, scene_cuts
+
+import vidcom2_kernels as vk
+from vidcom2_kernels import cpu
+from vidcom2_kernels.backends import torch_backend
+from vidcom2_kernels.constants import MAX_ABS
+from vidcom2_kernels.layout import parse_frames
+
+pytestmark = pytest.mark.skipif(cpu.library() is None, reason="no C compiler: the native passes are not built")
+
+FRAMES = [(5, 23), (2, 40), (1, 7)]
+
+
+def features(dtype, seed=0, row_stride=0):
+    x = random_features(FRAMES, 48, dtype, seed=seed) * 3 + 1
+    if row_stride:  # rows further apart than their width: a column slice of a wider tensor
+        wide = torch.zeros(x.shape[0], x.shape[1] + row_stride, dtype=dtype)
+        wide[:, : x.shape[1]] = x
+        x = wide[:, : x.shape[1]]
+    return x
+
+
+def passes(x, frames=FRAMES):
+    layout = parse_frames(frames, x.shape[0])
+    keep, bad = torch_backend.select_channels(x, layout, True)
+    scores, uniqueness = torch_backend.token_scores(x, layout, keep)
+    var, _ = torch_backend.channel_variance(x, layout)
+    return var, keep, bad, scores, uniqueness
+
+
+@pytest.mark.parametrize("row_stride", [0, 5], ids=["contiguous", "row-strided"])
+def test_native_matches_eager_and_reference(dtype, row_stride, monkeypatch):
+    x = features(dtype, row_stride=row_stride)
+    assert cpu.usable(x)
+    native = passes(x)
+    monkeypatch.setattr(cpu, "usable", lambda features: False)
+    eager = passes(x)
+    torch.testing.assert_close(native[0], eager[0], rtol=1e-5, atol=0)  # variances
+    assert torch.equal(native[1], eager[1]) and torch.equal(native[2], eager[2])  # channels, flags
+    torch.testing.assert_close(native[3], eager[3], rtol=0, atol=2e-5)  # scores
+    torch.testing.assert_close(native[4], eager[4], rtol=0, atol=2e-5)  # uniqueness
+    monkeypatch.undo()
+    expect, layout = reference_pair(x, FRAMES)
+    assert_matches_reference(vk.compress(x, FRAMES, 0.25, backend="torch"), expect, x, layout, 0.25)
+
+
+def test_channel_strided_features_take_the_eager_path():
+    x = features(torch.float32).T.contiguous().T  # channels not contiguous
+    assert not cpu.usable(x)
+    expect, layout = reference_pair(x, FRAMES)
+    assert_matches_reference(vk.compress(x, FRAMES, 0.25, backend="torch"), expect, x, layout, 0.25)
+
+
+def test_variance_accurate_under_a_large_offset(dtype):
+    """Features around 1e4 (bf16 keeps ~3 digits of them): float64 sums of shifted values."""
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(300, 40, generator=g) * torch.linspace(0.5, 1.5, 40) + 1e4).to(dtype)
+    var, _ = torch_backend.channel_variance(x, parse_frames(30, 300))
+    want = x.double().var(dim=0, unbiased=False)
+    torch.testing.assert_close(var[0].double(), want, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("where", ["kept", "dropped"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_nonfinite_values_like_eager(dtype, where, value, monkeypatch):
+    x = scene_cuts(6, 10, 32, dtype=dtype, seed=1)
+    layout = parse_frames(10, x.shape[0])
+    var, _ = torch_backend.channel_variance(x, layout)
+    order = torch.argsort(var[0])
+    channel = int(order[0] if where == "kept" else order[-1])
+    x[13, channel] = value
+    native = passes(x, 10)
+    monkeypatch.setattr(cpu, "usable", lambda features: False)
+    eager = passes(x, 10)
+    assert torch.equal(native[1], eager[1]) and bool(native[2].all()) and bool(eager[2].all())
+    same = torch.isfinite(eager[3])
+    assert torch.equal(torch.isfinite(native[3]), same)
+    torch.testing.assert_close(native[3][same], eager[3][same], rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("dtype_name", ["float32", "bfloat16", "float16"])
+def test_out_of_range_limit_is_exact(dtype_name):
+    """Validation flags a magnitude >= 2**44 and nothing below it, for either sign."""
+    dtype = getattr(torch, dtype_name)
+    largest = float(torch.finfo(dtype).max)
+    limit = torch.tensor(min(float(MAX_ABS), largest), dtype=dtype)
+    below = torch.nextafter(limit, torch.tensor(0.0, dtype=dtype)) if MAX_ABS <= largest else limit
+    for value, flagged in [(below, False), (-below, False)] + (
+        [(limit, True), (-limit, True)] if MAX_ABS <= largest else []
+    ):
+        x = torch.ones(8, 4, dtype=dtype)
+        x[5, 2] = value
+        _, _, bad = cpu.channel_moments(x, torch.zeros(4), float(MAX_ABS))
+        assert bool(bad) == flagged, (dtype_name, float(value))
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    x = features(torch.bfloat16, seed=4)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = passes(x)
+        torch.set_num_threads(max(2, before))
+        many = passes(x)
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(one, many):
+        assert torch.equal(a, b)
+
+
+def test_no_compiler_falls_back_with_a_warning(monkeypatch, tmp_path):
+    monkeypatch.setenv("VIDCOM2_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setattr(cpu, "_LOADED", {})
+    with pytest.warns(UserWarning, match="native CPU kernels unavailable"):
+        assert cpu.library() is None
+    x = features(torch.float32)
+    assert not cpu.usable(x)
+    expect, layout = reference_pair(x, FRAMES)
+    assert_matches_reference(vk.compress(x, FRAMES, 0.25, backend="torch"), expect, x, layout, 0.25)
+
+
+def test_switch_off(monkeypatch):
+    monkeypatch.setenv(cpu.SWITCH, "0")
+    assert cpu.library() is None and not cpu.usable(features(torch.float32))
+
+
+def test_build_is_cached_per_source_and_machine(monkeypatch, tmp_path):
+    monkeypatch.setenv("VIDCOM2_CACHE", str(tmp_path))
+    monkeypatch.setattr(cpu, "_LOADED", {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lib = cpu.library()
+    assert lib is not None
+    assert [str(p) for p in tmp_path.iterdir()] == [cpu.library_path(cpu.compiler())]  # no temporary left
