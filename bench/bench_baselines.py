@@ -10,7 +10,8 @@ backend (defaults: budget mode, validation on), ``torch.compile`` of the naive f
 released code's shape and vLLM's port (``bench/baselines.py``). Reported: medians in ms, the
 floor (two reads of the features plus the gather at the read bandwidth measured by ``x.sum()``),
 the torch backend's ratio to the probe and the compiled code's ratio to the torch backend, the
-minor page faults of one torch-backend call (median) and, measured in a fresh process per
+minor page faults of one torch-backend call and one probe call (medians; the probe's are the
+output's own) and, measured in a fresh process per
 implementation, the peak RSS above the input after two calls. ``--cases smoke:float32
 --rounds 1 --no-compile --no-rss`` runs in seconds (CI does).
 """
@@ -50,7 +51,7 @@ RETENTION = 0.25
 IMPLS = ("probe", "torch", "compiled", "released", "vllm")
 
 
-def implementations(compile_naive: bool) -> dict:
+def implementations(compile_naive: bool, only=None) -> dict:
     impls = {
         "probe": probe,
         "torch": lambda x, frames, r: vk.compress(x, frames, r, backend="torch").features,
@@ -60,7 +61,7 @@ def implementations(compile_naive: bool) -> dict:
     if compile_naive:
         compiled = torch.compile(naive_mask)
         impls["compiled"] = lambda x, frames, r: naive(x, frames, r, mask_fn=compiled)
-    return impls
+    return {k: v for k, v in impls.items() if only is None or k in only}
 
 
 def minor_faults() -> int:
@@ -88,21 +89,21 @@ def run_case(name: str, dtype: torch.dtype, impls: dict, rounds: int) -> dict:
     for impl in names:  # warm-up (compiles, caches)
         impls[impl](x, frames, RETENTION)
     times = {impl: [] for impl in names}
-    faults = []
+    faults = {impl: [] for impl in ("torch", "probe") if impl in impls}
     for r in range(rounds):
         for impl in names[r % len(names) :] + names[: r % len(names)]:
             f0, t0 = minor_faults(), time.perf_counter()
             impls[impl](x, frames, RETENTION)
             times[impl].append(time.perf_counter() - t0)
-            if impl == "torch":
-                faults.append(minor_faults() - f0)
+            if impl in faults:
+                faults[impl].append(minor_faults() - f0)
     row = {
         "shape": name,
         "dtype": str(dtype).replace("torch.", ""),
         "elements": x.numel(),
         "read_GBps": round(bandwidth / 1e9, 1),
         "floor_ms": round(floor_bytes / bandwidth * 1e3, 2),
-        "torch_faults": int(statistics.median(faults)),
+        **{f"{impl}_faults": int(statistics.median(f)) for impl, f in faults.items()},
     }
     for impl in IMPLS:
         row[f"{impl}_ms"] = round(statistics.median(times[impl]) * 1e3, 2) if impl in times else ""
@@ -156,17 +157,19 @@ def table(rows: list[dict], rounds: int) -> list[str]:
     lines = [
         f"### {device}, torch {torch.__version__}, {rounds} alternated rounds: `python bench/bench_baselines.py`",
         "",
-        "| shape x channels | dtype | floor | probe | torch backend | torch / probe | compiled naive "
-        "| compiled / torch | released shape | vLLM port | faults / call | peak RSS above input (MB): torch, probe |",
+        "| shape x channels | dtype | floor | probe | torch backend (ns / element) | torch / probe | compiled naive "
+        "| compiled / torch | released shape | vLLM port | page faults a call: torch, probe "
+        "| peak RSS above input (MB): torch, probe |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         frames, C = SHAPES[r["shape"]]
         shape = " + ".join(f"{f}x{t}" for f, t in frames) + f" x {C}"
         lines.append(
-            f"| {r['shape']} ({shape}) | {r['dtype']} | {r['floor_ms']} | {r['probe_ms']} | {r['torch_ms']} "
+            f"| {r['shape']} ({shape}) | {r['dtype']} | {r['floor_ms']} | {r['probe_ms']} "
+            f"| {r['torch_ms']} ({r['torch_ms'] * 1e6 / r['elements']:.2f}) "
             f"| {ratio(r, 'torch_ms', 'probe_ms')} | {r['compiled_ms'] or 'n/a'} | {ratio(r, 'compiled_ms', 'torch_ms')} "
-            f"| {r['released_ms']} | {r['vllm_ms']} | {r['torch_faults']} "
+            f"| {r['released_ms'] or 'n/a'} | {r['vllm_ms'] or 'n/a'} | {r.get('torch_faults', 'n/a')}, {r.get('probe_faults', 'n/a')} "
             f"| {r.get('torch_rss_mb', 'n/a')}, {r.get('probe_rss_mb', 'n/a')} |"
         )
     return lines
@@ -178,16 +181,20 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile of the naive code")
     ap.add_argument("--no-rss", action="store_true", help="skip the peak-RSS processes")
+    ap.add_argument("--impls", nargs="+", choices=IMPLS, default=None, help="time only these")
+    ap.add_argument("--key", default="bench_baselines cpu", help="the RESULTS.md section to write")
     ap.add_argument("--csv", default=None)
     ap.add_argument("--results", default=None, help="write the table into this RESULTS.md")
     args = ap.parse_args(argv)
-    impls = implementations(not args.no_compile)
+    impls = implementations(not args.no_compile, args.impls)
     rows = []
     for case in args.cases:
         name, dtype = case.split(":")
         row = run_case(name, getattr(torch, dtype), impls, args.rounds)
         if not args.no_rss:
-            for impl in ("torch", "probe"):
+            for impl in (
+                ("torch", "probe") if args.impls is None else [i for i in ("torch", "probe") if i in args.impls]
+            ):
                 row[f"{impl}_rss_mb"] = peak_rss_mb(name, dtype, impl)
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -196,7 +203,7 @@ def main(argv=None) -> None:
     if args.csv:
         write_csv(args.csv, rows)
     if args.results:
-        update_section(args.results, "bench_baselines cpu", lines)
+        update_section(args.results, args.key, lines)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from results_md import update_section  # noqa: E402
 from shapes import SHAPES  # noqa: E402
+from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
 from triton.runtime.jit import JITFunction  # noqa: E402
 
 from vidcom2_kernels.backends import triton_backend  # noqa: E402
@@ -46,25 +47,31 @@ DEFAULT_SHAPES = ("llava-ov", "qwen-batch8", "long")
 
 
 class Recorder:
-    """Intercepts ``JITFunction.run``: records (kernel, grid, tensor bytes) instead of launching."""
+    """Intercepts kernel launches (compiled, or interpreted under ``TRITON_INTERPRET=1``): records
+    (kernel, grid, tensor arguments) instead of launching."""
+
+    CLASSES = (JITFunction, InterpretedFunction)
 
     def __init__(self):
         self.launches = []
 
     def __enter__(self):
-        self._run = JITFunction.run
+        self._runs = [cls.run for cls in self.CLASSES]
         recorder = self
 
         def run(fn, *args, grid, warmup, **kwargs):
             grid = grid(kwargs) if callable(grid) else grid
             tensors = [a for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor)]
-            recorder.launches.append((fn.__name__, tuple(int(g) for g in grid), tensors))
+            name = getattr(fn, "__name__", None) or fn.fn.__name__
+            recorder.launches.append((name, tuple(int(g) for g in grid), tensors))
 
-        JITFunction.run = run
+        for cls in self.CLASSES:
+            cls.run = run
         return self
 
     def __exit__(self, *exc):
-        JITFunction.run = self._run
+        for cls, original in zip(self.CLASSES, self._runs):
+            cls.run = original
 
 
 def launch_bytes(name: str, tensors: list, features: torch.Tensor, num_kept: int) -> int:

@@ -14,6 +14,8 @@ SHAPES = {
     "mixed4": ([(8, 256), (4, 391), (16, 130), (6, 221)], 3584),  # qwen-batch4's videos at a 7B width
     "qwen-batch8": ([(8, 256), (16, 391), (4, 1196), (24, 130), (12, 221), (6, 352), (10, 300), (20, 156)], 3584),
     "long": ([(512, 196)], 3584),  # a long video
+    "frames-8": ([(8, 196)], 3584),  # with llava-ov and long: the cost per element from 8 to 512 frames
+    "frames-128": ([(128, 196)], 3584),
     "small-width": ([(32, 196)], 1152),  # a narrow vision width (SigLIP-so400m before projection)
     "smoke": ([(4, 20), (2, 9)], 64),  # seconds anywhere: CI runs the benchmarks on it once
 }

@@ -12,6 +12,7 @@ import vidcom2_kernels as vk
 from vidcom2_kernels import cpu
 from vidcom2_kernels.backends import torch_backend
 from vidcom2_kernels.constants import MAX_ABS
+from vidcom2_kernels.dycoke import anchor_frames
 from vidcom2_kernels.layout import parse_frames
 
 pytestmark = pytest.mark.skipif(cpu.library() is None, reason="no C compiler: the native passes are not built")
@@ -29,11 +30,14 @@ def features(dtype, seed=0, row_stride=0):
 
 
 def passes(x, frames=FRAMES):
+    """Every pass the native kernels replace: variance, kept channels, validation flags, scores,
+    uniqueness, DyCoke's scores and flags."""
     layout = parse_frames(frames, x.shape[0])
     keep, bad = torch_backend.select_channels(x, layout, True)
     scores, uniqueness = torch_backend.token_scores(x, layout, keep)
     var, _ = torch_backend.channel_variance(x, layout)
-    return var, keep, bad, scores, uniqueness
+    dycoke, dycoke_bad = torch_backend.dycoke_similarity(x, layout, anchor_frames(layout), True)
+    return var, keep, bad, scores, uniqueness, dycoke, dycoke_bad
 
 
 @pytest.mark.parametrize("row_stride", [0, 5], ids=["contiguous", "row-strided"])
@@ -47,6 +51,8 @@ def test_native_matches_eager_and_reference(dtype, row_stride, monkeypatch):
     assert torch.equal(native[1], eager[1]) and torch.equal(native[2], eager[2])  # channels, flags
     torch.testing.assert_close(native[3], eager[3], rtol=0, atol=2e-5)  # scores
     torch.testing.assert_close(native[4], eager[4], rtol=0, atol=2e-5)  # uniqueness
+    torch.testing.assert_close(native[5], eager[5], rtol=0, atol=2e-6)  # DyCoke's cosine similarities
+    assert torch.equal(native[6], eager[6])
     monkeypatch.undo()
     expect, layout = reference_pair(x, FRAMES)
     assert_matches_reference(vk.compress(x, FRAMES, 0.25, backend="torch"), expect, x, layout, 0.25)
@@ -81,9 +87,11 @@ def test_nonfinite_values_like_eager(dtype, where, value, monkeypatch):
     monkeypatch.setattr(cpu, "usable", lambda features: False)
     eager = passes(x, 10)
     assert torch.equal(native[1], eager[1]) and bool(native[2].all()) and bool(eager[2].all())
-    same = torch.isfinite(eager[3])
-    assert torch.equal(torch.isfinite(native[3]), same)
-    torch.testing.assert_close(native[3][same], eager[3][same], rtol=0, atol=2e-5)
+    assert bool(native[6].all()) and bool(eager[6].all())
+    for i in (3, 5):  # VidCom2's and DyCoke's scores: +inf exactly where eager has it
+        same = torch.isfinite(eager[i])
+        assert torch.equal(torch.isfinite(native[i]), same)
+        torch.testing.assert_close(native[i][same], eager[i][same], rtol=0, atol=2e-5)
 
 
 @pytest.mark.parametrize("dtype_name", ["float32", "bfloat16", "float16"])
@@ -99,7 +107,8 @@ def test_out_of_range_limit_is_exact(dtype_name):
         x = torch.ones(8, 4, dtype=dtype)
         x[5, 2] = value
         _, _, bad = cpu.channel_moments(x, torch.zeros(4), float(MAX_ABS))
-        assert bool(bad) == flagged, (dtype_name, float(value))
+        _, dycoke_bad = cpu.dycoke_similarity(x, 2, 4, torch.tensor([-1, 0]), 1e-8, float(MAX_ABS))
+        assert bool(bad) == bool(dycoke_bad) == flagged, (dtype_name, float(value))
 
 
 def test_results_do_not_depend_on_the_thread_count():

@@ -290,14 +290,21 @@ def token_scores(features: torch.Tensor, layout: VideoLayout, keep: torch.Tensor
 def dycoke_similarity(features: torch.Tensor, layout: VideoLayout, anchors: np.ndarray, validate: bool):
     """DyCoke's scores (N,): cosine similarity with the same-position token of the frame's anchor
     (0 without one); and (V,) bool, the video holds a value out of range (:func:`out_of_range`;
-    None unless ``validate``). Per chunk: the anchor frames gathered, both sides in float32
+    None unless ``validate``). Native CPU kernels: one pass over the rows (each anchor row read
+    again beside its row). Otherwise per chunk: the anchor frames gathered, both sides in float32
     scratch buffers."""
     scores, nonfinite = [], []
     for v in range(layout.num_videos):
         F, T = int(layout.num_frames[v]), int(layout.tokens_per_frame[v])
         f_start = int(layout.frame_start[v])
         local = to_device(anchors[f_start : f_start + F] - f_start, features.device)
-        video = features[int(layout.row_start[v]) : int(layout.row_start[v + 1])].view(F, T, -1)
+        video = features[int(layout.row_start[v]) : int(layout.row_start[v + 1])]
+        if cpu.usable(features):
+            sim, bad = cpu.dycoke_similarity(video, F, T, local, COSINE_EPS, float(MAX_ABS))
+            scores.append(sim)
+            nonfinite.append(bad if validate else None)
+            continue
+        video = video.view(F, T, -1)
         bad = []
         for f0, x in _video_chunks(features, layout, v):
             f = x.shape[0] // T

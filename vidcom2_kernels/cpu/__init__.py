@@ -53,6 +53,20 @@ SIGNATURES = {
     ],
     "vc2_norms_frame_sums": [ctypes.c_int, _ptr, _i64, _i64, _i64, _i64, _ptr, _f32, _ptr, _ptr, ctypes.c_int],
     "vc2_centre_dots": [ctypes.c_int, _ptr, _i64, _i64, _i64, _i64, _ptr, _ptr, _ptr, _ptr, _ptr, ctypes.c_int],
+    "vc2_dycoke_similarity": [
+        ctypes.c_int,
+        _ptr,
+        _i64,
+        _i64,
+        _i64,
+        _i64,
+        _ptr,
+        _f32,
+        _ptr,
+        ctypes.c_uint32,
+        _ptr,
+        ctypes.c_int,
+    ],
 }
 
 
@@ -229,3 +243,28 @@ def centre_dots(x: torch.Tensor, F: int, T: int, keep: torch.Tensor, frame_centr
         torch.get_num_threads(),
     )
     return dots
+
+
+def dycoke_similarity(x: torch.Tensor, F: int, T: int, anchors: torch.Tensor, eps: float, limit: float):
+    """DyCoke's scores of one video ``x`` (F * T, C): each row's cosine similarity with the same
+    row of its frame's anchor (``anchors`` (F,) int64 frame index in the video, or -1: 0), norms
+    clamped to ``eps``, (F * T,) float32; and a 0-d bool, a value is NaN, Inf or >= ``limit``."""
+    anchors = anchors.to(torch.int64).contiguous()
+    out = torch.empty(F * T, dtype=torch.float32)
+    bad = torch.zeros(1, dtype=torch.int32)
+    _call(
+        "vc2_dycoke_similarity",
+        DTYPES[x.dtype],
+        x.data_ptr(),
+        F,
+        T,
+        x.shape[1],
+        x.stride(0),
+        anchors.data_ptr(),
+        eps,
+        out.data_ptr(),
+        limit_bits(x.dtype, limit),
+        bad.data_ptr(),
+        torch.get_num_threads(),
+    )
+    return out, bad[0].bool()

@@ -136,6 +136,44 @@ static inline float bf16_to_float(uint16_t b) {
         }                                                                                         \
     }
 
+/* DyCoke: per row, the cosine similarity with the same-position row of its frame's anchor frame
+ * (`anchors[f]`, a frame of the same video, or -1: similarity 0), norms clamped to eps; and
+ * whether any value of the video is NaN, Inf or of magnitude >= the limit (every row is read
+ * once as itself). Parallel over rows. */
+#define DYCOKE(NAME, LOAD, BITS_T, ABS_MASK)                                                      \
+    static void NAME(const void *x, int64_t F, int64_t T, int64_t C, int64_t sn,                 \
+                     const int64_t *anchors, float eps, float *out, uint32_t bad_bits,            \
+                     int32_t *bad, int threads) {                                                 \
+        uint32_t top = 0;                                                                         \
+        _Pragma("omp parallel for num_threads(threads) schedule(static) reduction(max:top)")      \
+        for (int64_t r = 0; r < F * T; r++) {                                                     \
+            int64_t a = anchors[r / T], y0 = (a * T + r % T) * sn;                                \
+            float xx = 0.0f, yy = 0.0f, xy = 0.0f;                                                \
+            uint32_t m = 0;                                                                       \
+            _Pragma("omp simd reduction(+:xx) reduction(max:m)")                                  \
+            for (int64_t c = 0; c < C; c++) {                                                     \
+                float v = LOAD(x, r * sn + c);                                                    \
+                uint32_t b = ((const BITS_T *)x)[r * sn + c] & ABS_MASK;                          \
+                m = b > m ? b : m;                                                                \
+                xx += v * v;                                                                      \
+            }                                                                                     \
+            top = m > top ? m : top;                                                              \
+            if (a < 0) {                                                                          \
+                out[r] = 0.0f;                                                                    \
+                continue;                                                                         \
+            }                                                                                     \
+            _Pragma("omp simd reduction(+:yy, xy)")                                               \
+            for (int64_t c = 0; c < C; c++) {                                                     \
+                float v = LOAD(x, r * sn + c), w = LOAD(x, y0 + c);                               \
+                yy += w * w;                                                                      \
+                xy += v * w;                                                                      \
+            }                                                                                     \
+            float nx = sqrtf(xx), ny = sqrtf(yy);                                                 \
+            out[r] = xy / ((nx < eps ? eps : nx) * (ny < eps ? eps : ny)); /* NaN stays NaN */    \
+        }                                                                                         \
+        bad[0] = top >= bad_bits;                                                                 \
+    }
+
 MOMENTS(moments_f32, LOAD_F32, uint32_t, 0x7FFFFFFFu)
 MOMENTS(moments_bf16, LOAD_BF16, uint16_t, 0x7FFFu)
 MOMENTS(moments_f16, LOAD_F16, uint16_t, 0x7FFFu)
@@ -145,6 +183,9 @@ NORMS_FRAME_SUMS(norms_frame_sums_f16, LOAD_F16)
 CENTRE_DOTS(centre_dots_f32, LOAD_F32)
 CENTRE_DOTS(centre_dots_bf16, LOAD_BF16)
 CENTRE_DOTS(centre_dots_f16, LOAD_F16)
+DYCOKE(dycoke_f32, LOAD_F32, uint32_t, 0x7FFFFFFFu)
+DYCOKE(dycoke_bf16, LOAD_BF16, uint16_t, 0x7FFFu)
+DYCOKE(dycoke_f16, LOAD_F16, uint16_t, 0x7FFFu)
 
 int vc2_channel_moments(int dtype, const void *x, int64_t rows, int64_t C, int64_t sn,
                         const float *shift, double *sum, double *sumsq, uint32_t bad_bits,
@@ -175,6 +216,17 @@ int vc2_centre_dots(int dtype, const void *x, int64_t F, int64_t T, int64_t C, i
         case 0: centre_dots_f32(x, F, T, C, sn, keep, frame_centres, video_centre, dot_frame, dot_video, threads); return 0;
         case 1: centre_dots_bf16(x, F, T, C, sn, keep, frame_centres, video_centre, dot_frame, dot_video, threads); return 0;
         case 2: centre_dots_f16(x, F, T, C, sn, keep, frame_centres, video_centre, dot_frame, dot_video, threads); return 0;
+    }
+    return -1;
+}
+
+int vc2_dycoke_similarity(int dtype, const void *x, int64_t F, int64_t T, int64_t C, int64_t sn,
+                          const int64_t *anchors, float eps, float *out, uint32_t bad_bits,
+                          int32_t *bad, int threads) {
+    switch (dtype) {
+        case 0: dycoke_f32(x, F, T, C, sn, anchors, eps, out, bad_bits, bad, threads); return 0;
+        case 1: dycoke_bf16(x, F, T, C, sn, anchors, eps, out, bad_bits, bad, threads); return 0;
+        case 2: dycoke_f16(x, F, T, C, sn, anchors, eps, out, bad_bits, bad, threads); return 0;
     }
     return -1;
 }
