@@ -4,16 +4,26 @@ at its exact boundary, thread-count independence, and the fallback when no compi
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
-from helpers import assert_matches_reference, random_features, reference_pair, scene_cuts
+from helpers import (
+    assert_kept_up_to_near_ties,
+    assert_matches_reference,
+    identical_tokens,
+    moving_object,
+    random_features,
+    reference_pair,
+    repeated_frames,
+    scene_cuts,
+)
 
 import vidcom2_kernels as vk
 from vidcom2_kernels import cpu
 from vidcom2_kernels.backends import torch_backend
 from vidcom2_kernels.constants import MAX_ABS
 from vidcom2_kernels.dycoke import anchor_frames
-from vidcom2_kernels.layout import parse_frames
+from vidcom2_kernels.layout import exact_targets, parse_frames
 
 pytestmark = pytest.mark.skipif(cpu.library() is None, reason="no C compiler: the native passes are not built")
 
@@ -150,3 +160,32 @@ def test_build_is_cached_per_source_and_machine(monkeypatch, tmp_path):
         lib = cpu.library()
     assert lib is not None
     assert [str(p) for p in tmp_path.iterdir()] == [cpu.library_path(cpu.compiler())]  # no temporary left
+
+
+CASES = {
+    "C1": (lambda: random_features([(3, 7)], 1, seed=5), [(3, 7)]),
+    "C33-T1": (lambda: random_features([(6, 1), (2, 9)], 33, seed=6), [(6, 1), (2, 9)]),
+    "repeated": (lambda: repeated_frames(5, 12, 40), [(5, 12)]),
+    "identical": (lambda: identical_tokens(4, 10, 24), [(4, 10)]),
+    "moving": (lambda: moving_object(6, 5, 20), [(6, 25)]),
+}
+
+
+@pytest.mark.parametrize("path", ["native", "eager"])
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("exact", [False, True], ids=["budgets", "exact"])
+def test_both_paths_match_the_reference_on_edge_cases(case, path, exact, dtype, monkeypatch):
+    make, frames = CASES[case]
+    x = make().to(dtype)
+    if path == "eager":
+        monkeypatch.setattr(cpu, "usable", lambda features: False)
+    expect, layout = reference_pair(x, frames, exact=exact)
+    out = vk.compress(x, frames, 0.25, backend="torch", exact=exact)
+    targets = exact_targets(layout, np.full(layout.num_videos, 0.25)) if exact else None
+    assert_matches_reference(out, expect, x, layout, 0.25, targets)
+    out = vk.compress(x, frames, 0.3, backend="torch", method="dycoke")
+    expect = vk.compress(x, frames, 0.3, backend="reference", method="dycoke")
+    score_err = float((out.scores - expect.scores).abs().max())
+    assert score_err <= 1e-5
+    fr = layout.frame_row_start
+    assert_kept_up_to_near_ties(out.mask, expect.mask, expect.scores, list(zip(fr[:-1], fr[1:])), score_err)

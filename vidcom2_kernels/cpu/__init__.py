@@ -36,38 +36,14 @@ SWITCH = "VIDCOM2_NATIVE_CPU"
 _LOCK = threading.Lock()
 _LOADED: dict = {}
 
-_i64, _f32, _ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
+#: argument types of the C entry points, a letter each: i int, l int64, u uint32, f float, p pointer
 SIGNATURES = {
-    "vc2_channel_moments": [
-        ctypes.c_int,
-        _ptr,
-        _i64,
-        _i64,
-        _i64,
-        _ptr,
-        _ptr,
-        _ptr,
-        ctypes.c_uint32,
-        _ptr,
-        ctypes.c_int,
-    ],
-    "vc2_norms_frame_sums": [ctypes.c_int, _ptr, _i64, _i64, _i64, _i64, _ptr, _f32, _ptr, _ptr, ctypes.c_int],
-    "vc2_centre_dots": [ctypes.c_int, _ptr, _i64, _i64, _i64, _i64, _ptr, _ptr, _ptr, _ptr, _ptr, ctypes.c_int],
-    "vc2_dycoke_similarity": [
-        ctypes.c_int,
-        _ptr,
-        _i64,
-        _i64,
-        _i64,
-        _i64,
-        _ptr,
-        _f32,
-        _ptr,
-        ctypes.c_uint32,
-        _ptr,
-        ctypes.c_int,
-    ],
+    "vc2_channel_moments": "iplllpppupi",
+    "vc2_norms_frame_sums": "ipllllpfppi",
+    "vc2_centre_dots": "ipllllpppppi",
+    "vc2_dycoke_similarity": "ipllllpfpupi",
 }
+CTYPES = {"i": ctypes.c_int, "l": ctypes.c_int64, "u": ctypes.c_uint32, "f": ctypes.c_float, "p": ctypes.c_void_p}
 
 
 def compiler() -> Optional[str]:
@@ -133,8 +109,8 @@ def _load() -> Optional[ctypes.CDLL]:
             stacklevel=3,
         )
         return None
-    for name, argtypes in SIGNATURES.items():
-        getattr(lib, name).argtypes = argtypes
+    for name, letters in SIGNATURES.items():
+        getattr(lib, name).argtypes = [CTYPES[c] for c in letters]
         getattr(lib, name).restype = ctypes.c_int
     return lib
 
