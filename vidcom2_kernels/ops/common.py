@@ -16,8 +16,9 @@ from ..layout import VideoLayout
 
 #: Rows a program of the row-unit kernels (centres, scores) handles: one unit never spans frames.
 UNIT_ROWS = 16
-#: Rows of one video a program of the channel-variance kernel reads (a row split): LLaVA-OV's
-#: 6272 rows x 3584 channels make 13 x 112 programs, enough for one video to fill an H100.
+#: Rows of one video a program of the channel-variance and reconcile-count kernels reads (a row
+#: split): LLaVA-OV's 6272 rows x 3584 channels make 13 x 112 variance programs, enough for one
+#: video to fill an H100.
 SPLIT_ROWS = 512
 
 
@@ -68,11 +69,11 @@ class DeviceLayout:
     """A :class:`VideoLayout` on the device: int64 views into one packed tensor.
 
     Per video (V): ``num_frames``, ``tokens_per_frame``, ``row_start`` (V+1), ``frame_start``
-    (V+1), ``targets``, ``out_start`` (V+1, exact mode), ``retention`` (float64).
+    (V+1), ``targets`` (exact mode), ``retention`` (float64).
     Per frame (F): ``frame_row_start`` (F+1), ``frame_unit_start`` (F+1), ``frame_video``.
     Per row unit (U): ``unit_row_start``, ``unit_rows``, ``unit_video``, ``unit_frame``.
-    Per row split (S, the channel variance's): ``split_row_start`` (S+1), ``split_video``; per
-    video ``video_split_start`` (V+1).
+    Per row split (S; the channel variance's programs, and the exact reconcile's):
+    ``split_row_start`` (S+1), ``split_video``; per video ``video_split_start`` (V+1).
     """
 
     layout: VideoLayout
@@ -83,7 +84,6 @@ class DeviceLayout:
     row_start: torch.Tensor
     frame_start: torch.Tensor
     targets: torch.Tensor
-    out_start: torch.Tensor
     retention: torch.Tensor
     frame_row_start: torch.Tensor
     frame_unit_start: torch.Tensor
@@ -132,7 +132,6 @@ def device_layout(layout: VideoLayout, device: torch.device, retention=None, tar
     unit_local = np.arange(U, dtype=np.int64) - frame_unit_start[:-1][unit_frame]
     unit_row_start = layout.frame_row_start[:-1][unit_frame] + unit_local * UNIT_ROWS
     unit_rows = np.minimum(UNIT_ROWS, frame_tokens[unit_frame] - unit_local * UNIT_ROWS)
-    out_start = np.concatenate([[0], np.cumsum(targets)]).astype(np.int64)
     splits_per_video = -(-layout.tokens_per_video // SPLIT_ROWS)
     video_split_start = np.concatenate([[0], np.cumsum(splits_per_video)]).astype(np.int64)
     split_video = np.repeat(np.arange(V, dtype=np.int64), splits_per_video)
@@ -145,7 +144,6 @@ def device_layout(layout: VideoLayout, device: torch.device, retention=None, tar
         "row_start": layout.row_start,
         "frame_start": layout.frame_start,
         "targets": targets,
-        "out_start": out_start,
         "retention": retention.view(np.int64),
         "frame_row_start": layout.frame_row_start,
         "frame_unit_start": frame_unit_start,
