@@ -10,6 +10,8 @@ python3 -m ruff check .
 python3 -m ruff format --check .
 export TRITON_DEFAULT_FP_FUSION=1
 python3 -m pytest -q
+# the torch backend's eager CPU path (other devices, no compiler) through the same tests
+VIDCOM2_NATIVE_CPU=0 python3 -m pytest -q -k "torch and not native" tests
 python3 bench/aot_report.py --arch 80 90
 python3 -m pytest bench/bench_cpu.py -q --benchmark-disable
 python3 bench/bench_stages.py --shapes smoke --rounds 1 > /dev/null
