@@ -17,8 +17,9 @@ tensor argument counted once at its full size (the small per-layout tensors incl
 ``gather_rows_kernel``, which reads and writes only the kept rows. Serial loops inside a program
 are not in the model (the per-video and per-frame loops of the small kernels: their launch cost
 dominates).
-Calls: VidCom2 in budget mode (select_channels with validation, token_scores, frame_budgets,
-select_tokens, gather_rows), the exact-mode select_tokens, and DyCoke's similarity.
+Calls: those of ``bench_stages.py`` (every function of the backend contract: select_channels with
+validation, token_scores, frame_budgets, select_tokens in budget and exact mode, gather_rows,
+DyCoke's similarity); VidCom2's total is budget mode's five, or exact mode's.
 """
 
 from __future__ import annotations
@@ -32,16 +33,15 @@ from collections import OrderedDict
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from bench_stages import stage_calls  # noqa: E402
 from results_md import update_section  # noqa: E402
 from shapes import SHAPES  # noqa: E402
 from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
 from triton.runtime.jit import JITFunction  # noqa: E402
 
 from vidcom2_kernels.backends import triton_backend  # noqa: E402
-from vidcom2_kernels.dycoke import anchor_frames  # noqa: E402
-from vidcom2_kernels.layout import exact_targets, parse_frames  # noqa: E402
+from vidcom2_kernels.layout import parse_frames  # noqa: E402
 
 DEFAULT_SHAPES = ("llava-ov", "qwen-batch8", "long")
 
@@ -74,48 +74,29 @@ class Recorder:
             cls.run = original
 
 
-def launch_bytes(name: str, tensors: list, features: torch.Tensor, num_kept: int) -> int:
+def launch_bytes(name: str, tensors: list, features: torch.Tensor) -> int:
     nbytes = lambda t: t.numel() * t.element_size()  # noqa: E731
     total = sum(nbytes(t) for t in tensors)
     if name == "centre_partials_kernel":
         total += nbytes(features)
     if name == "gather_rows_kernel":  # src and dst counted at full size above: keep the kept rows only
+        kept = next(t.numel() for t in tensors if t.dim() == 1)  # the indices
         row = features.shape[1] * features.element_size()
-        total += 2 * num_kept * row - sum(nbytes(t) for t in tensors if t.dim() == 2)
+        total += 2 * kept * row - sum(nbytes(t) for t in tensors if t.dim() == 2)
     return total
 
 
 def record(name: str, dtype: torch.dtype):
-    """{call: [(kernel, grid, bytes)]} of the triton backend's calls at shape ``name``."""
+    """{call: [(kernel, grid, bytes)]} of the triton backend's calls at shape ``name``: the calls
+    of ``bench_stages.py`` (their inputs made by the torch backend, on zeros)."""
     frames, C = SHAPES[name]
     N = sum(f * t for f, t in frames)
-    x = torch.empty((N, C), dtype=dtype)  # never read: kernels are not run
-    layout = parse_frames(frames, N)
-    retention = np.full(layout.num_videos, 0.25)
-    targets = exact_targets(layout, retention)
-    num_kept = int(targets.sum())
-    keep = torch.zeros((layout.num_videos, C), dtype=torch.bool)
-    scores = torch.zeros(N)
-    budgets = torch.ones(layout.total_frames, dtype=torch.int64)
-    calls = OrderedDict(
-        [
-            ("select_channels", lambda: triton_backend.select_channels(x, layout, True)),
-            ("token_scores", lambda: triton_backend.token_scores(x, layout, keep)),
-            (
-                "frame_budgets",
-                lambda: triton_backend.frame_budgets(torch.zeros(layout.total_frames), layout, retention),
-            ),
-            ("select_tokens", lambda: triton_backend.select_tokens(scores, layout, budgets, None, num_kept)),
-            ("select_tokens exact", lambda: triton_backend.select_tokens(scores, layout, budgets, targets, num_kept)),
-            ("gather_rows", lambda: triton_backend.gather_rows(torch.zeros(num_kept, dtype=torch.int64), [x])),
-            ("dycoke_similarity", lambda: triton_backend.dycoke_similarity(x, layout, anchor_frames(layout), True)),
-        ]
-    )
+    x = torch.zeros((N, C), dtype=dtype)
     out = OrderedDict()
-    for call, fn in calls.items():
+    for call, fn in stage_calls(triton_backend, x, parse_frames(frames, N)).items():
         with Recorder() as r:
             fn()
-        out[call] = [(k, g, launch_bytes(k, t, x, num_kept)) for k, g, t in r.launches]
+        out[call] = [(k, g, launch_bytes(k, t, x)) for k, g, t in r.launches]
     return out, x
 
 

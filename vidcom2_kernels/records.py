@@ -17,6 +17,8 @@ import torch
 from .layout import VideoLayout
 
 FEATURE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+#: the integer type as wide as each feature dtype (its bit patterns: exact masking, range checks)
+INT_VIEW = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32}
 #: Token scorers: VidCom2's multi-scale Gaussian scores, DyCoke's temporal cosine similarity.
 METHODS = ("vidcom2", "dycoke")
 #: The public ``frame_budgets`` argument: None (the method's own budgets) or "vidcom2" (FCA).

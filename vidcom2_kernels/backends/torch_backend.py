@@ -17,7 +17,7 @@ from .. import cpu
 from ..buffers import new_output, to_device
 from ..constants import COSINE_EPS, GAUSSIAN_BANDWIDTHS, MAX_ABS, NORM_EPS, TEMPERATURE, kept_channels
 from ..layout import VideoLayout
-from ..records import Selection
+from ..records import INT_VIEW, Selection
 from .contract import nan_as_inf
 
 
@@ -110,26 +110,19 @@ def _scratch(name: str, shape: tuple, device, dtype=torch.float32) -> torch.Tens
     return buf[:numel].view(shape)
 
 
-#: same-width integer views used to mask float bits
-_BITS = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16}
-
-
 def masked_float32(x: torch.Tensor, bits: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """``x`` (n, C) as float32 in ``out`` with the channels whose ``bits`` are 0 set to +0.0 and
     the others unchanged (a bitwise AND: exact, NaN and Inf in a dropped channel cannot leak into
-    a product). ``bits`` (C,) is -1/0 of the integer type as wide as ``x``'s dtype."""
+    a product). ``bits`` (C,) is -1/0 of ``INT_VIEW[x.dtype]``."""
     if x.dtype == torch.float32:  # the conversion is the masking
         return torch.bitwise_and(x.view(torch.int32), bits, out=out.view(torch.int32)).view(torch.float32)
-    if x.dtype in _BITS:  # mask the 16-bit patterns, then convert
-        half = _scratch("half", tuple(x.shape), x.device, _BITS[x.dtype])
-        return out.copy_(torch.bitwise_and(x.view(_BITS[x.dtype]), bits, out=half).view(x.dtype))
-    out.copy_(x)
-    return out.view(torch.int32).bitwise_and_(bits.to(torch.int32)).view(torch.float32)
+    half = _scratch("half", tuple(x.shape), x.device, INT_VIEW[x.dtype])  # mask the 16-bit patterns, then convert
+    return out.copy_(torch.bitwise_and(x.view(INT_VIEW[x.dtype]), bits, out=half).view(x.dtype))
 
 
 def keep_bits(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(C,) -1 where ``keep`` else 0, in the integer type :func:`masked_float32` uses for ``dtype``."""
-    return torch.where(keep, -1, 0).to(_BITS.get(dtype, torch.int32))
+    """(C,) -1 where ``keep`` else 0, in ``INT_VIEW[dtype]`` (for :func:`masked_float32`)."""
+    return torch.where(keep, -1, 0).to(INT_VIEW[dtype])
 
 
 def as_float32(x: torch.Tensor, name: str, copy: bool = False) -> torch.Tensor:

@@ -28,6 +28,8 @@ from typing import Optional
 
 import torch
 
+from ..records import INT_VIEW
+
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels.c")
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-shared", "-fPIC")
 DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
@@ -143,8 +145,7 @@ def limit_bits(dtype: torch.dtype, limit: float) -> int:
     value = torch.tensor(limit if limit <= torch.finfo(dtype).max else float("inf"), dtype=dtype)
     if float(value) < limit:  # rounded down: the next representable magnitude
         value = torch.nextafter(value, torch.tensor(float("inf"), dtype=dtype))
-    bits = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16}[dtype]
-    return int(value.view(bits)) & (0x7FFFFFFF if dtype == torch.float32 else 0x7FFF)
+    return int(value.view(INT_VIEW[dtype])) & (0x7FFFFFFF if dtype == torch.float32 else 0x7FFF)
 
 
 def channel_moments(x: torch.Tensor, shift: torch.Tensor, limit: float):

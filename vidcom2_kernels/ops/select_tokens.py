@@ -134,22 +134,32 @@ def count_at_most(
 
 
 @triton.jit
-def pivots_between(lo, hi, P: tl.constexpr):
-    """P int64 pivots cutting [lo, hi] into P + 1 near-equal parts (the last ones clipped to hi)."""
-    step = (hi - lo + 1 + P) // (P + 1)  # ceil(size / (P + 1))
-    return tl.minimum(lo + step * (tl.arange(0, P) + 1).to(tl.int64) - 1, hi)
+def part_step(lo, hi, P):
+    """Width of the P + 1 near-equal parts of [lo, hi] that P pivots cut: ceil(size / (P + 1))."""
+    return (hi - lo + 1 + P) // (P + 1)
 
 
 @triton.jit
-def narrow(lo, hi, pivots, counts, k, P: tl.constexpr):
+def pivots_between(lo, hi, P: tl.constexpr):
+    """P int64 pivots ``min(lo + step * (i + 1) - 1, hi)`` cutting [lo, hi] into P + 1 parts."""
+    return tl.minimum(lo + part_step(lo, hi, P) * (tl.arange(0, P) + 1).to(tl.int64) - 1, hi)
+
+
+@triton.jit
+def narrowed(lo, hi, first, P):
+    """The part of [lo, hi] between pivot ``first - 1`` (exclusive) and pivot ``first``
+    (:func:`pivots_between`'s; ``first = P``: past the last pivot)."""
+    step = part_step(lo, hi, P)
+    new_lo = tl.where(first == 0, lo, tl.minimum(lo + step * first - 1, hi) + 1)
+    new_hi = tl.where(first == P, hi, tl.minimum(lo + step * (first + 1) - 1, hi))
+    return tl.minimum(new_lo, hi), new_hi
+
+
+@triton.jit
+def narrow(lo, hi, counts, k, P: tl.constexpr):
     """The part of [lo, hi] holding the k-th key, given count(key <= pivot_i) (non-decreasing)."""
     first = P - tl.sum((counts >= k).to(tl.int32), axis=0)  # first pivot reaching k; P: none does
-    i = tl.arange(0, P)
-    at_first = tl.sum(tl.where(i == first, pivots, 0), axis=0)
-    before = tl.sum(tl.where(i == first - 1, pivots, 0), axis=0)
-    new_lo = tl.where(first == 0, lo, before + 1)
-    new_hi = tl.where(first == P, hi, at_first)
-    return tl.minimum(new_lo, hi), new_hi
+    return narrowed(lo, hi, first, P)
 
 
 @triton.jit
@@ -257,7 +267,7 @@ def pivot_search(
             BLOCK,
             PIVOTS,
         )
-        lo, hi = narrow(lo, hi, pivots, counts, k, PIVOTS)
+        lo, hi = narrow(lo, hi, counts, k, PIVOTS)
     return lo
 
 
@@ -371,11 +381,10 @@ def reconcile_init_kernel(
 
 @triton.jit
 def search_bin(x, lo, hi):
-    """Histogram bin of key values ``x`` for the pivots ``min(lo + step * (i + 1) - 1, hi)``,
-    i < SEARCH_PIVOTS: 0 below ``lo`` (under every pivot), i + 1 when the first pivot at or
-    above x is the i-th, ABOVE when none is."""
-    step = (hi - lo + SEARCH_PIVOTS + 1) // (SEARCH_PIVOTS + 1)  # ceil(size / (pivots + 1))
-    j = (x - lo) // step
+    """Histogram bin of key values ``x`` for :func:`pivots_between`'s SEARCH_PIVOTS pivots of
+    [lo, hi]: 0 below ``lo`` (under every pivot), i + 1 when the first pivot at or above x is the
+    i-th, ABOVE when none is."""
+    j = (x - lo) // part_step(lo, hi, SEARCH_PIVOTS)
     return tl.where(x < lo, 0, tl.where(x > hi, ABOVE, tl.minimum(j + 1, ABOVE))).to(tl.int32)
 
 
@@ -441,10 +450,7 @@ def reconcile_narrow_kernel(state_ptr, hist_ptr, row_start_ptr, V, ON_ROWS: tl.c
     counts = tl.cumsum(hist, axis=0)  # counts[i + 1]: keys at most pivot i
     j = tl.arange(0, NUM_BINS)
     first = tl.sum(((j >= 1) & (j <= SEARCH_PIVOTS) & (counts < k)).to(tl.int64), axis=0)
-    step = (hi - lo + SEARCH_PIVOTS + 1) // (SEARCH_PIVOTS + 1)
-    new_lo = tl.where(first == 0, lo, tl.minimum(lo + step * first - 1, hi) + 1)
-    new_hi = tl.where(first == SEARCH_PIVOTS, hi, tl.minimum(lo + step * (first + 1) - 1, hi))
-    new_lo = tl.minimum(new_lo, hi)
+    new_lo, new_hi = narrowed(lo, hi, first, SEARCH_PIVOTS)
     searching = (tl.load(state_ptr + ACTIVE * V + i_v) != 0) & (lo < hi)
     lo = tl.where(searching, new_lo, lo)
     hi = tl.where(searching, new_hi, hi)
