@@ -34,6 +34,9 @@ setup(
     package_data={"vidcom2_kernels.cpu": ["kernels.c"]},  # built on first use (vidcom2_kernels/cpu)
     install_requires=["torch>=2.4", "numpy>=1.24", "triton>=3.2; platform_system == 'Linux'"],
     extras_require={"video": VIDEO, "test": VIDEO + TEST, "dev": VIDEO + TEST},
-    entry_points={"console_scripts": ["vidcom2-demo=vidcom2_kernels.demo:main"]},
+    entry_points={
+        "console_scripts": ["vidcom2-demo=vidcom2_kernels.demo:main"],
+        "vllm.general_plugins": ["vidcom2_kernels=vidcom2_kernels.integrations.vllm:register"],
+    },
     license="Apache-2.0",
 )

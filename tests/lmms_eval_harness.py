@@ -58,7 +58,9 @@ def byte_tokenizer(specials: list) -> tf.PreTrainedTokenizerFast:
     return tf.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
 
 
-def checkpoint(family: str, out: str) -> None:
+def checkpoint(family: str, out: str, text_overrides: dict | None = None) -> None:
+    """Save the tiny model of ``family`` to ``out``; ``text_overrides`` change its language model's
+    config (e.g. a head size another runtime supports) before the weights are drawn."""
     specials = LLAVA_SPECIALS if family == "llava_onevision" else QWEN_SPECIALS
     tokenizer = byte_tokenizer(specials)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in specials}
@@ -69,6 +71,8 @@ def checkpoint(family: str, out: str) -> None:
     text = config.text_config
     text.vocab_size, text.pad_token_id = 272, ids["<|endoftext|>"]
     text.bos_token_id = text.eos_token_id = ids["<|im_end|>"]
+    for key, value in (text_overrides or {}).items():
+        setattr(text, key, value)
     if family == "llava_onevision":
         config.image_token_id, config.video_token_id = ids["<image>"], ids["<video>"]
     else:

@@ -36,7 +36,7 @@ LAYERS = [
     {"reference", "__init__"},
 ]
 #: optional third-party packages a function may import when it is called (documented where used)
-LAZY_OK = {"av", "PIL", "transformers", "triton", "lmms_eval"}
+LAZY_OK = {"av", "PIL", "transformers", "triton", "lmms_eval", "vllm"}  # optional, imported where used
 
 
 def module_name(path: pathlib.Path) -> str:

@@ -11,7 +11,9 @@ Module map (each imports only those below it): ``constants``, ``layout``, ``buff
 ``records`` (Request, Selection, Compression, argument checks) -> ``dycoke`` (DyCoke's host plan)
 -> ``ops/`` (Triton kernels, one file per stage) -> ``backends/`` (contract, reference, torch,
 triton, registry) -> ``pipeline`` -> ``api`` (compress), ``stages`` (the public stages) ->
-``reference`` (twins) -> ``adapters/`` (transformers, lmms-eval).
+``reference`` (twins) -> ``adapters/`` (transformers, lmms-eval), ``integrations/`` (the vLLM
+plugin, loaded by vLLM). Under ``torch.compile``, ``compress`` is the op
+``torch.ops.vidcom2_kernels.compress`` (``api.compress_op``).
 """
 
 from .api import BACKENDS, compress

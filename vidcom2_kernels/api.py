@@ -6,16 +6,17 @@ but the package face and the reference twins.
 
 from __future__ import annotations
 
+import numbers
 from typing import Optional, Sequence
 
 import torch
 
 from . import pipeline
-from .backends import BACKENDS, resolve
+from .backends import BACKENDS, name_of, resolve
 from .layout import FramesSpec, RetentionSpec, TargetSpec, exact_targets, parse_frames, parse_retention, parse_target
 from .records import Compression, Request, check_extras, check_features, check_flag, check_method
 
-__all__ = ["BACKENDS", "Compression", "compress", "prepare"]
+__all__ = ["BACKENDS", "Compression", "compress", "compress_op", "prepare"]
 
 
 def prepare(
@@ -101,6 +102,10 @@ def compress(
     >>> out.features.shape[0] == int(out.counts.sum())
     True
     """
+    if torch.compiler.is_compiling():  # one opaque op in the graph: see compress_op
+        return _compress_traced(
+            features, frames, retention, exact, target, backend, validate, extras, method, frame_budgets, quirks
+        )
     req = prepare(
         features,
         frames,
@@ -114,3 +119,109 @@ def compress(
         quirks=quirks,
     )
     return pipeline.run(req, resolve(backend, req.features.device))
+
+
+# ---------------------------------------------------------------------------- torch.library op
+# Under torch.compile, compress() is one custom op, ``torch.ops.vidcom2_kernels.compress``: its
+# real implementation is the eager compress() (any backend, its kernels and host logic opaque to
+# the compiler), its fake implementation gives every output's exact size from the host-side
+# arguments alone (K is known in exact mode and with DyCoke's counts; otherwise an unbacked size).
+# Arguments travel as schema types: frames as flat (num_frames, tokens_per_frame) pairs, one
+# retention per video (or one for all), target as [] (none), one int, or one per video.
+
+_OUTPUTS = ("indices", "features", "mask", "budgets", "counts", "scores", "uniqueness")
+
+
+@torch.library.custom_op("vidcom2_kernels::compress", mutates_args=())
+def compress_op(
+    features: torch.Tensor,
+    extras: list[torch.Tensor],
+    frames: list[int],
+    retention: list[float],
+    target: list[int],
+    exact: bool,
+    backend: str,
+    validate: bool,
+    method: str,
+    frame_budgets: Optional[str],
+    quirks: bool,
+) -> tuple[
+    torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]
+]:
+    """:func:`compress` as a torch.library op: the seven tensors of :class:`Compression` in the
+    order of ``_OUTPUTS``, then the gathered ``extras``. Outputs never alias the inputs."""
+    req = _op_request(features, extras, frames, retention, target, exact, validate, method, frame_budgets, quirks)
+    out = pipeline.run(req, resolve(backend, req.features.device))
+    inputs = {t.untyped_storage().data_ptr() for t in (features, *extras)}
+    fresh = [t.clone() if t.untyped_storage().data_ptr() in inputs else t for t in _tensors(out)]
+    return (*fresh[: len(_OUTPUTS)], fresh[len(_OUTPUTS) :])
+
+
+@compress_op.register_fake
+def _compress_fake(
+    features, extras, frames, retention, target, exact, backend, validate, method, frame_budgets, quirks
+):
+    req = _op_request(features, extras, frames, retention, target, exact, validate, method, frame_budgets, quirks)
+    N, F, V = req.layout.num_tokens, req.layout.total_frames, req.layout.num_videos
+    K = pipeline.known_kept(req)
+    if K is None:  # VidCom2's budgets, not exact: the size depends on the scores
+        K = torch.library.get_ctx().new_dynamic_size(min=min(F, N), max=N)
+    i64, f32 = torch.int64, torch.float32
+    return (
+        features.new_empty(K, dtype=i64),
+        features.new_empty(K, *features.shape[1:]),
+        features.new_empty(N, dtype=torch.bool),
+        features.new_empty(F, dtype=i64),
+        features.new_empty(V, dtype=i64),
+        features.new_empty(N, dtype=f32),
+        features.new_empty(F, dtype=f32),
+        [t.new_empty(K, *t.shape[1:]) for t in extras],
+    )
+
+
+def _op_request(features, extras, frames, retention, target, exact, validate, method, frame_budgets, quirks):
+    """The op's schema-typed arguments back into a checked :class:`Request`."""
+    pairs = [frames[i : i + 2] for i in range(0, len(frames), 2)]
+    return prepare(
+        features,
+        pairs,
+        retention[0] if len(retention) == 1 else retention,
+        exact=exact,
+        target=None if not target else target[0] if len(target) == 1 else target,
+        validate=validate,
+        extras=extras,
+        method=method,
+        frame_budgets=frame_budgets,
+        quirks=quirks,
+    )
+
+
+def _tensors(out: Compression) -> list:
+    return [getattr(out, name) for name in _OUTPUTS] + list(out.extras)
+
+
+def _schema_list(value, kind, name: str) -> list:
+    """An int/float or a sequence of them as a list; tensors are refused (reading one would be a
+    host sync in the middle of the graph)."""
+    if isinstance(value, torch.Tensor):
+        raise TypeError(f"under torch.compile, {name} must be a Python number or list, not a tensor")
+    return [kind(v) for v in value] if isinstance(value, Sequence) else [kind(value)]
+
+
+def _compress_traced(
+    features, frames, retention, exact, target, backend, validate, extras, method, frame_budgets, quirks
+):
+    """compress() while torch.compile traces it: the arguments become the op's schema types
+    (plain Python the compiler folds away), the op runs, and its outputs become a Compression."""
+    engine = resolve(backend, features.device)
+    if isinstance(frames, numbers.Integral) and not isinstance(frames, bool):
+        frames = [(features.shape[0] // frames if frames > 0 else 0, frames)]
+    if isinstance(frames, torch.Tensor) or not isinstance(frames, Sequence):
+        raise TypeError("under torch.compile, frames must be an int or (num_frames, tokens_per_frame) pairs")
+    flat = [int(n) for pair in frames for n in pair]
+    target = [] if target is None else _schema_list(target, int, "target")
+    retention = _schema_list(retention, float, "retention")
+    *tensors, kept_extras = compress_op(
+        features, list(extras), flat, retention, target, exact, backend, validate, method, frame_budgets, quirks
+    )
+    return Compression(*tensors, extras=tuple(kept_extras), backend=name_of(engine), engine=engine)

@@ -66,6 +66,16 @@ def plan_budgets(req: Request, backend: ModuleType, uniqueness: torch.Tensor) ->
     return Budgets(to_device(host, req.features.device), None, req.layout.per_video_sum(host))
 
 
+def known_kept(req: Request) -> Optional[int]:
+    """The number of kept tokens when the host knows it before any tensor work (exact mode, or
+    DyCoke's own counts); None when it depends on the scores (VidCom2's budgets, not exact)."""
+    if req.targets is not None:
+        return int(req.targets.sum())
+    if not req.fca:
+        return int(dycoke_budgets(req.layout, req.retention, req.quirks).sum())
+    return None
+
+
 def read_back(req: Request, plan: Budgets, nonfinite: torch.Tensor) -> int:
     """The call's one host read: the kept counts that size the output (not needed in exact mode
     or with DyCoke's counts) together with the validation flags (none with ``validate=False``).
