@@ -14,6 +14,9 @@ CUDA graphs: the exact, no-validation path makes no host read and has static sha
 captured once and replayed (:func:`capture_exact`); the row "triton exact, CUDA graph" times the
 replay (copying each new input into the captured buffer) after checking that a replay on a fresh
 input returns what an eager call returns.
+
+vLLM: where vLLM is installed, one-video shapes also get vLLM's own VidCom2 mask function and the
+plugin's (:func:`vllm_methods`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,13 @@ from shapes import GPU, SHAPES  # noqa: E402
 import vidcom2_kernels as vk  # noqa: E402
 from vidcom2_kernels import reference  # noqa: E402
 from vidcom2_kernels.testing import HostReadCounter  # noqa: E402
+
+try:  # the vLLM plugin's mask against vLLM's own, where vLLM is installed
+    from vllm.multimodal.video_prune import vidcom2 as vllm_vidcom2  # noqa: E402
+
+    from vidcom2_kernels.integrations import vllm as vllm_plugin  # noqa: E402
+except ImportError:
+    vllm_vidcom2 = None
 
 
 def copy_bandwidth(device) -> float:
@@ -92,6 +102,24 @@ def methods(frames):
     }
 
 
+def vllm_methods(frames):
+    """vLLM's own VidCom2 mask and the plugin's (``bench/bench_vllm.py``'s comparison), for
+    one-video shapes when vLLM is installed: the grid (F, 2, 2T) with merge 2 gives T tokens per
+    frame; q = 0.75 (retention 0.25). Their rows' floor is compress()'s (they skip the gather)."""
+    if vllm_vidcom2 is None or len(frames) != 1:
+        return {}
+    vllm_plugin.register()
+    theirs = vllm_plugin._state["vllm_mask"]
+    if theirs is None:  # VIDCOM2_VLLM=0
+        return {}
+    ((F, T),) = frames
+    grid = (F, 2, 2 * T)
+    return {
+        "vllm mask (vLLM's own)": lambda x: theirs(x, grid, 2, 0.75),
+        "vllm mask (plugin)": lambda x: vllm_plugin.retention_mask(x, grid, 2, 0.75),
+    }
+
+
 def capture_exact(frames, example: torch.Tensor):
     """``compress(exact=True, validate=False)`` on ``example``'s shape captured in a CUDA graph.
     Returns ``replay(x) -> Compression`` (x is copied into the captured input; the result's
@@ -139,7 +167,7 @@ def run(shapes, device, dtype, repeats, copies):
         K = int(vk.compress(inputs[0], frames, 0.25, backend="torch").counts.sum())
         elt = inputs[0].element_size()
         floor_bytes = N * C * elt + 2 * K * C * elt
-        cases = methods(frames)
+        cases = {**methods(frames), **vllm_methods(frames)}
         if device.type == "cuda":
             replay = capture_exact(frames, inputs[0])
             check_replay(replay, frames, inputs[-1])

@@ -9,6 +9,9 @@ between the two implementations' inputs to that decision (itself checked against
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,6 +19,8 @@ import torch
 from vidcom2_kernels import reference as ref
 from vidcom2_kernels.constants import TEMPERATURE, kept_channels
 from vidcom2_kernels.layout import VideoLayout, exact_targets, parse_frames
+
+ROOT = Path(__file__).resolve().parents[1]
 
 #: Absolute tolerance on scores (sum of 10 exponentials in [0, 10]) and on uniqueness, per dtype.
 #: The inputs are identical in every backend (the dtype is the input's), so the only differences
@@ -202,3 +207,20 @@ def reference_pair(x, frames, retention=0.25, **kwargs):
 def exact_target_array(layout: VideoLayout, retention):
     r = np.broadcast_to(np.asarray(retention, dtype=np.float64), (layout.num_videos,))
     return exact_targets(layout, r)
+
+
+# ------------------------------------------------------------------------------ side environments
+
+
+def side_environment(script: str, *args: str, env: dict | None = None) -> str:
+    """Build (or reuse) the side virtualenv a ``ci/`` script makes; returns its python. A failed
+    build fails the calling test with the script's stderr."""
+    build = subprocess.run(
+        ["bash", str(ROOT / "ci" / script), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    assert build.returncode == 0, f"ci/{script} failed:\n{build.stderr[-3000:]}"
+    return str(ROOT / build.stdout.strip().splitlines()[-1])

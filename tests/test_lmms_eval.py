@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import tiny_models as tm
+from helpers import side_environment
 
 from vidcom2_kernels import adapters
 from vidcom2_kernels.adapters import lmms_eval as launcher
@@ -170,10 +171,7 @@ def test_help_and_missing_lmms_eval_in_this_environment():
 
 @pytest.fixture(scope="module")
 def side_python():
-    build = subprocess.run(["bash", str(ROOT / "ci" / "lmms_eval_env.sh")], cwd=ROOT, capture_output=True, text=True)
-    if build.returncode != 0:
-        pytest.fail(f"ci/lmms_eval_env.sh failed:\n{build.stderr[-3000:]}")
-    return str(ROOT / build.stdout.strip().splitlines()[-1])
+    return side_environment("lmms_eval_env.sh")
 
 
 @pytest.fixture(scope="module")

@@ -2,13 +2,13 @@
 ``mm_encoder_outputs``: the adapters patch ``get_video_features`` for the call instead), in the side
 environment ci/transformers_env.sh builds over this one."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import transformers
+from helpers import side_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 OLDEST = "5.17.0"
@@ -17,15 +17,7 @@ OLDEST = "5.17.0"
 @pytest.mark.transformers_versions
 @pytest.mark.skipif(transformers.__version__ == OLDEST, reason="this environment already runs transformers 5.17")
 def test_adapters_on_oldest_supported_transformers():
-    build = subprocess.run(
-        ["bash", "ci/transformers_env.sh", OLDEST],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHON": sys.executable},
-    )  # over this environment's packages
-    assert build.returncode == 0, build.stderr[-3000:]
-    python = str(ROOT / build.stdout.strip().splitlines()[-1])
+    python = side_environment("transformers_env.sh", OLDEST, env={"PYTHON": sys.executable})  # over this env
     version = subprocess.run(
         [python, "-c", "import transformers; print(transformers.__version__)"],
         capture_output=True,

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import vllm_harness
+from helpers import side_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 HARNESS = ROOT / "tests" / "vllm_harness.py"
@@ -43,10 +44,7 @@ def run(python, *args, env=None, check=True):
 
 @pytest.fixture(scope="module")
 def side_python():
-    build = subprocess.run(["bash", str(ROOT / "ci" / "vllm_env.sh")], cwd=ROOT, capture_output=True, text=True)
-    if build.returncode != 0:
-        pytest.fail(f"ci/vllm_env.sh failed:\n{build.stderr[-3000:]}")
-    return str(ROOT / build.stdout.strip().splitlines()[-1])
+    return side_environment("vllm_env.sh")
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import torch
 from .backends import name_of
 from .buffers import to_device
 from .dycoke import anchor_frames, dycoke_budgets
-from .records import Compression, Request, raise_nonfinite
+from .records import Compression, Request, Selection, raise_nonfinite
 
 
 class Scored(NamedTuple):
@@ -92,15 +92,21 @@ def read_back(req: Request, plan: Budgets, nonfinite: torch.Tensor) -> int:
     return num_kept
 
 
-def run(req: Request, backend: ModuleType) -> Compression:
-    """The whole compression of a checked request on ``backend``."""
-    x, layout = req.features, req.layout
-    if layout.num_tokens == 0:
-        return empty(req, backend)
+def select(req: Request, backend: ModuleType) -> tuple[Scored, Selection]:
+    """Everything but the gather: scores, budgets, the host read and the kept tokens of a checked
+    request with at least one token (callers that apply the mask themselves stop here)."""
     scored = score(req, backend)
     plan = plan_budgets(req, backend, scored.uniqueness)
     num_kept = read_back(req, plan, scored.nonfinite)
-    selection = backend.select_tokens(scored.scores, layout, plan.budgets, req.targets, num_kept)
+    return scored, backend.select_tokens(scored.scores, req.layout, plan.budgets, req.targets, num_kept)
+
+
+def run(req: Request, backend: ModuleType) -> Compression:
+    """The whole compression of a checked request on ``backend``: :func:`select`, then the gather."""
+    x, layout = req.features, req.layout
+    if layout.num_tokens == 0:
+        return empty(req, backend)
+    scored, selection = select(req, backend)
     kept = backend.gather_rows(selection.indices, (x, *req.extras))
     return Compression(
         indices=selection.indices,

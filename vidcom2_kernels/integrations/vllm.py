@@ -5,7 +5,8 @@ it starts. It replaces ``vllm.multimodal.video_prune.vidcom2.compute_retention_m
 copy ``qwen3_vl`` imported by name) with :func:`retention_mask`: the same signature, a bool (N,)
 mask on the features' device with exactly vLLM's ``compute_retained_tokens_count`` True entries
 (the count the API process sized the prompt's placeholders with), computed by
-:func:`vidcom2_kernels.compress` with ``target=`` that count and ``validate=False``: no host read.
+:func:`vidcom2_kernels.compress`'s pipeline with ``target=`` that count and ``validate=False``
+(no host read), stopping before the row gather (vLLM applies the mask itself).
 It also registers :mod:`.vllm_models` (VidCom2 for Qwen2.5-VL, where vLLM offers only EVS) and,
 on vLLM's CPU platform, sets the runner's ``is_multimodal_pruning_enabled`` that vLLM 0.32's
 ``CPUModelRunner`` never sets (without it a pruned video crashes in ``split_with_sizes``).
@@ -33,7 +34,9 @@ import sys
 
 import torch
 
-from ..api import compress
+from .. import pipeline
+from ..api import prepare
+from ..backends import resolve
 
 logger = logging.getLogger(__name__)
 
@@ -76,17 +79,18 @@ def retention_mask(
     if not 0.0 <= q < 1.0:
         raise ValueError(f"q (the video pruning rate) must be in [0, 1), got {q}")
     method, frame_budgets = METHODS[_state["method"]]
-    out = compress(
+    req = prepare(
         video_embeds,
         [(T, tokens_per_frame)],
         retention=1.0 - q,
         target=(count or _state["vllm_count"])(tokens_per_frame, T, q),
         validate=False,
-        backend=_state["backend"],
         method=method,
         frame_budgets=frame_budgets,
     )
-    return out.mask
+    # compress() without its row gather: vLLM indexes the features with the mask itself
+    _, selection = pipeline.select(req, resolve(_state["backend"], video_embeds.device))
+    return selection.mask
 
 
 def register() -> None:
