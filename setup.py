@@ -21,7 +21,15 @@ VIDEO = [
     "tqdm>=4.60",
 ]
 
-TEST = ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6.100", "ruff==0.17.6"]  # ruff pinned: exact format check
+# The Triton kernels: a CUDA torch already depends on triton; on a CPU machine only the interpreter
+# tests need it (about 1 GB), so it is an extra there, never a requirement.
+TRITON = ["triton>=3.2; platform_system == 'Linux'"]
+TEST = TRITON + [
+    "pytest>=8",
+    "pytest-benchmark>=4",
+    "hypothesis>=6.100",
+    "ruff==0.17.6",
+]  # ruff pinned: exact format check
 
 setup(
     name="vidcom2_kernels",
@@ -32,8 +40,9 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["vidcom2_kernels", "vidcom2_kernels.*"]),
     package_data={"vidcom2_kernels.cpu": ["kernels.c"]},  # built on first use (vidcom2_kernels/cpu)
-    install_requires=["torch>=2.4", "numpy>=1.24", "triton>=3.2; platform_system == 'Linux'"],
-    extras_require={"video": VIDEO, "test": VIDEO + TEST, "dev": VIDEO + TEST},
+    # torch 2.6 is the oldest release paired with triton 3.2 (torch.library.custom_op needs 2.4)
+    install_requires=["torch>=2.6", "numpy>=1.24"],
+    extras_require={"triton": TRITON, "video": VIDEO, "test": VIDEO + TEST, "dev": VIDEO + TEST},
     entry_points={
         "console_scripts": ["vidcom2-demo=vidcom2_kernels.demo:main"],
         "vllm.general_plugins": ["vidcom2_kernels=vidcom2_kernels.integrations.vllm:register"],

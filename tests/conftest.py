@@ -22,6 +22,13 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     device = config.getoption("--device") or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda"):
+        raise pytest.UsageError(f"--device must be cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise pytest.UsageError(
+            f"--device=cuda, but this torch ({torch.__version__}) sees no CUDA GPU; "
+            "run without --device (the CPU, Triton kernels interpreted) or on a GPU machine"
+        )
     config.option.device = device
     if device == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"

@@ -2,19 +2,13 @@
 mean nothing: on float32 inputs the naive, released-shape and vLLM-port versions keep the
 reference's tokens (vLLM's with the exact count), and the table runner works end to end."""
 
-import os
-import sys
-
+import baselines
+import bench_baselines
 import pytest
 import torch
 from helpers import moving_object, random_features, scene_cuts
 
 import vidcom2_kernels as vk
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
-
-import baselines  # noqa: E402
-import bench_baselines  # noqa: E402
 
 CASES = {
     "random-batch": ([(6, 50), (3, 37), (1, 12)], 96, random_features),

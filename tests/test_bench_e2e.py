@@ -1,10 +1,6 @@
 """Smoke-size run of the end-to-end benchmark: it must finish and report consistent token counts."""
 
-import sys
-
-sys.path.insert(0, "bench")
-
-import bench_e2e  # noqa: E402
+import bench_e2e
 
 
 def test_e2e_smoke(tmp_path):

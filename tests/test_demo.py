@@ -4,16 +4,21 @@ and turns bad input into a one-line error with a non-zero exit."""
 import pytest
 import torch
 
-from vidcom2_kernels import demo
+from vidcom2_kernels import compress, demo
 from vidcom2_kernels.backends import triton_backend
 from vidcom2_kernels.demo import main
+from vidcom2_kernels.video import synthetic_clip
+from vidcom2_kernels.vision import qwen2vl_patches
 
 
 def test_sample_clip(tmp_path, capsys):
     out = tmp_path / "demo.png"
     assert main(["--frames", "8", "--max-pixels", str(224 * 126), "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "bigbuckbunny.mp4" in text and "tokens kept" in text and "selection time, torch" in text
+    assert "bigbuckbunny.mp4: 8 frames sampled, 25 fps" in text and "tokens kept" in text
+    assert "selection time, torch" in text
+    if triton_backend is not None and not torch.cuda.is_available():  # the tests run triton interpreted
+        assert "(Triton interpreter on the CPU)" in text and "triton     n/a" not in text
     assert out.stat().st_size > 10_000 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -21,7 +26,7 @@ def test_generated_clip_exact(tmp_path, capsys):
     out = tmp_path / "demo.png"
     assert main(["--synthetic", "--frames", "6", "--max-pixels", str(224 * 126), "--exact", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "generated clip" in text
+    assert "generated clip: --synthetic, 6 frames sampled, 25 fps" in text and "((" not in text
     kept = [line for line in text.splitlines() if "tokens kept" in line][0]
     n_kept, n_all = (int(v) for v in kept.split()[2:5:2])
     assert n_kept == int(n_all * 0.25)  # exact mode keeps int(N * r)
@@ -75,3 +80,38 @@ def test_empty_video(tmp_path, capsys):
     assert path.exists()
     assert main([str(path)]) == 2
     assert "has no frames" in capsys.readouterr().err
+
+
+def test_fewer_frames_than_asked_are_said(tmp_path, capsys):
+    import av
+    import numpy as np
+
+    path = tmp_path / "short.mp4"
+    with av.open(str(path), "w", format="mp4") as c:
+        s = c.add_stream("mpeg4", rate=25)
+        s.width, s.height, s.pix_fmt = 112, 64, "yuv420p"
+        for i in range(6):
+            frame = np.full((64, 112, 3), 40 * i, dtype=np.uint8)
+            for packet in s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+    assert main([str(path), "--frames", "20", "--out", str(tmp_path / "d.png")]) == 0
+    assert "6 frames sampled (--frames 20: the video has only 6)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("groups", [1, 2, 17, 200])
+def test_picture_for_1_to_200_frames(groups, tmp_path):
+    """The figure's layout holds from one temporal group to 200: it is written, its size stays
+    in a sane range, and the strip says how many frames it shows."""
+    import matplotlib.image
+
+    patches = qwen2vl_patches(synthetic_clip(2 * groups, height=112, width=196), 112 * 196)
+    x = torch.randn(patches.num_groups * patches.tokens_per_frame, 32, generator=torch.Generator().manual_seed(0))
+    out = compress(x, patches.tokens_per_frame, 0.25)
+    path = tmp_path / "g.png"
+    demo.draw(str(path), patches, out, 0.25, "title", "caption")
+    height, width, _ = matplotlib.image.imread(str(path)).shape
+    assert width == 1300 and 600 <= height <= 1100
+    shown = "the one frame" if groups == 1 else f"all {groups} frames" if groups <= 16 else f"16 of the {groups} frames"
+    assert shown in demo.groups_text(groups)

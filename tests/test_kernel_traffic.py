@@ -1,17 +1,12 @@
 """The on-paper traffic table (``bench/kernel_traffic.py``) records the triton backend's real
 launches without running them: the grids it reports are the ones the host code computes."""
 
-import os
-import sys
+import kernel_traffic
+from shapes import SHAPES
 
 import vidcom2_kernels as vk
 from vidcom2_kernels.layout import parse_frames
 from vidcom2_kernels.ops.common import SPLIT_ROWS, UNIT_ROWS
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
-
-import kernel_traffic  # noqa: E402
-from shapes import SHAPES  # noqa: E402
 
 
 def test_recorded_grids_follow_the_layout(monkeypatch):

