@@ -4,11 +4,29 @@ Without a GPU, the Triton kernels run under ``TRITON_INTERPRET=1`` (it must be s
 imported). ``--device=cuda`` runs the same tests on a GPU with compiled kernels.
 """
 
+import importlib.util
 import os
+import sys
 
 import pytest
 import tiny_models as tm
 import torch
+
+
+def _test_the_installed_package() -> None:
+    """``python -m pytest`` puts the working directory first on sys.path, which would shadow a
+    non-editable install of vidcom2_kernels with the source tree: where the package is installed
+    elsewhere, drop that entry so the tests import what is installed (an editable install and a
+    plain checkout resolve to the source tree either way)."""
+    here = [p for p in sys.path if os.path.abspath(p or ".") == os.getcwd()]
+    rest = [p for p in sys.path if p not in here]
+    saved, sys.path[:] = sys.path[:], rest
+    spec = importlib.util.find_spec("vidcom2_kernels")
+    if spec is None:
+        sys.path[:] = saved
+
+
+_test_the_installed_package()
 
 #: the production backends, each compared with the reference
 BACKENDS = ("torch", "triton")
