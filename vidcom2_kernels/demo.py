@@ -39,6 +39,10 @@ import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import matplotlib.ticker  # noqa: E402
 
+#: thumbnails in the strip of frames: every frame up to this many, else this many evenly spaced
+MAX_STRIP = 16
+KEPT_EDGE = "#ffd21f"  # outline of the kept tokens, on frames and on score maps
+
 
 def _progress(desc: str, total: int):
     return tqdm(total=total, desc=desc, unit="frame" if "decod" in desc else "group", leave=True, file=sys.stderr)
@@ -81,11 +85,6 @@ def groups_text(groups: int) -> str:
     if groups <= MAX_STRIP:
         return "the strip shows the one frame" if groups == 1 else f"the strip shows all {groups} frames"
     return f"the strip shows {MAX_STRIP} of the {groups} frames, evenly spaced"
-
-
-#: thumbnails in the strip of frames: every frame up to this many, else this many evenly spaced
-MAX_STRIP = 16
-KEPT_EDGE = "#ffd21f"  # outline of the kept tokens, on frames and on score maps
 
 
 def _outline_kept(ax, kept: np.ndarray, scale: int, width: float = 0.9) -> None:
