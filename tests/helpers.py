@@ -214,7 +214,12 @@ def exact_target_array(layout: VideoLayout, retention):
 
 def side_environment(script: str, *args: str, env: dict | None = None) -> str:
     """Build (or reuse) the side virtualenv a ``ci/`` script makes; returns its python. A failed
-    build fails the calling test with the script's stderr."""
+    build fails the calling test with the script's stderr. ``VIDCOM2_SIDE_PYTHON_<SCRIPT>`` (e.g.
+    ``VIDCOM2_SIDE_PYTHON_VLLM_ENV`` for vllm_env.sh) names another environment's python to use
+    instead, unlocked: ci/check_latest.sh runs the client tests at the newest releases that way."""
+    override = os.environ.get("VIDCOM2_SIDE_PYTHON_" + script.removesuffix(".sh").upper())
+    if override:
+        return override
     build = subprocess.run(
         ["bash", str(ROOT / "ci" / script), *args],
         cwd=ROOT,

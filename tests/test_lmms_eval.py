@@ -15,6 +15,7 @@ import concurrent.futures
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -107,6 +108,7 @@ def test_environment_settings():
 
 
 def test_launch_checks(monkeypatch):
+    monkeypatch.setattr(launcher, "FILELOCK_USERS", ())
     monkeypatch.setattr(launcher.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(launcher.LaunchError) as info:
         launcher.check_launch(["--model", "qwen2_vl"], {"COMPRESSOR": "vidcom2"})
@@ -116,6 +118,55 @@ def test_launch_checks(monkeypatch):
         launcher.check_launch(["--model", "llava_vid"], {"COMPRESSOR": "vidcom2"})
     assert "LLaVA-NeXT package" in info.value.message and "--model llava_hf --force_simple" in info.value.message
     assert launcher.check_launch(["--model", "llava_vid"], {}) is None  # no compression asked: plain lmms-eval
+
+
+FAKE_EVALUATOR = """
+import filelock
+import filelock as fl
+from filelock import FileLock, Timeout
+from filelock import no_such_name
+import filelock._no_such_module as gone
+
+
+def patch():
+    import filelock._no_such_module_either
+    from filelock._no_such_package import Thing
+
+    fl.FileLock, filelock.no_such_attribute, gone.Meta
+    return getattr(fl, "optional_name", None)  # read with a default: not required
+"""
+
+
+def test_filelock_check_reads_what_the_source_uses(tmp_path, monkeypatch):
+    """Every filelock module, imported name and module attribute the source uses, at any depth,
+    checked against the installed filelock; ``getattr`` with a default is not a requirement."""
+    (tmp_path / "fake_lmms_evaluator.py").write_text(FAKE_EVALUATOR)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert launcher.missing_filelock_names("fake_lmms_evaluator") == [
+        "filelock._no_such_module",
+        "filelock._no_such_module_either",
+        "filelock._no_such_package.Thing",
+        "filelock.no_such_attribute",
+        "filelock.no_such_name",
+    ]
+    assert launcher.missing_filelock_names("no_such_module_anywhere") == []
+
+
+def test_launch_refuses_an_lmms_eval_that_cannot_run(tmp_path, monkeypatch):
+    """lmms-eval 0.7.3 beside filelock 4.3 exits 0 with no answers: refused before any model loads."""
+    (tmp_path / "fake_lmms_evaluator.py").write_text("import filelock._no_such_module as f\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(launcher, "FILELOCK_USERS", ("fake_lmms_evaluator",))
+    monkeypatch.setattr(
+        launcher.importlib.util,
+        "find_spec",
+        lambda name, real=launcher.importlib.util.find_spec: object() if name == "lmms_eval" else real(name),
+    )
+    for env in ({"COMPRESSOR": "vidcom2"}, {}):  # plain lmms-eval through the launcher too
+        with pytest.raises(launcher.LaunchError) as info:
+            launcher.check_launch(["--model", "qwen2_vl"], env)
+        assert "uses filelock._no_such_module, which filelock " in info.value.message
+        assert info.value.message.endswith('pip install "filelock<4.3"') and info.value.code == 2
 
 
 def test_loaded_model_without_adapter_is_refused(monkeypatch):
@@ -337,6 +388,28 @@ def test_launcher_under_accelerate_launch(side_python, material, tmp_path):
     assert_ok(done)
     [(calls, before, after)] = token_totals(done.stderr)
     assert calls == ITEMS and after < before and all(a.strip() for a in answers.values())
+
+
+@pytest.mark.lmms_eval
+def test_launcher_refuses_lmms_eval_beside_filelock_4_3(side_python, tmp_path):
+    """The real lmms-eval 0.7.3 with this environment's filelock (4.3 and newer have no ``_api``)
+    first on its path: exit 2 and one line saying what to install, before any model loads."""
+    import filelock
+
+    if launcher.importlib.util.find_spec("filelock._api") is not None:
+        pytest.skip(f"this environment's filelock {filelock.__version__} still has filelock._api")
+    shutil.copytree(Path(filelock.__file__).parent, tmp_path / "filelock")
+    done = subprocess.run(
+        [side_python, "-m", "vidcom2_kernels.adapters.lmms_eval", "--model", "qwen2_vl", "--tasks", "vidcom2_smoke"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COMPRESSOR": "vidcom2", "PYTHONPATH": str(tmp_path)},
+        timeout=300,
+    )
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert f"lmms-eval 0.7.3 uses filelock._api, which filelock {filelock.__version__} does not have" in lines[0]
+    assert lines[0].endswith('pip install "filelock<4.3"')
 
 
 @pytest.mark.lmms_eval

@@ -4,6 +4,12 @@ python (ci/vllm_env.sh):
     python tests/vllm_harness.py checkpoint FAMILY DIR    # tiny random model + processor (as lmms-eval's)
     python tests/vllm_harness.py generate DIR OUT.json Q  # greedy outputs of vllm.LLM with VidCom2 at rate Q
 
+``VIDCOM2_HARNESS_SIMULATE`` makes the installed vLLM look like another release before the engine
+(and so the plugin) starts: ``version-0.34`` (vLLM 0.34: the same hooks, another version),
+``signature`` (an unknown release whose ``compute_retention_mask`` takes another argument),
+``moved`` (vLLM main's layout: the video_prune modules under ``vllm.frontend.processing.multimodal``,
+a re-exporting shim at the old path).
+
 ``generate`` runs the engine in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0) on two prompts with
 videos of different sizes and writes, per prompt, the prompt's token ids (their video placeholders are
 what the language model sees) and the generated token ids, plus the plugin's state: whether it was
@@ -12,9 +18,11 @@ registered and how many masks it computed.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
+import types
 
 import numpy as np
 
@@ -51,10 +59,69 @@ def videos(family: str):
     return out
 
 
+NEW_PRUNE_PACKAGE = "vllm.frontend.processing.multimodal.video_prune"
+
+
+def rebind(old, new) -> None:
+    """Every loaded vllm module's name for ``old`` now means ``new`` (as a release that shipped
+    ``new`` would have it)."""
+    for module in [m for name, m in sys.modules.items() if name.startswith("vllm") and m is not None]:
+        for attr, value in list(vars(module).items()):
+            if value is old:
+                setattr(module, attr, new)
+
+
+def move_prune_modules() -> tuple:
+    """vLLM main's layout: the video_prune modules' own code loaded again as
+    ``NEW_PRUNE_PACKAGE.evs`` and ``.vidcom2`` (under new empty packages); returns those two."""
+    from vllm.multimodal.video_prune import evs, vidcom2
+
+    parts = NEW_PRUNE_PACKAGE.split(".")
+    for i in range(2, len(parts) + 1):
+        name = ".".join(parts[:i])
+        package = sys.modules.setdefault(name, types.ModuleType(name))
+        package.__path__ = []
+        setattr(sys.modules[".".join(parts[: i - 1])], parts[i - 1], package)
+    moved = []
+    for old in (evs, vidcom2):
+        leaf = old.__name__.rsplit(".", 1)[1]
+        spec = importlib.util.spec_from_file_location(f"{NEW_PRUNE_PACKAGE}.{leaf}", old.__file__)
+        sys.modules[spec.name] = new = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(new)
+        setattr(sys.modules[NEW_PRUNE_PACKAGE], leaf, new)
+        moved.append(new)
+    return tuple(moved)
+
+
+def simulate(kind: str) -> None:
+    import vllm
+    from vllm.multimodal.video_prune import evs, vidcom2
+
+    if kind == "version-0.34":
+        vllm.__version__ = "0.34.0"
+    elif kind == "signature":
+        vllm.__version__ = "0.99.0"
+        original = vidcom2.compute_retention_mask
+
+        def compute_retention_mask(video_embeds, video_size_thw, spatial_merge_size, q, deepstack_embeds=None):
+            return original(video_embeds, video_size_thw, spatial_merge_size, q)
+
+        rebind(original, compute_retention_mask)
+    elif kind == "moved":
+        for old, new in zip((evs, vidcom2), move_prune_modules()):  # the old path: a shim re-exporting the new
+            for attr, value in list(vars(old).items()):
+                if getattr(value, "__module__", None) == old.__name__ and hasattr(new, attr):
+                    rebind(value, getattr(new, attr))
+    elif kind:
+        raise SystemExit(f"unknown VIDCOM2_HARNESS_SIMULATE {kind!r}")
+
+
 def generate(model: str, out: str, q: float) -> None:
     from vllm import LLM, SamplingParams
 
     from vidcom2_kernels.integrations import vllm as plugin
+
+    simulate(os.environ.get("VIDCOM2_HARNESS_SIMULATE", ""))
 
     llm = LLM(
         model=model,
@@ -80,6 +147,7 @@ def generate(model: str, out: str, q: float) -> None:
             "registered": plugin._state["registered"],
             "calls": plugin._state["calls"],
             "method": plugin._state["method"],
+            "prune_package": plugin._state["hooks"] and plugin._state["hooks"].vidcom2.__name__.rsplit(".", 1)[0],
         },
     }
     with open(out, "w") as f:

@@ -101,19 +101,13 @@ def test_dycoke_methods_keep_vllms_count(monkeypatch, method):
         assert int(mask.sum()) == VLLM_COUNT(grid[1] * grid[2] // 4, grid[0], 0.75)
 
 
-def test_register_refuses_other_vllm_versions_and_unknown_methods(monkeypatch):
-    import vllm
-
+def test_register_off_switch_and_unknown_methods(monkeypatch):
+    """(Another vLLM version number alone changes nothing: tests/vllm_side/test_vllm_contract.py.)"""
     monkeypatch.setitem(plugin._state, "registered", False)
-    monkeypatch.setattr(vllm, "__version__", "0.40.0")
-    with pytest.raises(RuntimeError, match="supports vLLM 0.32, 0.33, found 0.40.0; set VIDCOM2_VLLM=0"):
-        plugin.register()
     monkeypatch.setenv("VIDCOM2_VLLM", "0")
     plugin.register()  # switched off: no check, nothing replaced
     assert plugin._state["registered"] is False
-    monkeypatch.delenv("VIDCOM2_VLLM")
-    monkeypatch.undo()
-    monkeypatch.setitem(plugin._state, "registered", False)
+    monkeypatch.setenv("VIDCOM2_VLLM", "1")
     monkeypatch.setenv("VIDCOM2_VLLM_METHOD", "evs")
     with pytest.raises(ValueError, match="VIDCOM2_VLLM_METHOD must be one of"):
         plugin.register()

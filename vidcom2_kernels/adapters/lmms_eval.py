@@ -22,10 +22,15 @@ mistake would silently evaluate the uncompressed model.
 
 from __future__ import annotations
 
+import ast
+import importlib
+import importlib.metadata
 import importlib.util
 import os
 import runpy
 import sys
+from pathlib import Path
+from types import ModuleType
 
 from .apply import apply_from_env
 from .registry import ADAPTERS, LMMS_EVAL_MODELS
@@ -38,6 +43,10 @@ NOT_TRANSFORMERS = {
 }
 TRANSFORMERS_ROUTE = "use --model llava_hf --force_simple with a transformers LLaVA-OneVision/LLaVA-Video checkpoint"
 SUPPORTED_NAMES = ", ".join(LMMS_EVAL_MODELS)
+#: lmms-eval modules that reach into filelock's internals on every run (0.7.3's evaluator imports
+#: ``filelock._api``, which filelock 4.3 removed: each run then exits 0 with no answers), and the fix
+FILELOCK_USERS = ("lmms_eval.evaluator",)
+FILELOCK_FIX = 'pip install "filelock<4.3"'
 
 
 class LaunchError(SystemExit):
@@ -65,6 +74,13 @@ def check_launch(argv: list, environ=None) -> Settings | None:
     environment's settings, and the ``--model`` name. Returns the settings (None: no compression)."""
     if importlib.util.find_spec("lmms_eval") is None:
         raise LaunchError("lmms-eval is not installed: pip install lmms-eval (keep your torch; README, lmms-eval)")
+    missing = [name for module in FILELOCK_USERS for name in missing_filelock_names(module)]
+    if missing:
+        raise LaunchError(
+            f"lmms-eval {_version('lmms-eval')} uses {', '.join(missing)}, which filelock "
+            f"{getattr(_filelock_module('filelock'), '__version__', _version('filelock'))} "
+            f"does not have (every evaluation would fail and record no answers): {FILELOCK_FIX}"
+        )
     try:
         settings = settings_from_env(environ)
     except ValueError as exc:
@@ -79,6 +95,54 @@ def check_launch(argv: list, environ=None) -> Settings | None:
             file=sys.stderr,
         )
     return settings
+
+
+def missing_filelock_names(module: str) -> list:
+    """The filelock modules and module attributes that ``module``'s source imports or reads
+    (``import filelock._api as f`` ... ``f.FileLockMeta``) and the installed filelock lacks. Reads
+    the source; imports only filelock."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return []
+    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    aliases, missing = {}, []  # local name -> filelock module
+    for node in ast.walk(tree):
+        imported = []
+        if isinstance(node, ast.Import):
+            imported = [(a.name, a.asname or a.name.split(".")[0], a.asname is not None) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            imported = [(f"{node.module}.{a.name}", a.asname or a.name, True) for a in node.names]
+        for name, local, bound in imported:
+            if name.split(".")[0] != "filelock":
+                continue
+            if _filelock_module(name) is not None:
+                aliases[local] = name if bound else "filelock"
+                continue
+            parent, _, attr = name.rpartition(".")  # `from filelock import X`: X a name in filelock
+            owner = _filelock_module(parent)
+            if owner is None or not hasattr(owner, attr):
+                missing.append(name)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
+            owner = _filelock_module(aliases[node.value.id])
+            if owner is not None and not hasattr(owner, node.attr):
+                missing.append(f"{aliases[node.value.id]}.{node.attr}")
+    return sorted(set(missing))
+
+
+def _filelock_module(name: str) -> ModuleType | None:
+    """The module ``name`` of filelock, imported, or None where it does not exist."""
+    try:
+        return importlib.import_module(name)
+    except (ImportError, ValueError):  # ValueError: an empty name
+        return None
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
 
 
 class Compressing:

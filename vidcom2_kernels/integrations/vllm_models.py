@@ -7,9 +7,11 @@ from __future__ import annotations
 import functools
 
 from vllm.model_executor.models import qwen2_5_vl
-from vllm.multimodal.video_prune import evs
 
 from . import vllm as plugin
+
+#: EVS's count, from the ``video_prune`` package the plugin found (vLLM's old or new path)
+EVS_COUNT = plugin.hooks().evs.compute_retained_tokens_count
 
 
 class Qwen2_5_VLVidCom2(qwen2_5_vl.Qwen2_5_VLForConditionalGeneration):
@@ -25,9 +27,7 @@ class Qwen2_5_VLVidCom2(qwen2_5_vl.Qwen2_5_VLForConditionalGeneration):
         if self.multimodal_config.video_pruning_method != "vidcom2":
             return super()._postprocess_video_embeds_evs(video_embeds_split, video_input)
         evs_mask = qwen2_5_vl.compute_retention_mask  # the name vLLM's EVS path calls, swapped for the call
-        qwen2_5_vl.compute_retention_mask = functools.partial(
-            plugin.retention_mask, count=evs.compute_retained_tokens_count
-        )
+        qwen2_5_vl.compute_retention_mask = functools.partial(plugin.retention_mask, count=EVS_COUNT)
         try:
             return super()._postprocess_video_embeds_evs(video_embeds_split, video_input)
         finally:
