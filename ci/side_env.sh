@@ -31,6 +31,9 @@ side_env_reused() {
   rm -rf "$venv"
   "${PYTHON:-python3}" -m venv "$venv"
   py="$venv/bin/python"
+  # only pip: the setuptools a venv starts with would stay beside the lock's (--ignore-installed
+  # leaves a preinstalled package's files), and resolving must not depend on it either
+  "$py" -m pip uninstall --quiet --yes setuptools >&2
   return 1
 }
 
