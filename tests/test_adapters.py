@@ -2,11 +2,15 @@
 videos of different sizes: exactness at retention 1.0, batched rows equal solo runs, positions,
 rope_deltas, caches and beams, remove(), errors."""
 
+import concurrent.futures
+import copy
+
 import pytest
 import tiny_models as tm
 import torch
 
 from vidcom2_kernels import adapters
+from vidcom2_kernels.adapters import kv_prune
 from vidcom2_kernels.adapters.base import accepts_encoder_outputs
 from vidcom2_kernels.adapters.patching import installed
 from vidcom2_kernels.adapters.settings import Settings
@@ -110,7 +114,7 @@ def test_rope_deltas_consistent_for_manual_decoding(family):
 def test_static_cache_beams_and_return_sequences(family):
     model = tm.build(family)
     inputs = tm.make_batch(family, model, tm.samples_for(family))
-    exact = family == "llava_onevision"
+    exact = family == "llava_onevision" and not accepts_encoder_outputs(model)  # < 5.18: equal counts only
     with adapters.apply_vidcom2(model, 0.5, exact=exact):
         dynamic = model.generate(**inputs, max_new_tokens=STEPS, do_sample=False)
         static = model.generate(**inputs, max_new_tokens=STEPS, do_sample=False, cache_implementation="static")
@@ -124,6 +128,86 @@ def test_static_cache_beams_and_return_sequences(family):
         )
         assert beams.shape == (2 * dynamic.shape[0], dynamic.shape[1])
         assert torch.equal(beams, beams_static)
+
+
+@pytest.mark.skipif(not accepts_encoder_outputs(tm.build("llava_onevision")), reason="transformers < 5.18")
+def test_llava_onevision_beams_with_unequal_counts_equal_solo_runs():
+    """Budget mode keeps different counts for the two videos; with beams and several return
+    sequences every sample's rows are what the same sample gives alone."""
+    model = tm.build("llava_onevision")
+    samples = tm.samples_for("llava_onevision")
+    batch = tm.make_batch("llava_onevision", model, samples)
+    batch["pixel_values_videos"][1] = batch["pixel_values_videos"][1, :1]  # a still video: even budgets
+    kw = dict(max_new_tokens=STEPS, num_beams=2, num_return_sequences=2, do_sample=False)
+    with adapters.apply_vidcom2(model, 0.5) as handle:
+        together = model.generate(**batch, **kw)
+        counts = handle.last.compression.counts.tolist()
+        assert len(set(counts)) == 2, counts  # the case under test: unequal kept counts
+        for b in range(len(samples)):
+            alone = model.generate(**tm.split_batch("llava_onevision", batch, b, samples), **kw)
+            assert torch.equal(together[2 * b : 2 * b + 2, -STEPS:], alone[:, -STEPS:])
+
+
+def test_deep_copy_of_a_compressed_model_compresses_with_its_own_weights():
+    model = tm.build("qwen2_vl")
+    inputs = tm.make_batch("qwen2_vl", model, tm.samples_for("qwen2_vl"))
+    handle = adapters.apply_vidcom2(model, 0.5)
+    before = generate(model, inputs)
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.mul_(-1.0)  # weights of its own
+    fresh = copy.deepcopy(twin)
+    fresh.generate.vidcom2_handle.remove()  # the copy's copy, uncompressed, then compressed anew
+    with adapters.apply_vidcom2(fresh, 0.5):
+        expect = generate(fresh, inputs)
+    got = generate(twin, inputs)
+    twin_handle = twin.generate.vidcom2_handle
+    assert twin_handle is not handle and twin_handle.model is twin and twin_handle.calls == 1
+    assert torch.equal(got.sequences, expect.sequences) and not torch.equal(got.sequences, before.sequences)
+    assert torch.equal(generate(model, inputs).sequences, before.sequences) and handle.calls == 2
+    twin_handle.remove()  # undoes the copy only
+    assert "generate" not in twin.__dict__ and model.generate.vidcom2_handle is handle
+    handle.remove()
+
+
+def test_remove_keeps_a_wrapper_added_later():
+    """Something wrapped ``model.generate`` after apply: remove() leaves that wrapper, and the
+    compression inside it stops; the model can be compressed again."""
+    model = tm.build("qwen2_vl")
+    inputs = tm.make_batch("qwen2_vl", model, tm.samples_for("qwen2_vl"))
+    plain = generate(model, inputs)
+    handle = adapters.apply_vidcom2(model, 0.25)
+    inner, seen = model.generate, []
+
+    def wrapper(*args, **kwargs):
+        seen.append(1)
+        return inner(*args, **kwargs)
+
+    model.generate = wrapper
+    handle.remove()
+    assert model.generate is wrapper
+    assert torch.equal(generate(model, inputs).sequences, plain.sequences) and seen == [1]
+    assert handle.calls == 0
+    with adapters.apply_vidcom2(model, 0.25) as again:
+        generate(model, inputs)
+        assert again.calls == 1 and seen == [1, 1]
+
+
+def test_compressed_model_as_its_own_assistant():
+    """``generate(assistant_model=model)``: the draft calls go to the model's own generate (the
+    prompt is already pruned), the rows still start with the caller's prompt, and ``last`` is the
+    caller's call."""
+    model = tm.build("qwen2_vl")
+    inputs = tm.make_batch("qwen2_vl", model, tm.samples_for("qwen2_vl")[:1])
+    with adapters.apply_vidcom2(model, 0.25) as handle:
+        greedy = model.generate(**inputs, max_new_tokens=STEPS, do_sample=False)
+        last = handle.last
+        assisted = model.generate(**inputs, max_new_tokens=STEPS, do_sample=False, assistant_model=model)
+        assert handle.calls == 2 and handle.last.video_tokens_before == last.video_tokens_before
+        assert handle.last.video_tokens_after == last.video_tokens_after < last.video_tokens_before
+    assert torch.equal(assisted[:, : inputs["input_ids"].shape[1]], inputs["input_ids"])
+    assert torch.equal(assisted, greedy)
 
 
 def test_remove_restores_exactly(family):
@@ -325,11 +409,107 @@ def test_dycoke_kv_pruning_semantics():
         adapters.apply_compression(model, "dycoke", 0.5, kv_prune=adapters.KVPrune(0.7, layer=layers))
 
 
-def test_kv_prune_arguments():
-    with pytest.raises(ValueError, match=r"kv ratio must be in \[0, 1\)"):
-        adapters.KVPrune(1.0)
-    with pytest.raises(ValueError, match="kv layer must be >= 0"):
-        adapters.KVPrune(0.5, layer=-1)
+def test_dycoke_kv_pruning_models_in_threads_do_not_mix():
+    """Two models generating at once in two threads, batches of different sizes: each thread's
+    sequences and logits are those of the same call run alone (the pruning state is the model's)."""
+    kv = adapters.KVPrune(0.7, layer=1)
+    jobs = []
+    for family, n in (("qwen2_vl", 2), ("llava_onevision", 1)):
+        model = tm.build(family)
+        samples = tm.samples_for(family)[:n]
+        jobs.append((model, tm.make_batch(family, model, samples)))
+
+    def run(job):
+        model, batch = job
+        with adapters.apply_compression(model, "dycoke", 0.5, kv_prune=kv):
+            return generate(model, batch)
+
+    serial = [run(job) for job in jobs]
+    for _ in range(3):
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            together = list(pool.map(run, jobs))
+        for alone, both in zip(serial, together):
+            assert torch.equal(alone.sequences, both.sequences)
+            assert all(torch.equal(a, b) for a, b in zip(alone.logits, both.logits))
+
+
+def test_dycoke_kv_pruning_refuses_one_model_twice_at_once():
+    """One model's attention implementation is an attribute of its config: a second pruning
+    generate() on it while one runs is refused in one line, and the first goes on unharmed."""
+    model = tm.build("qwen2_vl")
+    visual = torch.zeros(1, 8, dtype=torch.bool)
+    with kv_prune.kv_pruning(model, adapters.KVPrune(0.5, layer=1), visual):
+        with pytest.raises(RuntimeError, match="already generating with DyCoke KV pruning"):
+            with kv_prune.kv_pruning(model, adapters.KVPrune(0.5, layer=1), visual):
+                pass
+        assert model.config.get_text_config()._attn_implementation.startswith("vidcom2_dycoke_kv_")
+    assert not model.config.get_text_config()._attn_implementation.startswith("vidcom2_dycoke_kv_")
+    with kv_prune.kv_pruning(model, adapters.KVPrune(0.5, layer=1), visual):  # free again
+        pass
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(ratio=1.0), ValueError, r"kv ratio must be in \[0, 1\)"),
+        (dict(ratio=float("nan")), ValueError, r"kv ratio must be in \[0, 1\)"),
+        (dict(ratio="0.5"), TypeError, "kv ratio must be a number, got '0.5'"),
+        (dict(ratio=0.5, layer=-1), ValueError, "kv layer must be >= 0"),
+        (dict(ratio=0.5, layer=1.5), TypeError, "kv layer must be an int, got 1.5"),
+        (dict(ratio=0.5, layer=True), TypeError, "kv layer must be an int, got True"),
+        (dict(ratio=0.5, drift=2.0), ValueError, r"kv drift must be in \[-1, 1\]"),
+        (dict(ratio=0.5, drift=None), TypeError, "kv drift must be a number, got None"),
+    ],
+)
+def test_kv_prune_arguments(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        adapters.KVPrune(**kwargs)
+
+
+#: (options, error, message): refused by every entry point before any model or tensor work
+BAD_OPTIONS = [
+    (dict(retention="0.25"), TypeError, "retention must be a number or one per video, got a string"),
+    (dict(retention=True), TypeError, r"retention must be a float in \(0, 1\], got bool"),
+    (dict(retention=0), ValueError, r"retention must be in \(0, 1\], got 0.0"),
+    (dict(retention=float("nan")), ValueError, r"retention must be in \(0, 1\], got nan"),
+    (dict(retention=torch.tensor(2.0)), ValueError, r"retention must be in \(0, 1\], got 2.0"),
+    (dict(retention=[0.5, 3.0]), ValueError, r"retention must be in \(0, 1\], got 3.0 for video 1"),
+    (dict(target=-5), ValueError, "target must be at least 1, got -5"),
+    (dict(target="ten"), TypeError, "target must be a number or one per video, got a string"),
+    (dict(target=[4, 2.5]), TypeError, "target must be an int or one int per video, got float"),
+    (dict(exact="yes"), TypeError, "exact must be True or False, got 'yes'"),
+    (dict(backend="cuda"), ValueError, "backend must be one of"),
+    (dict(backend=None), ValueError, "backend must be one of"),
+    (dict(method="fastv"), ValueError, "method must be one of"),
+    (dict(method="dycoke", quirks=1), TypeError, "quirks must be True or False, got 1"),
+    (dict(frame_budgets="vidcom2"), ValueError, "frame_budgets"),
+]
+
+
+@pytest.mark.parametrize("options, error, message", BAD_OPTIONS, ids=[str(o) for o, *_ in BAD_OPTIONS])
+def test_bad_options_are_refused_before_any_work(options, error, message, monkeypatch):
+    """apply_compression / apply_vidcom2 / prune_inputs refuse each bad value when called: the
+    model is never run (its encoder would raise) and generate is left as it was."""
+    model = tm.build("qwen2_vl")
+    inputs = tm.make_batch("qwen2_vl", model, tm.samples_for("qwen2_vl"))
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the model ran before the options were checked")
+
+    monkeypatch.setattr(model.model, "get_video_features", no_work)
+    before = model.generate
+    options = {"retention": 0.25, **options}
+    method = options.pop("method", "vidcom2")
+    for call in (
+        lambda: adapters.apply_compression(model, method, **options),
+        lambda: adapters.prune_inputs(model, inputs, method=method, **options),
+    ):
+        with pytest.raises(error, match=message):
+            call()
+    if method == "vidcom2":
+        with pytest.raises(error, match=message):
+            adapters.apply_vidcom2(model, **options)
+    assert model.generate == before and "generate" not in model.__dict__
 
 
 MIXED_ROWS = {

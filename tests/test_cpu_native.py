@@ -2,6 +2,12 @@
 reference: every dtype, row strides, NaN/Inf in kept and dropped channels, the out-of-range limit
 at its exact boundary, thread-count independence, and the fallback when no compiler builds them."""
 
+import concurrent.futures
+import json
+import os
+import stat
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -159,7 +165,92 @@ def test_build_is_cached_per_source_and_machine(monkeypatch, tmp_path):
         warnings.simplefilter("error")
         lib = cpu.library()
     assert lib is not None
-    assert [str(p) for p in tmp_path.iterdir()] == [cpu.library_path(cpu.compiler())]  # no temporary left
+    path = cpu.library_path(cpu.compiler())
+    assert sorted(str(p) for p in tmp_path.iterdir()) == [path, path + ".sha256"]  # no temporary left
+    assert cpu.verified(path)
+
+
+#: a fresh process loads the native library from VIDCOM2_CACHE and reports what it found
+PROBE = """
+import json, os, warnings
+from vidcom2_kernels import cpu
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    lib = cpu.library()
+path = cpu.library_path(cpu.compiler())
+print(json.dumps({"loaded": lib is not None, "path": path, "verified": cpu.verified(path),
+                  "warnings": [str(w.message) for w in caught], "name": getattr(lib, "_name", None)}))
+"""
+
+
+def probe(cache, umask=None, **env) -> dict:
+    environ = {**os.environ, "VIDCOM2_CACHE": str(cache), **env}
+    environ.pop(cpu.SWITCH, None)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        capture_output=True,
+        text=True,
+        env=environ,
+        preexec_fn=None if umask is None else lambda: os.umask(umask),
+    )
+    assert done.returncode == 0, done.stderr[-2000:]  # a damaged library must never kill the process
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize(
+    "umask, so_mode, digest_mode", [(0o022, 0o755, 0o644), (0o077, 0o700, 0o600), (0o002, 0o775, 0o664)]
+)
+def test_cache_files_follow_the_umask(tmp_path, umask, so_mode, digest_mode):
+    """A shared cache is readable by its other users when the umask allows it (and only then)."""
+    out = probe(tmp_path, umask=umask)
+    assert out["loaded"] and out["verified"] and out["warnings"] == []
+    assert stat.S_IMODE(os.stat(out["path"]).st_mode) == so_mode
+    assert stat.S_IMODE(os.stat(out["path"] + ".sha256").st_mode) == digest_mode
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "foreign", "no digest", "empty"])
+def test_a_damaged_or_foreign_library_is_rebuilt_not_loaded(tmp_path, damage):
+    first = probe(tmp_path)
+    path = first["path"]
+    good = open(path, "rb").read()
+    if damage == "truncated":
+        open(path, "wb").write(good[: len(good) // 2])  # loading this could SIGBUS the process
+    elif damage == "garbage":
+        open(path, "wb").write(b"not a shared object" * 100)
+    elif damage == "foreign":  # another library at that path: the symbols would be missing
+        other = tmp_path / "other.c"
+        other.write_text("int unrelated(void) { return 1; }\n")
+        subprocess.run([*cpu.compiler(), "-shared", "-fPIC", "-o", path, str(other)], check=True)
+    elif damage == "no digest":
+        os.remove(path + ".sha256")
+    elif damage == "empty":
+        open(path, "wb").close()
+    again = probe(tmp_path)
+    assert again["loaded"] and again["verified"] and again["warnings"] == [] and again["path"] == path
+    assert open(path, "rb").read() == good  # rebuilt: the same bytes as the first build
+
+
+def test_an_unwritable_cache_gets_a_private_build(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    out = probe(blocker / "cache")  # below a file: the cache directory cannot be made
+    assert out["loaded"] and out["warnings"] == [] and not out["name"].startswith(str(blocker))
+
+
+def test_concurrent_first_use(tmp_path):
+    """Four processes start on an empty cache at once: all load, one verified build is left, no temporaries."""
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(lambda _: probe(tmp_path), range(4)))
+    assert all(o["loaded"] and o["warnings"] == [] for o in outs)
+    path = outs[0]["path"]
+    assert sorted(str(p) for p in tmp_path.iterdir()) == [path, path + ".sha256"] and cpu.verified(path)
+
+
+def test_cc_with_arguments_is_split_as_a_shell_would(tmp_path):
+    cc = cpu.compiler()[0]
+    out = probe(tmp_path, CC=f"{cc} -O2")
+    assert out["loaded"] and out["warnings"] == []
+    assert out["path"] != probe(tmp_path, CC=cc)["path"]  # another command, another build
 
 
 CASES = {
@@ -189,3 +280,33 @@ def test_both_paths_match_the_reference_on_edge_cases(case, path, exact, dtype, 
     assert score_err <= 1e-5
     fr = layout.frame_row_start
     assert_kept_up_to_near_ties(out.mask, expect.mask, expect.scores, list(zip(fr[:-1], fr[1:])), score_err)
+
+
+def test_float16_without_compiler_support(monkeypatch, tmp_path):
+    """Compilers before GCC 12 have no _Float16: kernels.c widens the half's bits by hand there.
+    That build (the macro undefined) gives bit-identical results on every float16 value class."""
+    monkeypatch.setenv("VIDCOM2_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", f"{cpu.compiler()[0]} -U__FLT16_MAX__")
+    fallback = cpu._load()
+    assert fallback is not None
+    x = features(torch.float16, seed=7)
+    specials = torch.tensor([0.0, -0.0, 6e-8, -6e-8, 1e-5, 65504.0, -65504.0, 3.14], dtype=torch.float16)
+    x[: specials.numel(), 3] = specials  # zeros, subnormals, the largest finite, a normal value
+    native, native_lib = passes(x), cpu.library()
+    with open(fallback._name, "rb") as a, open(native_lib._name, "rb") as b:
+        assert a.read() != b.read()  # the other conversion was compiled
+    monkeypatch.setitem(cpu._LOADED, "lib", fallback)
+    for a, b in zip(native, passes(x)):
+        assert torch.equal(a, b)
+    # every finite half pattern, one channel each: the channel sums are the widened values
+    every = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(torch.float16)
+    every = every[torch.isfinite(every)][None, :]
+    zero = torch.zeros(every.shape[1])
+    for lib in (fallback, native_lib):
+        monkeypatch.setitem(cpu._LOADED, "lib", lib)
+        sums, _, bad = cpu.channel_moments(every, zero, float("inf"))
+        assert torch.equal(sums, every[0].double()) and not bool(bad)
+        _, _, bad = cpu.channel_moments(
+            torch.tensor([[float("nan"), float("-inf")]], dtype=torch.float16), zero[:2], 1.0
+        )
+        assert bool(bad)

@@ -2,6 +2,9 @@
 property tests (test_properties.py) search the same ground at random. The demo's argument checks
 are in test_demo.py, DyCoke's released order in test_dycoke.py, the KV layer in test_adapters.py."""
 
+import concurrent.futures
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -9,8 +12,10 @@ from helpers import random_features
 
 import vidcom2_kernels as vk
 from vidcom2_kernels import adapters, reference
+from vidcom2_kernels.backends import torch_backend
 from vidcom2_kernels.constants import MAX_ABS
 from vidcom2_kernels.layout import parse_frames
+from vidcom2_kernels.ops import common
 
 
 def test_nan_in_a_kept_channel_without_validation(any_backend, device):
@@ -138,3 +143,33 @@ def test_reference_twin_agrees_on_the_rule():
     x[7, 0] = 2.0**45
     with pytest.raises(ValueError, match="video 0"):
         reference.compress(x, 6)
+
+
+def test_caches_under_threads_n_threads_by_m_layouts():
+    """Every per-layout cache (the torch backend's segment ids, the triton backend's device layouts)
+    under 8 threads x 40 layouts, more than either holds: no error, and every result equals the
+    same call made alone (compress on the torch backend, and the cached metadata itself)."""
+    layouts = [[(1 + i % 5, 3 + i % 7), (2, 4 + i % 3)] for i in range(40)]
+    inputs = [random_features(frames, 8, seed=i) for i, frames in enumerate(layouts)]
+    alone = [vk.compress(x, frames, 0.5, backend="torch").indices for x, frames in zip(inputs, layouts)]
+
+    parsed = [parse_frames(frames, x.shape[0]) for frames, x in zip(layouts, inputs)]
+
+    def work(thread):
+        rng = np.random.default_rng(thread)
+        for i in rng.integers(0, len(layouts), 600):  # the caches alone, as fast as they go
+            ids = torch_backend.segment_ids(parsed[i], torch.device("cpu"))
+            meta = common.device_layout(parsed[i], torch.device("cpu"), targets=np.full(2, i))
+            assert ids.row_video.shape[0] == parsed[i].num_tokens and meta.targets.tolist() == [i, i]
+            assert meta.num_frames.tolist() == parsed[i].num_frames.tolist()
+        for i in rng.permutation(len(layouts)):  # and through compress
+            assert torch.equal(vk.compress(inputs[i], layouts[i], 0.5, backend="torch").indices, alone[i]), i
+        return True
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can: races show up
+    try:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            assert all(pool.map(work, range(8)))
+    finally:
+        sys.setswitchinterval(interval)

@@ -1,5 +1,5 @@
-"""Output allocation shared by the torch and triton backends, and host-to-device copies that never
-wait for the GPU.
+"""Output allocation shared by the torch and triton backends, host-to-device copies that never
+wait for the GPU, and the thread-safe cache of per-layout device metadata.
 
 Tests switch on *poisoning* (:func:`vidcom2_kernels.testing.poisoned_outputs`): every output is
 then filled with NaN (floats), -1 (integers) or True (bools) instead of left uninitialised, so an
@@ -9,6 +9,9 @@ element a kernel forgot to write shows up as a wrong value instead of passing by
 from __future__ import annotations
 
 import contextlib
+import threading
+from collections import OrderedDict
+from typing import Callable, Hashable
 
 import numpy as np
 import torch
@@ -46,3 +49,26 @@ def to_device(host: np.ndarray, device) -> torch.Tensor:
     so the copy never waits for the GPU (a copy from pageable memory synchronises the stream)."""
     t = torch.from_numpy(np.ascontiguousarray(host))
     return t.pin_memory().to(device, non_blocking=True) if torch.device(device).type == "cuda" else t.to(device)
+
+
+class DeviceCache:
+    """A small LRU of per-layout device metadata, safe under threads. A miss builds outside the lock
+    (the build copies to the device; two threads missing at once may both build, and the first one
+    stored is the one every caller gets); lookups, inserts and evictions happen under it."""
+
+    def __init__(self, size: int):
+        self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, key: Hashable, build: Callable[[], object]):
+        with self.lock:
+            hit = self.items.get(key)
+            if hit is not None:
+                self.items.move_to_end(key)
+                return hit
+        value = build()
+        with self.lock:
+            value = self.items.setdefault(key, value)
+            self.items.move_to_end(key)
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+        return value

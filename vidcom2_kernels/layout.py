@@ -171,24 +171,26 @@ def parse_frames(frames: FramesSpec, num_tokens: Optional[int]) -> VideoLayout:
     return VideoLayout.from_pairs(pairs)
 
 
-def _per_video(value, num_videos: int, what: str) -> list:
+def _per_video(value, num_videos: Optional[int], what: str) -> list:
+    """``value`` as one entry per video; ``num_videos=None``: any number of videos (a check made
+    before the videos are known, such as an adapter's options)."""
     if isinstance(value, (torch.Tensor, np.ndarray)):
         if value.ndim == 0:  # a 0-d tensor or array is one value for every video
-            return [value.item()] * num_videos
+            return [value.item()] * (1 if num_videos is None else num_videos)
         value = value.tolist()
     if isinstance(value, (str, bytes)):
         raise TypeError(f"{what} must be a number or one per video, got a string")
     if isinstance(value, Sequence) or isinstance(value, np.ndarray):
         value = list(value)
-        if len(value) != num_videos:
+        if num_videos is not None and len(value) != num_videos:
             raise ValueError(f"{what} has {len(value)} entries but there are {num_videos} videos")
         return value
-    return [value] * num_videos
+    return [value] * (1 if num_videos is None else num_videos)
 
 
-def parse_retention(retention: RetentionSpec, layout: VideoLayout) -> np.ndarray:
-    """(V,) float64 retention ratio per video, each in (0, 1]."""
-    values = _per_video(retention, layout.num_videos, "retention")
+def parse_retention(retention: RetentionSpec, layout: Optional[VideoLayout]) -> np.ndarray:
+    """(V,) float64 retention ratio per video, each in (0, 1] (``layout=None``: the values alone)."""
+    values = _per_video(retention, None if layout is None else layout.num_videos, "retention")
     out = np.empty(len(values), dtype=np.float64)
     for v, r in enumerate(values):
         if isinstance(r, bool) or not isinstance(r, numbers.Real):
@@ -207,9 +209,10 @@ def exact_targets(layout: VideoLayout, retention: np.ndarray) -> np.ndarray:
     return np.maximum(layout.num_frames, np.minimum(wanted, n))
 
 
-def parse_target(target: TargetSpec, layout: VideoLayout) -> np.ndarray:
-    """(V,) int64 explicit kept count per video, each in [F_v, N_v]."""
-    values = _per_video(target, layout.num_videos, "target")
+def parse_target(target: TargetSpec, layout: Optional[VideoLayout]) -> np.ndarray:
+    """(V,) int64 explicit kept count per video, each in [F_v, N_v] (``layout=None``: the values
+    alone, each at least 1)."""
+    values = _per_video(target, None if layout is None else layout.num_videos, "target")
     out = np.empty(len(values), dtype=np.int64)
     for v, t in enumerate(values):
         if isinstance(t, bool) or not isinstance(t, numbers.Integral):
@@ -217,8 +220,11 @@ def parse_target(target: TargetSpec, layout: VideoLayout) -> np.ndarray:
                 t = int(t)
             else:
                 raise TypeError(f"target must be an int or one int per video, got {type(t).__name__}")
-        lo, hi = int(layout.num_frames[v]), int(layout.tokens_per_video[v])
-        if not (lo <= t <= hi):
+        if layout is None:
+            if t < 1:
+                raise ValueError(f"target must be at least 1, got {t}")
+        elif not (int(layout.num_frames[v]) <= t <= int(layout.tokens_per_video[v])):
+            lo, hi = int(layout.num_frames[v]), int(layout.tokens_per_video[v])
             raise ValueError(f"target for video {v} must be in [num_frames, tokens] = [{lo}, {hi}], got {t}")
         out[v] = t
     return out

@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
+import threading
 from dataclasses import asdict
 
 from .base import accepts_encoder_outputs
@@ -49,17 +51,9 @@ class CompressionHandle:
         self.calls = self.failures = self.video_tokens_before = self.video_tokens_after = 0
         self.adapter = adapter_for(model)
         self.original = model.generate
-
-        @functools.wraps(self.original)
-        def generate(*args, **kwargs):
-            try:
-                return self.generate(*args, **kwargs)
-            except Exception:
-                self.failures += 1
-                raise
-
-        generate.vidcom2_handle = self
-        self.undo = install([(model, "generate", generate)])
+        self.active = True
+        self.wrapper = CompressedGenerate(self)
+        self.undo = install([(model, "generate", self.wrapper)])
 
     def generate(self, *args, **kwargs):
         """The wrapped call: prune, run the model's own ``generate`` on the pruned prompt, and
@@ -88,8 +82,23 @@ class CompressionHandle:
         return with_caller_prompt(output, prompt, pruned_width)
 
     def remove(self) -> None:
-        """Restore ``model.generate`` exactly (a second call does nothing)."""
-        self.undo()
+        """Restore ``model.generate`` exactly (a second call does nothing). When something wrapped
+        ``model.generate`` after this handle was applied, that wrapper stays, and the compression
+        inside it stops (calls go straight to the model's own ``generate``)."""
+        self.active = False
+        if self.model.__dict__.get("generate") is self.wrapper:
+            self.undo()
+
+    def __deepcopy__(self, memo):
+        """``copy.deepcopy`` of the model: the copy's own handle (the same settings, fresh totals,
+        no last call), applied to the copy."""
+        new = copy.copy(self)
+        memo[id(self)] = new
+        for name in ("model", "original", "wrapper", "undo"):
+            setattr(new, name, copy.deepcopy(getattr(self, name), memo))
+        new.last = new.kv_state = None
+        new.calls = new.failures = new.video_tokens_before = new.video_tokens_after = 0
+        return new
 
     def __enter__(self):
         return self
@@ -97,6 +106,35 @@ class CompressionHandle:
     def __exit__(self, *exc):
         self.remove()
         return False
+
+
+#: ids of the handles whose ``generate`` runs in this thread: a call made from inside it (transformers'
+#: assisted generation calls ``assistant_model.generate``, which may be this model) is not pruned again
+_RUNNING = threading.local()
+
+
+class CompressedGenerate:
+    """What ``model.generate`` is while a :class:`CompressionHandle` is applied (``vidcom2_handle``
+    names it). A callable object rather than a closure: ``copy.deepcopy(model)`` copies it with
+    its handle, so the copy compresses with its own weights and its own handle."""
+
+    def __init__(self, handle: CompressionHandle):
+        self.vidcom2_handle = handle
+        functools.update_wrapper(self, handle.original)  # generate() inspects its signature
+
+    def __call__(self, *args, **kwargs):
+        handle = self.vidcom2_handle
+        running = _RUNNING.__dict__.setdefault("handles", set())
+        if not handle.active or id(handle) in running:
+            return handle.original(*args, **kwargs)
+        running.add(id(handle))
+        try:
+            return handle.generate(*args, **kwargs)
+        except Exception:
+            handle.failures += 1
+            raise
+        finally:
+            running.discard(id(handle))
 
 
 def apply_compression(
@@ -111,7 +149,7 @@ def apply_compression(
     adapter_for(model)
     if kv_prune is not None:
         kv_prune.check(model)  # unsupported models fail here, with the list of supported ones
-    if getattr(model.generate, "vidcom2_handle", None) is not None:
+    if getattr(getattr(model.generate, "vidcom2_handle", None), "active", False):
         raise RuntimeError("this model already has a compression applied; remove() it first")
     return CompressionHandle(model, settings, kv_prune)
 

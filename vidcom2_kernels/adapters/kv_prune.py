@@ -28,7 +28,9 @@ host sync per step (the kept counts are known on the host from the prompt).
 from __future__ import annotations
 
 import contextlib
+import numbers
 import sys
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,7 +44,10 @@ from ..buffers import to_device
 from ..layout import VideoLayout
 from .patching import installed
 
-_ACTIVE: list = []  # the KVPruneState of the generate() call in progress
+#: id(text config) -> the KVPruneState of the generate() call in progress on that model; an
+#: attention module finds its model's state through its own ``config`` (the text config object)
+_ACTIVE: dict = {}
+_ACTIVE_LOCK = threading.Lock()
 
 
 @dataclass
@@ -55,10 +60,18 @@ class KVPrune:
     drift: float = 0.9
 
     def __post_init__(self):
+        for name, kind in (("ratio", numbers.Real), ("layer", numbers.Integral), ("drift", numbers.Real)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise TypeError(
+                    f"kv {name} must be {'an int' if kind is numbers.Integral else 'a number'}, got {value!r}"
+                )
         if not (0.0 <= self.ratio < 1.0):
             raise ValueError(f"kv ratio must be in [0, 1), got {self.ratio}")
         if self.layer < 0:
             raise ValueError(f"kv layer must be >= 0, got {self.layer}")
+        if not (-1.0 <= self.drift <= 1.0):  # a cosine similarity's range (also rejects NaN)
+            raise ValueError(f"kv drift must be in [-1, 1], got {self.drift}")
 
     def check(self, model) -> None:
         """The layer exists in ``model``'s language model (a layer past the last would prune nothing)."""
@@ -174,7 +187,7 @@ def wrap_attention(base_name: str):
 
     def attention(module, query, key, value, attention_mask, **kwargs):
         base = ALL_ATTENTION_FUNCTIONS[base_name] if base_name != "eager" else _eager(module)
-        state = _ACTIVE[-1] if _ACTIVE else None
+        state = _ACTIVE.get(id(getattr(module, "config", None)))
         layer = getattr(module, "layer_idx", None)
         if state is not None and layer is not None and query.shape[2] == 1 and layer >= state.config.layer:
             S = key.shape[2]
@@ -195,16 +208,25 @@ def _eager(module):
 
 @contextlib.contextmanager
 def kv_pruning(model, config: KVPrune, visual: torch.Tensor, backend: str = "auto"):
-    """While active, decoding steps of ``model`` prune the visual KV cache as described above."""
+    """While active, decoding steps of ``model`` prune the visual KV cache as described above. Each
+    model has its own state, so models in several threads do not mix; one model generating in two
+    calls at once (the attention implementation is an attribute of its config) is refused."""
     text_config = model.config.get_text_config()
-    base = text_config._attn_implementation or "sdpa"
-    name = f"vidcom2_dycoke_kv_{base}"
-    AttentionInterface.register(name, wrap_attention(base))
-    AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])
     state = KVPruneState(config, visual, backend)
-    _ACTIVE.append(state)
+    with _ACTIVE_LOCK:
+        if id(text_config) in _ACTIVE:
+            raise RuntimeError(
+                "this model is already generating with DyCoke KV pruning (another thread, or a generate() "
+                "inside generate()); run one generate() at a time per model, or use a copy of the model"
+            )
+        base = text_config._attn_implementation or "sdpa"
+        name = f"vidcom2_dycoke_kv_{base}"
+        AttentionInterface.register(name, wrap_attention(base))
+        AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])
+        _ACTIVE[id(text_config)] = state
     try:
         with installed([(text_config, "_attn_implementation", name)]):
             yield state
     finally:
-        _ACTIVE.remove(state)
+        with _ACTIVE_LOCK:
+            del _ACTIVE[id(text_config)]

@@ -56,8 +56,11 @@ class LlavaOnevisionAdapter(Adapter):
             kept = [torch.cat([k, newline[v]]) for v, k in enumerate(kept)]
         if len(set(counts)) == 1:
             videos.output.pooler_output = torch.stack(kept)
-        elif videos.includes_newline:  # one packed row: right for every sample unless generate() expands
-            videos.output.pooler_output = torch.cat(kept)[None]
+        elif videos.includes_newline:
+            # unequal counts: one "item" per token, (K, 1, C). forward flattens it back to (K, C);
+            # generate() groups items per sample by their placeholder counts before repeating them
+            # for beams / return sequences, which a packed (1, K, C) row would repeat whole
+            videos.output.pooler_output = torch.cat(kept)[:, None]
         else:
             raise ValueError(
                 "with transformers < 5.18 LLaVA-OneVision needs the same kept count for every video of a "

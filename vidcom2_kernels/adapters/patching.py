@@ -13,7 +13,19 @@ from typing import Any, Callable, Iterable
 #: (object, attribute name, value)
 Patch = tuple
 
-_MISSING = object()
+
+class _Missing:
+    """ "No instance attribute was there": one object, kept as itself by copies (a deep copy of a
+    patched model restores its own attributes the same way)."""
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+_MISSING = _Missing()
 
 
 def _before(obj, name: str) -> Any:
@@ -26,21 +38,28 @@ def _before(obj, name: str) -> Any:
     return _MISSING
 
 
-def install(patches: Iterable[Patch]) -> Callable[[], None]:
-    """Set every ``(obj, name, value)``; returns the function that undoes them, in reverse order."""
-    saved = []
+class Undo:
+    """Puts back what :func:`install` changed, in reverse order; a second call does nothing. An
+    object, not a closure, so that ``copy.deepcopy`` of a patched model gives an ``Undo`` of the copy."""
 
-    def undo() -> None:
-        while saved:
-            obj, name, before = saved.pop()
+    def __init__(self):
+        self.saved = []  # (obj, name, what was there before)
+
+    def __call__(self) -> None:
+        while self.saved:
+            obj, name, before = self.saved.pop()
             if before is _MISSING:
                 delattr(obj, name)
             else:
                 setattr(obj, name, before)
 
+
+def install(patches: Iterable[Patch]) -> Callable[[], None]:
+    """Set every ``(obj, name, value)``; returns the :class:`Undo` of them."""
+    undo = Undo()
     try:
         for obj, name, value in patches:
-            saved.append((obj, name, _before(obj, name)))
+            undo.saved.append((obj, name, _before(obj, name)))
             setattr(obj, name, value)
     except BaseException:
         undo()

@@ -9,6 +9,7 @@ from typing import Optional
 
 from ..api import compress
 from ..backends import BACKENDS
+from ..layout import parse_retention, parse_target
 from ..records import FRAME_BUDGETS, METHODS, Compression, check_flag, check_method
 
 
@@ -29,12 +30,16 @@ class Settings:
     quirks: bool = False
 
     def __post_init__(self):
+        """Every option's values, as ``compress`` checks them, except what needs the videos (a
+        per-video list's length, a target's upper bound): those are checked per call."""
         check_method(self.method, self.frame_budgets, self.quirks)
         check_flag(self.exact, "exact")
-        if self.backend not in BACKENDS:
+        check_flag(self.quirks, "quirks")
+        if not isinstance(self.backend, str) or self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
-        if isinstance(self.retention, (int, float)) and not 0 < self.retention <= 1:  # per-video lists: compress checks
-            raise ValueError(f"retention must be in (0, 1], got {self.retention!r}")
+        parse_retention(self.retention, None)
+        if self.target is not None:
+            parse_target(self.target, None)
 
     def compress(self, features, frames, extras=()) -> Compression:
         return compress(

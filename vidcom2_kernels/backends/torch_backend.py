@@ -6,7 +6,6 @@ output). For the CPU and any device without Triton. Implements :mod:`.contract`.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -14,7 +13,7 @@ import numpy as np
 import torch
 
 from .. import cpu
-from ..buffers import new_output, to_device
+from ..buffers import DeviceCache, new_output, to_device
 from ..constants import COSINE_EPS, GAUSSIAN_BANDWIDTHS, MAX_ABS, NORM_EPS, TEMPERATURE, kept_channels
 from ..layout import VideoLayout
 from ..records import INT_VIEW, Selection
@@ -53,18 +52,12 @@ class SegmentIds:
         )
 
 
-_SEGMENT_IDS: "OrderedDict[tuple, SegmentIds]" = OrderedDict()
+_SEGMENT_IDS = DeviceCache(16)
 
 
 def segment_ids(layout: VideoLayout, device) -> SegmentIds:
     """:class:`SegmentIds` of ``layout`` on ``device``, from a small LRU cache (one build per layout)."""
-    key = (layout.key(), str(device))
-    if key not in _SEGMENT_IDS:
-        _SEGMENT_IDS[key] = SegmentIds.build(layout, device)
-        if len(_SEGMENT_IDS) > 16:
-            _SEGMENT_IDS.popitem(last=False)
-    _SEGMENT_IDS.move_to_end(key)
-    return _SEGMENT_IDS[key]
+    return _SEGMENT_IDS.get((layout.key(), str(device)), lambda: SegmentIds.build(layout, device))
 
 
 def _segment_sum(values: torch.Tensor, segment: torch.Tensor, num_segments: int) -> torch.Tensor:

@@ -19,6 +19,7 @@ import ctypes
 import functools
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -34,6 +35,8 @@ SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels.c")
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-shared", "-fPIC")
 DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 SWITCH = "VIDCOM2_NATIVE_CPU"
+#: seconds the first-use build may take (it runs inside the first compress() call)
+BUILD_TIMEOUT = 120
 
 _LOCK = threading.Lock()
 _LOADED: dict = {}
@@ -48,8 +51,23 @@ SIGNATURES = {
 CTYPES = {"i": ctypes.c_int, "l": ctypes.c_int64, "u": ctypes.c_uint32, "f": ctypes.c_float, "p": ctypes.c_void_p}
 
 
-def compiler() -> Optional[str]:
-    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+def compiler() -> Optional[list]:
+    """The C compiler command: ``$CC`` split as a shell would (``ccache gcc``, ``gcc -O2``), else
+    ``cc`` or ``gcc`` from the PATH; None when there is none."""
+    if os.environ.get("CC"):
+        return shlex.split(os.environ["CC"])
+    found = shutil.which("cc") or shutil.which("gcc")
+    return [found] if found else None
+
+
+@functools.lru_cache(maxsize=None)
+def _compiler_version(cc: tuple) -> str:
+    """What ``cc --version`` prints (part of the cache key: another compiler, another build)."""
+    try:
+        out = subprocess.run([*cc, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout + out.stderr
 
 
 def _machine() -> str:
@@ -62,24 +80,76 @@ def _machine() -> str:
         return ""
 
 
-def library_path(cc: str) -> str:
+def cache_root() -> str:
+    return os.environ.get("VIDCOM2_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "vidcom2_kernels")
+
+
+def library_path(cc: list, root: Optional[str] = None) -> str:
+    """Where the build of ``kernels.c`` by ``cc`` for this machine lives: the name hashes the
+    source, the command, the compiler's version, the flags and the CPU."""
     with open(SOURCE, "rb") as f:
-        key = hashlib.sha256(f.read() + " ".join((cc, *FLAGS)).encode() + _machine().encode()).hexdigest()[:16]
-    root = os.environ.get("VIDCOM2_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "vidcom2_kernels")
-    return os.path.join(root, f"vidcom2_cpu_{key}.so")
+        parts = (f.read(), " ".join((*cc, *FLAGS)), _compiler_version(tuple(cc)), _machine())
+    key = hashlib.sha256(b"\0".join(p if isinstance(p, bytes) else p.encode() for p in parts)).hexdigest()[:16]
+    return os.path.join(root or cache_root(), f"vidcom2_cpu_{key}.so")
 
 
-def build(cc: str, path: str) -> None:
-    """Compile ``kernels.c`` to ``path`` (through a temporary file, so concurrent builds are safe)."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(path))
-    os.close(fd)
+def _umask() -> int:
+    """The process's umask, read without changing it (os.umask would, for every thread)."""
     try:
-        subprocess.run([cc, *FLAGS, "-o", tmp, SOURCE], check=True, capture_output=True, text=True)
-        os.replace(tmp, path)
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
+
+
+def _digest(path: str) -> Optional[str]:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
+
+
+def verified(path: str) -> bool:
+    """``path`` holds the library :func:`build` wrote there: its SHA-256 is the one recorded beside
+    it (``path.sha256``). A truncated, damaged or foreign file is never loaded (loading a truncated
+    shared object can kill the process with SIGBUS)."""
+    try:
+        with open(path + ".sha256") as f:
+            recorded = f.read().strip()
+    except OSError:
+        return False
+    return bool(recorded) and _digest(path) == recorded
+
+
+def build(cc: list, path: str) -> None:
+    """Compile ``kernels.c`` to ``path`` and record its digest beside it, through temporary files
+    and renames (concurrent builds, in threads or processes, are safe). Files get the usual modes
+    under the umask (readable by other users of a shared cache where the umask allows it)."""
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    mask = _umask()
+    temps = []
+    try:
+        for suffix in (".so", ".sha256"):
+            fd, tmp = tempfile.mkstemp(suffix=suffix, dir=folder)
+            os.close(fd)
+            temps.append(tmp)
+        subprocess.run(
+            [*cc, *FLAGS, "-o", temps[0], SOURCE], check=True, capture_output=True, text=True, timeout=BUILD_TIMEOUT
+        )
+        with open(temps[1], "w") as f:
+            f.write(_digest(temps[0]) + "\n")
+        os.chmod(temps[0], 0o777 & ~mask)
+        os.chmod(temps[1], 0o666 & ~mask)
+        os.replace(temps[1], path + ".sha256")
+        os.replace(temps[0], path)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        for tmp in temps:
+            if os.path.exists(tmp):
+                os.remove(tmp)
 
 
 def library() -> Optional[ctypes.CDLL]:
@@ -93,27 +163,43 @@ def library() -> Optional[ctypes.CDLL]:
         return _LOADED["lib"]
 
 
+def _unavailable(why: str) -> None:
+    warnings.warn(
+        f"vidcom2_kernels: native CPU kernels unavailable ({why.strip()[:300]}); the torch backend uses its eager CPU path",
+        stacklevel=4,
+    )
+
+
 def _load() -> Optional[ctypes.CDLL]:
+    """Load the cached build; a missing, damaged or foreign one is rebuilt (once). A cache that
+    cannot be written gets a build in a private temporary directory instead."""
     cc = compiler()
     if cc is None:
         warnings.warn("vidcom2_kernels: no C compiler found; the torch backend uses its eager CPU path", stacklevel=3)
         return None
     path = library_path(cc)
-    try:
-        if not os.path.exists(path):
+    if not verified(path):
+        try:
             build(cc, path)
+        except subprocess.CalledProcessError as exc:
+            return _unavailable(exc.stderr or str(exc))
+        except subprocess.TimeoutExpired:
+            return _unavailable(f"the compiler ran past {BUILD_TIMEOUT} s")
+        except OSError:  # the cache cannot be written (or the compiler cannot start): a private build
+            private = tempfile.mkdtemp(prefix="vidcom2_kernels-")
+            path = library_path(cc, private)
+            try:
+                build(cc, path)
+            except (OSError, subprocess.SubprocessError) as exc:
+                shutil.rmtree(private, ignore_errors=True)
+                return _unavailable(getattr(exc, "stderr", "") or str(exc))
+    try:
         lib = ctypes.CDLL(path)
-    except (OSError, subprocess.CalledProcessError) as exc:
-        detail = getattr(exc, "stderr", "") or str(exc)
-        warnings.warn(
-            f"vidcom2_kernels: native CPU kernels unavailable ({detail.strip()[:300]}); "
-            "the torch backend uses its eager CPU path",
-            stacklevel=3,
-        )
-        return None
-    for name, letters in SIGNATURES.items():
-        getattr(lib, name).argtypes = [CTYPES[c] for c in letters]
-        getattr(lib, name).restype = ctypes.c_int
+        for name, letters in SIGNATURES.items():
+            getattr(lib, name).argtypes = [CTYPES[c] for c in letters]
+            getattr(lib, name).restype = ctypes.c_int
+    except (OSError, AttributeError) as exc:
+        return _unavailable(f"{path}: {exc}")
     return lib
 
 

@@ -23,7 +23,31 @@ static inline float bf16_to_float(uint16_t b) {
 
 #define LOAD_F32(p, i) (((const float *)(p))[i])
 #define LOAD_BF16(p, i) (bf16_to_float(((const uint16_t *)(p))[i]))
+#if defined(__FLT16_MAX__) /* the compiler has _Float16 (GCC 12+, clang): one conversion instruction */
 #define LOAD_F16(p, i) ((float)(((const _Float16 *)(p))[i]))
+#else /* older compilers: the IEEE half's bits widened by hand (exact, subnormals, Inf and NaN included) */
+static inline float f16_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1Fu, man = h & 0x3FFu, u;
+    if (exp == 0x1Fu) {
+        u = sign | 0x7F800000u | (man << 13); /* Inf, NaN (payload kept) */
+    } else if (exp != 0) {
+        u = sign | ((exp + 112u) << 23) | (man << 13); /* normal: rebias 15 -> 127 */
+    } else if (man == 0) {
+        u = sign; /* +-0 */
+    } else { /* subnormal man * 2^-24: normalise */
+        uint32_t shift = 0;
+        while (!(man & 0x400u)) {
+            man <<= 1;
+            shift++;
+        }
+        u = sign | ((113u - shift) << 23) | ((man & 0x3FFu) << 13);
+    }
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+#define LOAD_F16(p, i) (f16_to_float(((const uint16_t *)(p))[i]))
+#endif
 
 /* Per channel, over the rows: the sums of d = x - shift and of d^2, and whether any value is
  * NaN, Inf or of magnitude >= the limit (bad[0] = 1): the largest |x| bit pattern of each

@@ -3,7 +3,6 @@ packed per-layout metadata the kernels read (one host-to-device copy, cached per
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +11,7 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
+from ..buffers import DeviceCache
 from ..layout import VideoLayout
 
 #: Rows a program of the row-unit kernels (centres, scores) handles: one unit never spans frames.
@@ -98,8 +98,7 @@ class DeviceLayout:
     extra: dict = None  # further per-layout int64 arrays by name (e.g. DyCoke's anchors and budgets)
 
 
-_CACHE: "OrderedDict[tuple, DeviceLayout]" = OrderedDict()
-_CACHE_SIZE = 64
+_CACHE = DeviceCache(64)
 
 
 def device_layout(layout: VideoLayout, device: torch.device, retention=None, targets=None, **extra) -> DeviceLayout:
@@ -119,11 +118,12 @@ def device_layout(layout: VideoLayout, device: torch.device, retention=None, tar
         targets.tobytes(),
         tuple((k, v.tobytes()) for k, v in sorted(extra.items())),
     )
-    hit = _CACHE.get(key)
-    if hit is not None:
-        _CACHE.move_to_end(key)
-        return hit
+    return _CACHE.get(key, lambda: _pack(layout, device, retention, targets, extra))
 
+
+def _pack(layout: VideoLayout, device: torch.device, retention, targets, extra: dict) -> DeviceLayout:
+    """The :class:`DeviceLayout` of ``layout``, built and copied to ``device`` in one transfer."""
+    V = layout.num_videos
     frame_tokens = layout.frame_tokens
     units_per_frame = -(-frame_tokens // UNIT_ROWS)
     frame_unit_start = np.concatenate([[0], np.cumsum(units_per_frame)]).astype(np.int64)
@@ -170,8 +170,4 @@ def device_layout(layout: VideoLayout, device: torch.device, retention=None, tar
         offset += n
     views["retention"] = views["retention"].view(torch.float64)
     extra_views = {k[len("extra_") :]: views.pop(k) for k in list(views) if k.startswith("extra_")}
-    out = DeviceLayout(layout=layout, num_units=U, num_splits=int(split_video.size), **views, extra=extra_views)
-    _CACHE[key] = out
-    if len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
-    return out
+    return DeviceLayout(layout=layout, num_units=U, num_splits=int(split_video.size), **views, extra=extra_views)
