@@ -8,6 +8,8 @@ import copy
 import pytest
 import tiny_models as tm
 import torch
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from vidcom2_kernels import adapters
 from vidcom2_kernels.adapters import kv_prune
@@ -174,7 +176,7 @@ def test_deep_copy_of_a_compressed_model_compresses_with_its_own_weights():
 def test_remove_keeps_a_wrapper_added_later():
     """Something wrapped ``model.generate`` after apply: remove() leaves that wrapper, and the
     compression inside it stops; the model can be compressed again."""
-    model = tm.build("qwen2_vl")
+    model = copy.deepcopy(tm.build("qwen2_vl"))  # its generate stays wrapped: not the shared model
     inputs = tm.make_batch("qwen2_vl", model, tm.samples_for("qwen2_vl"))
     plain = generate(model, inputs)
     handle = adapters.apply_vidcom2(model, 0.25)
@@ -445,7 +447,10 @@ def test_dycoke_kv_pruning_refuses_one_model_twice_at_once():
         assert model.config.get_text_config()._attn_implementation.startswith("vidcom2_dycoke_kv_")
     assert not model.config.get_text_config()._attn_implementation.startswith("vidcom2_dycoke_kv_")
     with kv_prune.kv_pruning(model, adapters.KVPrune(0.5, layer=1), visual):  # free again
-        pass
+        assert "vidcom2_dycoke_kv_sdpa" in ALL_ATTENTION_FUNCTIONS.valid_keys()
+    # the attention functions it registered are gone with the last call that used them
+    assert not [k for k in ALL_ATTENTION_FUNCTIONS.valid_keys() if k.startswith("vidcom2_")]
+    assert not [k for k in ALL_MASK_ATTENTION_FUNCTIONS.valid_keys() if k.startswith("vidcom2_")]
 
 
 @pytest.mark.parametrize(

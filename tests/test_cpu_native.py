@@ -310,3 +310,14 @@ def test_float16_without_compiler_support(monkeypatch, tmp_path):
             torch.tensor([[float("nan"), float("-inf")]], dtype=torch.float16), zero[:2], 1.0
         )
         assert bool(bad)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads /proc/self/maps (Linux)")
+def test_one_openmp_runtime_in_the_process():
+    """The library asks for libgomp.so.1 by soname; torch has already loaded the one it bundles
+    under that soname, so the dynamic linker reuses it: one OpenMP runtime (one thread pool, one
+    fork handler) for torch and the native passes, never a second one from the system."""
+    assert cpu.library() is not None and bool(passes(features(torch.float32))[1].any())
+    with open("/proc/self/maps") as f:
+        runtimes = {line.split()[-1] for line in f if "libgomp" in line or "libiomp" in line}
+    assert len({os.path.realpath(p) for p in runtimes}) == 1, runtimes

@@ -1,13 +1,17 @@
 """The main job: runs end to end on the sample clip and on the generated clip, writes the PNG,
 and turns bad input into a one-line error with a non-zero exit."""
 
+import subprocess
+import sys
+
+import av
 import pytest
 import torch
 
 from vidcom2_kernels import compress, demo
 from vidcom2_kernels.backends import triton_backend
 from vidcom2_kernels.demo import main
-from vidcom2_kernels.video import synthetic_clip
+from vidcom2_kernels.video import decode_frames, synthetic_clip
 from vidcom2_kernels.vision import qwen2vl_patches
 
 
@@ -45,9 +49,13 @@ def test_generated_clip_exact(tmp_path, capsys):
         (["--model", "/nonexistent"], "--model must be a local checkpoint directory with a config.json"),
         (["--out", "/nonexistent/dir/demo.png"], "--out /nonexistent/dir/demo.png is not a writable file path"),
         (["--out", "/"], "--out / is not a writable file path"),
+        (["--out", ""], "--out must name a file, got an empty path"),
+        (["--out", "demo.xyz"], "--out demo.xyz: .xyz pictures are not supported; use one of"),
     ],
 )
-def test_bad_input(argv, message, capsys):
+def test_bad_input(argv, message, capsys, monkeypatch):
+    if argv[0] != "/no/such/video.mp4":  # (that check is decode_frames' own first step)
+        monkeypatch.setattr(demo, "decode_frames", None)  # every other refusal comes before any decoding
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert message in err[-1] and err[-1].startswith("vidcom2-demo: error:")
@@ -115,3 +123,35 @@ def test_picture_for_1_to_200_frames(groups, tmp_path):
     assert width == 1300 and 600 <= height <= 1100
     shown = "the one frame" if groups == 1 else f"all {groups} frames" if groups <= 16 else f"16 of the {groups} frames"
     assert shown in demo.groups_text(groups)
+
+
+def test_out_without_extension_is_written_where_it_says(tmp_path, capsys):
+    out = tmp_path / "noext"
+    assert main(["--synthetic", "--frames", "4", "--max-pixels", str(224 * 126), "--out", str(out)]) == 0
+    assert f"picture                    {out}.png" in capsys.readouterr().out
+    assert (tmp_path / "noext.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not out.exists()
+
+
+def test_raw_h264_stream(tmp_path, capsys):
+    """A raw H.264 elementary stream records no frame count and cannot seek: counted, then read again."""
+    path = tmp_path / "clip.h264"
+    container = av.open(str(path), "w", format="h264")
+    stream = container.add_stream("libx264", rate=25)
+    stream.width, stream.height, stream.pix_fmt = 224, 126, "yuv420p"
+    for frame in synthetic_clip(12, 126, 224):
+        container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+    container.mux(stream.encode())
+    container.close()
+    frames, _ = decode_frames(str(path), 6)
+    assert frames.shape == (6, 126, 224, 3)
+    assert main([str(path), "--frames", "6", "--max-pixels", str(224 * 126), "--out", str(tmp_path / "d.png")]) == 0
+    assert "clip.h264: 6 frames sampled" in capsys.readouterr().out
+
+
+def test_without_the_video_extra_one_line(tmp_path):
+    """matplotlib (or Pillow, which it needs) missing: one line naming the extra, exit code 2."""
+    code = "import sys; sys.modules['matplotlib'] = None; from vidcom2_kernels import demo; sys.exit(demo.main([]))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0].startswith("vidcom2-demo: error: ") and 'pip install "vidcom2_kernels[video]"' in lines[0]

@@ -173,3 +173,33 @@ def test_caches_under_threads_n_threads_by_m_layouts():
             assert all(pool.map(work, range(8)))
     finally:
         sys.setswitchinterval(interval)
+
+
+def test_lazy_negation_and_conjugation(any_backend, device):
+    """``z.conj().imag`` is a view torch negates when it reads it; a kernel reading raw memory
+    would see the other sign. Features, real extras and conjugated complex extras: every backend
+    gives what it gives for the materialised tensors."""
+    g = torch.Generator().manual_seed(3)
+    frames = [(3, 7), (2, 5)]
+    N = sum(f * t for f, t in frames)
+    z = torch.randn(N, 16, dtype=torch.complex64, generator=g).to(device)
+    negative = z.conj().imag  # neg bit set
+    assert negative.is_neg()
+    w = torch.randn(N, 4, dtype=torch.complex64, generator=g).to(device)
+    extras = [w.conj().imag, w.conj()]  # a negative view, and a lazily conjugated complex tensor
+    out = vk.compress(negative, frames, 0.5, backend=any_backend, extras=extras)
+    plain = vk.compress(negative.clone(), frames, 0.5, backend=any_backend, extras=[e.clone() for e in extras])
+    assert torch.equal(out.indices, plain.indices) and torch.equal(out.features, plain.features)
+    assert torch.equal(out.features, negative.clone()[out.indices])
+    for got, want, e in zip(out.extras, plain.extras, extras):
+        assert torch.equal(got, want) and torch.equal(got, e.resolve_conj().resolve_neg()[out.indices])
+
+
+def test_tensors_no_kernel_reads_are_refused():
+    nested = torch.nested.nested_tensor([torch.randn(4, 8), torch.randn(6, 8)])
+    with pytest.raises(TypeError, match="features must be a regular tensor, got a nested tensor"):
+        vk.compress(nested, 2)
+    x = torch.randn(12, 8)
+    quantized = torch.quantize_per_tensor(torch.randn(12, 3), 0.1, 0, torch.qint8)
+    with pytest.raises(TypeError, match=r"extras\[0\] must not be quantized, got torch.qint8"):
+        vk.compress(x, 4, extras=[quantized])

@@ -20,24 +20,31 @@ import statistics
 import sys
 import time
 
-import matplotlib
 import numpy as np
 import torch
-from tqdm import tqdm
-from transformers import AutoProcessor
 
-from .adapters import apply_vidcom2
 from .api import compress
 from .backends import resolve
 from .constants import TEMPERATURE
 from .video import VideoError, decode_frames, sample_clip_path, synthetic_clip
 from .vision import FACTOR, build_qwen2vl_tower, encode, load_qwen2vl_tower, qwen2vl_patches
 
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.collections  # noqa: E402
-import matplotlib.patches  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-import matplotlib.ticker  # noqa: E402
+try:  # the video extra; without it main() says what to install in one line, not a traceback
+    import matplotlib
+    from tqdm import tqdm
+    from transformers import AutoProcessor
+
+    from .adapters import apply_vidcom2
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.collections
+    import matplotlib.patches
+    import matplotlib.pyplot as plt  # after choosing the backend
+    import matplotlib.ticker
+
+    MISSING_EXTRA = None
+except ImportError as exc:
+    MISSING_EXTRA = exc
 
 #: thumbnails in the strip of frames: every frame up to this many, else this many evenly spaced
 MAX_STRIP = 16
@@ -237,6 +244,17 @@ def check_args(args, device: str) -> None:
     if args.model is not None and not os.path.isfile(os.path.join(args.model, "config.json")):
         raise VideoError(f"--model must be a local checkpoint directory with a config.json, got {args.model}")
     resolve(args.backend, torch.device(device))  # e.g. triton without a GPU: the registry's own error
+    if not args.out.strip():
+        raise VideoError("--out must name a file, got an empty path")
+    if os.path.isdir(args.out):
+        raise VideoError(f"--out {args.out} is not a writable file path")
+    if not os.path.splitext(args.out)[1]:
+        args.out += ".png"  # what matplotlib would write, and so what the table prints
+    kinds = plt.figure().canvas.get_supported_filetypes()
+    plt.close("all")
+    kind = os.path.splitext(args.out)[1][1:].lower()
+    if kind not in kinds:
+        raise VideoError(f"--out {args.out}: .{kind} pictures are not supported; use one of {', '.join(sorted(kinds))}")
     out_dir = os.path.dirname(os.path.abspath(args.out))
     if os.path.isdir(args.out) or not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK):
         raise VideoError(f"--out {args.out} is not a writable file path")
@@ -336,6 +354,13 @@ def answer_question(model, path: str, frames: np.ndarray, question: str, retenti
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if MISSING_EXTRA is not None:
+        print(
+            f"vidcom2-demo: error: {MISSING_EXTRA} (the demo needs the video extra: "
+            'pip install "vidcom2_kernels[video]")',
+            file=sys.stderr,
+        )
+        return 2
     try:
         return run(args)
     except (VideoError, ValueError, TypeError, FileNotFoundError, ImportError) as exc:

@@ -97,10 +97,27 @@ class Compression:
 
 
 # ----------------------------------------------------------------------------------------- checks
+def _plain(t: torch.Tensor, name: str) -> None:
+    """Tensor kinds no kernel reads as they are: refused with what to do instead."""
+    if t.is_nested:
+        raise TypeError(f"{name} must be a regular tensor, got a nested tensor (concatenate its components first)")
+    if t.is_quantized:
+        raise TypeError(f"{name} must not be quantized, got {t.dtype} (dequantize() it first)")
+
+
+def resolved(t: torch.Tensor) -> torch.Tensor:
+    """``t`` with torch's lazy negation and conjugation applied (``z.conj().imag`` is a view whose
+    values are negated only when read through torch): a copy where such a bit is set, else ``t``.
+    Kernels read raw memory, so every backend gets resolved tensors."""
+    return t.resolve_conj().resolve_neg()
+
+
 def check_features(features, name: str = "features") -> torch.Tensor:
-    """``features`` is a 2-D float16/bfloat16/float32 tensor with at least one channel."""
+    """``features`` is a 2-D float16/bfloat16/float32 tensor with at least one channel; returned
+    :func:`resolved`."""
     if not isinstance(features, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(features).__name__}")
+    _plain(features, name)
     if features.dim() != 2:
         raise ValueError(f"{name} must be 2-D (tokens, channels), got shape {tuple(features.shape)}")
     if features.dtype not in FEATURE_DTYPES:
@@ -111,7 +128,7 @@ def check_features(features, name: str = "features") -> torch.Tensor:
         raise TypeError(f"{name} must be a dense tensor, got layout {features.layout} (call .to_dense() first)")
     if features.device.type == "meta":
         raise ValueError(f"{name} is on the meta device: it has no values to compress")
-    return features
+    return resolved(features)
 
 
 def check_extras(extras, num_tokens: int, device: torch.device) -> tuple:
@@ -126,13 +143,14 @@ def check_extras(extras, num_tokens: int, device: torch.device) -> tuple:
     for i, t in enumerate(extras):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"extras[{i}] must be a torch.Tensor, got {type(t).__name__}")
+        _plain(t, f"extras[{i}]")
         if t.dim() == 0 or t.shape[0] != num_tokens:
             raise ValueError(f"extras[{i}] must have {num_tokens} rows like features, got shape {tuple(t.shape)}")
         if t.device != device:
             raise ValueError(f"extras[{i}] is on {t.device} but features is on {device}")
         if t.layout != torch.strided:
             raise TypeError(f"extras[{i}] must be a dense tensor, got layout {t.layout}")
-        out.append(t)
+        out.append(resolved(t))
     return tuple(out)
 
 

@@ -43,19 +43,20 @@ def decode_frames(path: str, num_frames: int = 32, progress: Optional[Callable[[
 
     if not os.path.isfile(path):
         raise VideoError(f"no such file: {path}")
-    try:
-        container = av.open(path)
-    except Exception as exc:  # PyAV raises several error types for non-video files
-        raise VideoError(f"not a readable video: {path} ({type(exc).__name__})") from None
+    container = _open(av, path)
     with container:
         if not container.streams.video:
             raise VideoError(f"the video has no frames (no video stream): {path}")
         stream = container.streams.video[0]
         fps = float(stream.average_rate or 25)
         total = stream.frames
-        if not total:  # some containers do not record a count: decode once to count
-            total = sum(1 for _ in container.decode(video=0))
-            container.seek(0)
+        if not total:  # some containers (raw streams) do not record a count: decode once to count
+            try:
+                total = sum(1 for _ in container.decode(video=0))
+            except Exception as exc:
+                raise VideoError(f"could not decode {path} ({type(exc).__name__})") from None
+    container = _open(av, path)  # read again from the start (raw streams cannot seek)
+    with container:
         wanted = set(sample_indices(total, num_frames).tolist())
         frames = []
         try:
@@ -72,6 +73,13 @@ def decode_frames(path: str, num_frames: int = 32, progress: Optional[Callable[[
     if not frames:
         raise VideoError(f"the video has no frames: {path}")
     return np.stack(frames), fps
+
+
+def _open(av, path: str):
+    try:
+        return av.open(path)
+    except Exception as exc:  # PyAV raises several error types for non-video files
+        raise VideoError(f"not a readable video: {path} ({type(exc).__name__})") from None
 
 
 def synthetic_clip(num_frames: int = 32, height: int = 252, width: int = 448, seed: int = 0) -> np.ndarray:

@@ -48,6 +48,8 @@ from .patching import installed
 #: attention module finds its model's state through its own ``config`` (the text config object)
 _ACTIVE: dict = {}
 _ACTIVE_LOCK = threading.Lock()
+#: registered attention name -> kv_pruning calls using it (unregistered when the last one ends)
+_REGISTERED: dict = {}
 
 
 @dataclass
@@ -221,8 +223,10 @@ def kv_pruning(model, config: KVPrune, visual: torch.Tensor, backend: str = "aut
             )
         base = text_config._attn_implementation or "sdpa"
         name = f"vidcom2_dycoke_kv_{base}"
-        AttentionInterface.register(name, wrap_attention(base))
-        AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])
+        if not _REGISTERED.get(name):
+            AttentionInterface.register(name, wrap_attention(base))
+            AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])
+        _REGISTERED[name] = _REGISTERED.get(name, 0) + 1
         _ACTIVE[id(text_config)] = state
     try:
         with installed([(text_config, "_attn_implementation", name)]):
@@ -230,3 +234,8 @@ def kv_pruning(model, config: KVPrune, visual: torch.Tensor, backend: str = "aut
     finally:
         with _ACTIVE_LOCK:
             del _ACTIVE[id(text_config)]
+            _REGISTERED[name] -= 1
+            if not _REGISTERED[name]:  # transformers has no unregister: its registries are these dicts
+                del _REGISTERED[name]
+                for interface in (AttentionInterface, AttentionMaskInterface):
+                    getattr(interface, "_global_mapping", {}).pop(name, None)
