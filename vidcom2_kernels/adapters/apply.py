@@ -119,8 +119,8 @@ class CompressedGenerate:
     its handle, so the copy compresses with its own weights and its own handle."""
 
     def __init__(self, handle: CompressionHandle):
-        self.vidcom2_handle = handle
         functools.update_wrapper(self, handle.original)  # generate() inspects its signature
+        self.vidcom2_handle = handle  # after: the original's own attributes must not shadow it
 
     def __call__(self, *args, **kwargs):
         handle = self.vidcom2_handle
