@@ -26,6 +26,9 @@ import types
 
 import numpy as np
 
+# every loaded vllm module's name for a function rebound, as a release that shipped the other would have it
+from vidcom2_kernels.integrations.vllm import _replace as rebind
+
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
@@ -60,15 +63,6 @@ def videos(family: str):
 
 
 NEW_PRUNE_PACKAGE = "vllm.frontend.processing.multimodal.video_prune"
-
-
-def rebind(old, new) -> None:
-    """Every loaded vllm module's name for ``old`` now means ``new`` (as a release that shipped
-    ``new`` would have it)."""
-    for module in [m for name, m in sys.modules.items() if name.startswith("vllm") and m is not None]:
-        for attr, value in list(vars(module).items()):
-            if value is old:
-                setattr(module, attr, new)
 
 
 def move_prune_modules() -> tuple:
