@@ -23,6 +23,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import torch  # noqa: E402
 import triton  # noqa: E402
 from shapes import AOT, SHAPES  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
@@ -58,21 +59,23 @@ def _signature(fn, types: dict, constexprs: dict) -> dict:
 
 
 def _variants(layout: VideoLayout, C: int):
-    """Yield (kernel, label, types, constexprs, num_warps) for one shape."""
+    """Yield (kernel, label, types, constexprs, num_warps, options) for one shape."""
 
     def split(cfg):
         cfg = dict(cfg)
         return cfg.pop("num_warps"), cfg
 
+    units = centres.max_units_per_frame(layout)
+    select_cfg = select_tokens.select_config(layout)
     for dt in FEATURE_DTYPES:
         x = {"x_ptr": f"*{dt}", "keep_ptr": "*i1", "stride_c": "constexpr"}
         w, cfg = split(select_channels.variance_config(C))
-        moments = {"mean_ptr": "*fp32", "m2_ptr": "*fp32", "max_abs": "i64"}
-        yield select_channels.channel_variance_kernel, dt, {**x, **moments}, {**cfg, "stride_c": 1}, w
+        moments = {"mean_ptr": "*fp32", "m2_ptr": "*fp32", "flag_ptr": "*i32", "max_abs": "i64"}
+        yield select_channels.channel_variance_kernel, dt, {**x, **moments}, {**cfg, "stride_c": 1}, w, {}
         w, cfg = split(centres.partials_config(C))
         fp = {"inv_norm_ptr": "*fp32", "self_dot_ptr": "*fp32", "partial_ptr": "*fp32", "eps": "fp32"}
-        yield centres.centre_partials_kernel, dt, {**x, **fp}, {**cfg, "stride_c": 1}, w
-        w, cfg = split(token_scores.scores_config(C))
+        yield centres.centre_partials_kernel, dt, {**x, **fp}, {**cfg, "stride_c": 1}, w, {}
+        w, cfg = split(token_scores.scores_config(C, units))
         fp = {
             n: "*fp32"
             for n in (
@@ -82,9 +85,11 @@ def _variants(layout: VideoLayout, C: int):
                 "video_centre_ptr",
                 "score_ptr",
                 "unit_sv_ptr",
+                "uniqueness_ptr",
             )
         }
-        yield token_scores.token_scores_kernel, dt, {**x, **fp}, {**cfg, "stride_c": 1}, w
+        fp["arrivals_ptr"] = "*i32"
+        yield token_scores.token_scores_kernel, dt, {**x, **fp}, {**cfg, "stride_c": 1}, w, {}
         w, cfg = split(dycoke_similarity.similarity_config(C))
         yield (
             dycoke_similarity.dycoke_similarity_kernel,
@@ -92,52 +97,56 @@ def _variants(layout: VideoLayout, C: int):
             {**x, "score_ptr": "*fp32", "eps": "fp32"},
             {**cfg, "stride_c": 1},
             w,
+            {},
         )
         w, cfg = split(gather_rows.gather_config(C))
         one = {"idx_ptr": "*i64", **{f"src{i}": f"*{dt}" for i in range(4)}, **{f"dst{i}": f"*{dt}" for i in range(4)}}
         ones = {f"sc{i}": 1 for i in range(4)}
         for num in (1, 4):
-            yield gather_rows.gather_rows_kernel, f"{dt} x{num}", one, {**cfg, **ones, "NUM": num}, w
+            yield gather_rows.gather_rows_kernel, f"{dt} x{num}", one, {**cfg, **ones, "NUM": num}, w, {}
+        w, cfg = split(select_cfg)
+        rows = {"score_ptr": "*fp32", "mask_ptr": "*i1", **{f"s{i}": f"*{dt}" for i in range(4)}}
+        rows.update({f"d{i}": f"*{dt}" for i in range(4)})
+        _, chunk, block_c, _, _ = select_tokens.copy_plan(layout, [torch.empty(0, C)])
+        for num in (1, 4):
+            for exact in (False, True):
+                for in_registers in (True, False):  # frames that fit one block, and wider ones
+                    flags = {
+                        "NUM": num,
+                        "EXACT": exact,
+                        "IN_REGISTERS": in_registers,
+                        **{f"sc{i}": 1 for i in range(4)},
+                    }
+                    flags.update(BLOCK=cfg["BLOCK"], BLOCK_F=frame_budgets.frame_budgets_config(layout)["BLOCK_F"])
+                    label = f"{dt} x{num} exact={int(exact)} reg={int(in_registers)}"
+                    yield (
+                        select_tokens.select_rows_kernel,
+                        label,
+                        rows,
+                        {**flags, "CHUNK": chunk, "BLOCK_C": block_c},
+                        w,
+                        {},
+                    )
 
-    w, cfg = split(select_channels.rank_config(C))
-    yield select_channels.channel_rank_kernel, "", {"var_ptr": "*fp32", "keep_ptr": "*i1"}, cfg, w
-    w, cfg = split(select_channels.merge_config(C))
-    fp = {"mean_ptr": "*fp32", "m2_ptr": "*fp32", "var_ptr": "*fp32"}
-    yield select_channels.variance_merge_kernel, "", fp, cfg, w
-    w, cfg = split(centres.frame_centre_config(C))
-    fp = {"partial_ptr": "*fp32", "frame_sum_ptr": "*fp32", "frame_centre_ptr": "*fp32"}
-    yield centres.frame_centre_kernel, "", fp, cfg, w
-    w, cfg = split(centres.video_centre_config(C))
-    yield centres.video_centre_kernel, "", {"frame_sum_ptr": "*fp32", "video_centre_ptr": "*fp32"}, cfg, w
-    w, cfg = split(token_scores.UNIQUENESS_CONFIG)
-    yield token_scores.frame_uniqueness_kernel, "", {"unit_sv_ptr": "*fp32", "uniqueness_ptr": "*fp32"}, cfg, w
+    w, cfg = split(select_channels.keep_config(C))
+    fp = {"mean_ptr": "*fp32", "m2_ptr": "*fp32", "var_ptr": "*fp32", "flag_ptr": "*i32", "keep_ptr": "*i1"}
+    yield select_channels.channel_keep_kernel, "", fp, cfg, w, {}
+    w, cfg = split(centres.centres_config(C, units))
+    fp = {"partial_ptr": "*fp32", "frame_centre_ptr": "*fp32", "video_centre_ptr": "*fp32", "arrivals_ptr": "*i32"}
+    yield centres.centres_kernel, "", fp, cfg, w, {}
     w, cfg = split(frame_budgets.frame_budgets_config(layout))
     fp = {"uniqueness_ptr": "*fp32", "retention_ptr": "*fp64", "temperature": "fp32"}
-    yield frame_budgets.frame_budgets_kernel, "", fp, cfg, w
-    yield frame_budgets.budget_offsets_kernel, "", {}, cfg, w
-    w, cfg = split(select_tokens.select_config(layout))
-    for find, compact in ((True, True), (True, False), (False, True)):
-        for in_registers in (True, False):  # frames that fit one block, and wider ones
-            flags = {"FIND_THRESHOLD": find, "COMPACT": compact, "IN_REGISTERS": in_registers}
-            label = f"find={int(find)} compact={int(compact)} reg={int(in_registers)}"
-            yield (
-                select_tokens.frame_select_kernel,
-                label,
-                {"score_ptr": "*fp32", "mask_ptr": "*i1"},
-                {**cfg, **flags},
-                w,
-            )
-    w, cfg = split(frame_budgets.frame_budgets_config(layout))
-    yield select_tokens.reconcile_init_kernel, "", {"hist_ptr": "*i32"}, cfg, w
+    yield frame_budgets.frame_budgets_kernel, "", fp, cfg, w, {"enable_fp_fusion": False}
+    w, cfg = split(select_cfg)
+    for in_registers in (True, False):
+        flags = {"BLOCK": cfg["BLOCK"], "IN_REGISTERS": in_registers}
+        types = {"score_ptr": "*fp32", "hist_ptr": "*i32"}
+        yield select_tokens.frame_threshold_kernel, f"reg={int(in_registers)}", types, flags, w, {}
     w, cfg = split(select_tokens.reconcile_config(layout))
-    for on_rows in (False, True):
+    for p in range(select_tokens.RADIX_PASSES):
         count = {"score_ptr": "*fp32", "hist_ptr": "*i32"}
-        yield select_tokens.reconcile_count_kernel, f"rows={int(on_rows)}", count, {**cfg, "ON_ROWS": on_rows}, w
-        for last in (False, True):
-            flags = {"ON_ROWS": on_rows, "LAST": last}
-            label = f"rows={int(on_rows)} last={int(last)}"
-            yield select_tokens.reconcile_narrow_kernel, label, {"hist_ptr": "*i32"}, flags, 4
-    yield select_tokens.reconcile_frames_kernel, "", {"score_ptr": "*fp32"}, cfg, w
+        yield select_tokens.reconcile_count_kernel, f"pass={p}", count, {**cfg, "PASS": p}, w, {}
+    yield select_tokens.reconcile_frames_kernel, "", {"score_ptr": "*fp32", "hist_ptr": "*i32"}, cfg, w, {}
     for dt in ("bf16", "fp16"):  # decode-time attention row, head dim 128 (Qwen2-VL-7B, LLaVA-OV-7B)
         w, cfg = split(attention_row.row_config(128))
         types = {
@@ -149,7 +158,7 @@ def _variants(layout: VideoLayout, C: int):
             "inv_heads": "fp32",
             "D": "i32",
         }
-        yield attention_row.attention_row_kernel, dt, types, cfg, w
+        yield attention_row.attention_row_kernel, dt, types, cfg, w, {}
 
 
 RESOURCE = re.compile(r"Function (\S+):\s*\n\s*REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
@@ -207,7 +216,7 @@ def main(argv=None) -> int:
     for name in AOT:  # the shapes the launch configurations are picked for
         frames, C = SHAPES[name]
         layout = VideoLayout.from_pairs(frames)
-        for fn, label, types, constexprs, warps in _variants(layout, C):
+        for fn, label, types, constexprs, warps, options in _variants(layout, C):
             key = (fn.__name__, label, tuple(sorted(constexprs.items())), warps)
             if key in seen:
                 continue
@@ -220,7 +229,8 @@ def main(argv=None) -> int:
                 start = time.perf_counter()
                 try:
                     src = ASTSource(fn, _signature(fn, types, constexprs), constexprs=constexprs)
-                    compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": warps})
+                    target = GPUTarget("cuda", arch, 32)
+                    compiled = triton.compile(src, target=target, options={"num_warps": warps, **options})
                     res = _resources(compiled, arch)
                     status = "SPILL" if res["spill"] or res["local"] else "ok"
                 except Exception as exc:  # report every failure, then exit non-zero

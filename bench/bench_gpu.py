@@ -10,10 +10,12 @@ measured copy bandwidth, peak extra memory, and host reads per call. Writes a CS
 name and a summary table into ``bench/RESULTS.md`` (between markers, replacing an older one for the
 same device). ``--device cpu`` runs a tiny smoke version anywhere (no numbers worth keeping).
 
-CUDA graphs: the exact, no-validation path makes no host read and has static shapes, so it can be
-captured once and replayed (:func:`capture_exact`); the row "triton exact, CUDA graph" times the
-replay (copying each new input into the captured buffer) after checking that a replay on a fresh
-input returns what an eager call returns.
+CUDA graphs: every sized path makes no host read and has static shapes, so it is captured once
+and replayed (:func:`capture`): VidCom2 in exact mode (triton and torch backends), DyCoke, and a
+DyCoke KV-pruning step (the attention row and the selection of one decoding step). The rows "...,
+CUDA graph" time the replay (copying each new input into the captured buffer) after checking that
+a replay on a fresh input returns what an eager call returns. Each sized path also runs once under
+``torch.cuda.set_sync_debug_mode("error")`` (:func:`assert_no_sync`): a host sync raises.
 
 vLLM: where vLLM is installed, one-video shapes also get vLLM's own VidCom2 mask function and the
 plugin's (:func:`vllm_methods`).
@@ -30,6 +32,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import numpy as np  # noqa: E402
 import shapes as shapes_module  # noqa: E402
 import torch  # noqa: E402
 from results_md import update_section, write_csv  # noqa: E402
@@ -37,6 +40,8 @@ from shapes import GPU, SHAPES  # noqa: E402
 
 import vidcom2_kernels as vk  # noqa: E402
 from vidcom2_kernels import reference  # noqa: E402
+from vidcom2_kernels.backends import REGISTRY  # noqa: E402
+from vidcom2_kernels.layout import parse_frames  # noqa: E402
 from vidcom2_kernels.testing import HostReadCounter  # noqa: E402
 
 try:  # the vLLM plugin's mask against vLLM's own, where vLLM is installed
@@ -120,14 +125,34 @@ def vllm_methods(frames):
     }
 
 
-def capture_exact(frames, example: torch.Tensor):
-    """``compress(exact=True, validate=False)`` on ``example``'s shape captured in a CUDA graph.
-    Returns ``replay(x) -> Compression`` (x is copied into the captured input; the result's
-    tensors are the graph's static outputs, overwritten by the next replay)."""
+def sized_paths(frames, N: int, device, dtype) -> dict:
+    """name -> call(x) of the paths whose output size the host knows (no host read)."""
+    H, Hkv, D, S = 28, 4, 128, N + 200  # a decoding step over N visual keys and 200 text keys (Qwen2-VL-7B)
+    g = torch.Generator(device=device).manual_seed(0)
+    q = torch.randn(1, H, D, device=device, dtype=dtype, generator=g)
+    k = torch.randn(1, Hkv, S, D, device=device, dtype=dtype, generator=g)
+    valid = torch.ones(1, S, dtype=torch.bool, device=device)
+    step_layout = parse_frames([(1, N)], N)
+    targets = np.array([max(1, int(0.3 * N))], dtype=np.int64)
+    targets_t = torch.as_tensor(targets, device=device)
+    triton_backend = REGISTRY["triton"]
 
-    def call(x):
-        return vk.compress(x, frames, 0.25, backend="triton", exact=True, validate=False)
+    def kv_step(x):  # what a KV-pruning layer runs at a decoding step (kv_prune.KVPrune.update)
+        att = triton_backend.attention_row(q, k, valid, D**-0.5)
+        return triton_backend.select_tokens(-att[0, :N], step_layout, targets_t, None, int(targets.sum())).mask
 
+    return {
+        "triton exact": lambda x: vk.compress(x, frames, 0.25, backend="triton", exact=True, validate=False),
+        "torch exact": lambda x: vk.compress(x, frames, 0.25, backend="torch", exact=True, validate=False),
+        "dycoke triton": lambda x: vk.compress(x, frames, 0.3, backend="triton", method="dycoke", validate=False),
+        "kv-prune step triton": kv_step,
+    }
+
+
+def capture(call, example: torch.Tensor):
+    """``call`` on ``example``'s shape captured in a CUDA graph. Returns ``replay(x)`` (x is copied
+    into the captured input; the result's tensors are the graph's static outputs, overwritten by
+    the next replay)."""
     static_x = example.clone()
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
@@ -147,13 +172,32 @@ def capture_exact(frames, example: torch.Tensor):
     return replay
 
 
-def check_replay(replay, frames, x: torch.Tensor) -> None:
-    """A replay on a fresh input returns the eager call's tokens."""
-    eager = vk.compress(x, frames, 0.25, backend="triton", exact=True, validate=False)
+def same_result(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return torch.equal(a, b)
+    return torch.equal(a.indices, b.indices) and torch.equal(a.features, b.features) and torch.equal(a.mask, b.mask)
+
+
+def check_replay(name: str, replay, call, x: torch.Tensor) -> None:
+    """A replay on a fresh input returns the eager call's result."""
+    eager = call(x)
     got = replay(x)
     torch.cuda.synchronize()
-    if not (torch.equal(got.indices, eager.indices) and torch.equal(got.features, eager.features)):
-        raise AssertionError("CUDA graph replay differs from the eager call")
+    if not same_result(got, eager):
+        raise AssertionError(f"{name}: CUDA graph replay differs from the eager call")
+
+
+def assert_no_sync(name: str, call, x: torch.Tensor) -> None:
+    """``call(x)`` (warm) under ``set_sync_debug_mode("error")``: any host sync raises."""
+    call(x)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        call(x)
+    except RuntimeError as exc:
+        raise AssertionError(f"{name} synchronised with the host: {exc}") from exc
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
 
 
 def run(shapes, device, dtype, repeats, copies):
@@ -169,9 +213,12 @@ def run(shapes, device, dtype, repeats, copies):
         floor_bytes = N * C * elt + 2 * K * C * elt
         cases = {**methods(frames), **vllm_methods(frames)}
         if device.type == "cuda":
-            replay = capture_exact(frames, inputs[0])
-            check_replay(replay, frames, inputs[-1])
-            cases["triton exact, CUDA graph"] = replay
+            for path, call in sized_paths(frames, N, device, dtype).items():
+                assert_no_sync(path, call, inputs[0])
+                replay = capture(call, inputs[0])
+                check_replay(path, replay, call, inputs[-1])
+                cases.setdefault(path, call)
+                cases[f"{path}, CUDA graph"] = replay
         for method, fn in cases.items():
             if "triton" in method and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
                 continue

@@ -49,8 +49,11 @@ def stage_calls(backend, x, layout):
         "select_channels": lambda: backend.select_channels(x, layout, True),
         "token_scores": lambda: backend.token_scores(x, layout, keep),
         "frame_budgets": lambda: backend.frame_budgets(uniqueness, layout, retention),
-        "select_tokens": lambda: backend.select_tokens(scores, layout, budgets, None, num_kept),
-        "select_tokens exact": lambda: backend.select_tokens(scores, layout, budgets, targets, int(targets.sum())),
+        # as the pipeline calls it: the kept rows of the features gathered in the same call
+        "select_tokens": lambda: backend.select_and_gather(scores, layout, budgets, None, num_kept, [x]),
+        "select_tokens exact": lambda: backend.select_and_gather(
+            scores, layout, budgets, targets, int(targets.sum()), [x]
+        ),
         "gather_rows": lambda: backend.gather_rows(indices, [x]),
         "dycoke_similarity": lambda: backend.dycoke_similarity(x, layout, anchors, True),
     }

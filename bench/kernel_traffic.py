@@ -14,12 +14,14 @@ i.e. HBM-bound streaming that needs about two resident programs per SM to reach 
 plus a fixed launch cost (about 3 us from Python, about 1 us replayed in a CUDA graph). Bytes: every
 tensor argument counted once at its full size (the small per-layout tensors included), except
 ``centre_partials_kernel``, which reads the features twice (its second sweep may hit L2), and
-``gather_rows_kernel``, which reads and writes only the kept rows. Serial loops inside a program
+``gather_rows_kernel`` and ``select_rows_kernel`` (the selection with the gather fused), which
+read and write only the kept rows. Serial loops inside a program
 are not in the model (the per-video and per-frame loops of the small kernels: their launch cost
 dominates).
 Calls: those of ``bench_stages.py`` (every function of the backend contract: select_channels with
 validation, token_scores, frame_budgets, select_tokens in budget and exact mode, gather_rows,
-DyCoke's similarity); VidCom2's total is budget mode's five, or exact mode's.
+DyCoke's similarity), ``select_tokens`` gathering the features as the pipeline does; VidCom2's
+total is budget mode's four, or exact mode's.
 """
 
 from __future__ import annotations
@@ -76,13 +78,16 @@ class Recorder:
 
 def launch_bytes(name: str, tensors: list, features: torch.Tensor) -> int:
     nbytes = lambda t: t.numel() * t.element_size()  # noqa: E731
-    total = sum(nbytes(t) for t in tensors)
+    unique = {(t.data_ptr(), nbytes(t)): t for t in tensors}.values()  # unused launch slots repeat a tensor
+    total = sum(nbytes(t) for t in unique)
     if name == "centre_partials_kernel":
         total += nbytes(features)
-    if name == "gather_rows_kernel":  # src and dst counted at full size above: keep the kept rows only
-        kept = next(t.numel() for t in tensors if t.dim() == 1)  # the indices
-        row = features.shape[1] * features.element_size()
-        total += 2 * kept * row - sum(nbytes(t) for t in tensors if t.dim() == 2)
+    src = sum(nbytes(t) for t in unique if t.data_ptr() == features.data_ptr())
+    dst = sum(
+        nbytes(t) for t in unique if t.dim() == 2 and t.dtype == features.dtype and t.data_ptr() != features.data_ptr()
+    )
+    if name in ("gather_rows_kernel", "select_rows_kernel"):  # the features read at the kept rows only
+        total += dst - src
     return total
 
 
@@ -127,9 +132,7 @@ def table(name: str, dtype: torch.dtype, args) -> list[str]:
                 f"| {call} | {kernel} | {grid} | {programs} | {programs / args.sms:.1f} "
                 f"| {nbytes / 1e6:.2f} | {us:.1f} |"
             )
-    budget = sum(
-        totals[c] for c in ("select_channels", "token_scores", "frame_budgets", "select_tokens", "gather_rows")
-    )
+    budget = sum(totals[c] for c in ("select_channels", "token_scores", "frame_budgets", "select_tokens"))
     exact = budget - totals["select_tokens"] + totals["select_tokens exact"]
     gather = 2 * int(sum(f * t for f, t in frames) * 0.25) * C * x.element_size()
     floor = (3 * x.numel() * x.element_size() + gather) / (args.bandwidth_tbps * 1e12) * 1e6

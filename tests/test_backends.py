@@ -17,7 +17,7 @@ PACKAGE = pathlib.Path(backends.__file__).parent.parent
 #: import-time order of the layers: a module may import only from its own layer or those before
 LAYERS = [
     {"constants", "layout", "buffers"},
-    {"records", "dycoke", "testing"},
+    {"records", "dycoke", "testing", "device_layout"},
     {
         "ops.common",
         "ops.attention_row",

@@ -12,7 +12,6 @@ from helpers import random_features
 
 import vidcom2_kernels as vk
 from vidcom2_kernels import adapters, reference
-from vidcom2_kernels.backends import torch_backend
 from vidcom2_kernels.constants import MAX_ABS
 from vidcom2_kernels.layout import parse_frames
 from vidcom2_kernels.ops import common
@@ -146,9 +145,9 @@ def test_reference_twin_agrees_on_the_rule():
 
 
 def test_caches_under_threads_n_threads_by_m_layouts():
-    """Every per-layout cache (the torch backend's segment ids, the triton backend's device layouts)
-    under 8 threads x 40 layouts, more than either holds: no error, and every result equals the
-    same call made alone (compress on the torch backend, and the cached metadata itself)."""
+    """The per-layout and per-request caches (the device layouts and request arrays both backends
+    read) under 8 threads x 40 layouts, more than either holds: no error, and every result equals
+    the same call made alone (compress on the torch backend, and the cached metadata itself)."""
     layouts = [[(1 + i % 5, 3 + i % 7), (2, 4 + i % 3)] for i in range(40)]
     inputs = [random_features(frames, 8, seed=i) for i, frames in enumerate(layouts)]
     alone = [vk.compress(x, frames, 0.5, backend="torch").indices for x, frames in zip(inputs, layouts)]
@@ -158,10 +157,11 @@ def test_caches_under_threads_n_threads_by_m_layouts():
     def work(thread):
         rng = np.random.default_rng(thread)
         for i in rng.integers(0, len(layouts), 600):  # the caches alone, as fast as they go
-            ids = torch_backend.segment_ids(parsed[i], torch.device("cpu"))
-            meta = common.device_layout(parsed[i], torch.device("cpu"), targets=np.full(2, i))
-            assert ids.row_video.shape[0] == parsed[i].num_tokens and meta.targets.tolist() == [i, i]
+            meta = common.device_layout(parsed[i], torch.device("cpu"))
+            request = common.request_arrays(parsed[i], torch.device("cpu"), targets=np.full(2, i))
+            assert meta.row_video.shape[0] == parsed[i].num_tokens and request.targets.tolist() == [i, i]
             assert meta.num_frames.tolist() == parsed[i].num_frames.tolist()
+            assert request.target_start.tolist() == [0, i, 2 * i]
         for i in rng.permutation(len(layouts)):  # and through compress
             assert torch.equal(vk.compress(inputs[i], layouts[i], 0.5, backend="torch").indices, alone[i]), i
         return True

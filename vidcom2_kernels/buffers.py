@@ -54,21 +54,35 @@ def to_device(host: np.ndarray, device) -> torch.Tensor:
 class DeviceCache:
     """A small LRU of per-layout device metadata, safe under threads. A miss builds outside the lock
     (the build copies to the device; two threads missing at once may both build, and the first one
-    stored is the one every caller gets); lookups, inserts and evictions happen under it."""
+    stored is the one every caller gets); lookups, inserts and evictions happen under it.
+    Entries used while a CUDA graph is being captured are kept for the life of the process (the
+    graph reads their memory at every replay), outside the LRU's size."""
 
     def __init__(self, size: int):
-        self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
+        self.size, self.items, self.kept, self.lock = size, OrderedDict(), {}, threading.Lock()
 
-    def get(self, key: Hashable, build: Callable[[], object]):
+    def get(self, key: Hashable, build: Callable[[], object], device=None):
+        keep = capturing(device)
         with self.lock:
-            hit = self.items.get(key)
+            hit = self.items.get(key) or self.kept.get(key)
             if hit is not None:
-                self.items.move_to_end(key)
+                if key in self.items:
+                    self.items.move_to_end(key)
+                if keep:
+                    self.kept[key] = hit
                 return hit
         value = build()
         with self.lock:
-            value = self.items.setdefault(key, value)
-            self.items.move_to_end(key)
+            value = self.kept.get(key) or self.items.setdefault(key, value)
+            if key in self.items:
+                self.items.move_to_end(key)
+            if keep:
+                self.kept[key] = value
             while len(self.items) > self.size:
                 self.items.popitem(last=False)
         return value
+
+
+def capturing(device) -> bool:
+    """Whether ``device`` is a CUDA device whose current stream is capturing a CUDA graph."""
+    return device is not None and torch.device(device).type == "cuda" and torch.cuda.is_current_stream_capturing()

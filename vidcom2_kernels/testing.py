@@ -6,6 +6,7 @@
   with a tensor), seen by a ``TorchFunctionMode``, and data-dependent aten ops (``nonzero``,
   ``masked_select``, ``unique``, ``repeat_interleave`` without ``output_size``, ``.item()``'s
   ``_local_scalar_dense``, boolean-mask indexing), seen by a ``TorchDispatchMode``.
+- :class:`LaunchCounter`: the Triton launches and the torch ops with a kernel of their own.
 """
 
 from __future__ import annotations
@@ -19,6 +20,14 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .buffers import poisoned as poisoned_outputs  # noqa: F401
+
+try:  # triton is optional: without it there is nothing of its to count
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
+
+    _TRITON_CLASSES = (JITFunction, InterpretedFunction)
+except ImportError:
+    _TRITON_CLASSES = ()
 
 _PY_READS = {
     torch.Tensor.tolist: "tolist",
@@ -121,4 +130,66 @@ class HostReadCounter:
     def __exit__(self, *exc):
         for mode in reversed(self._modes):
             mode.__exit__(*exc)
+        return False
+
+
+#: aten ops that allocate, reinterpret or read metadata: no device work of their own
+_NO_DEVICE_WORK = {
+    "aten::empty",
+    "aten::empty_strided",
+    "aten::empty_like",
+    "aten::lift_fresh",
+    "aten::_local_scalar_dense",
+}
+
+
+class _DispatchLaunches(TorchDispatchMode):
+    def __init__(self, ops: list):
+        super().__init__()
+        self.ops = ops
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func._schema.name
+        if not func.is_view and name not in _NO_DEVICE_WORK and not _from_triton_runtime():
+            self.ops.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+class LaunchCounter:
+    """Context manager counting the device work library code issues: ``.triton``, the names of
+    the Triton kernels launched (compiled, or interpreted under ``TRITON_INTERPRET=1``: every
+    launch a GPU would see), and ``.torch``, the aten ops that run a kernel of their own (views,
+    allocations and the Triton runtime's own argument copies are not counted). The launches
+    still run."""
+
+    def __init__(self):
+        self.triton: list = []
+        self.torch: list = []
+
+    @property
+    def total(self) -> int:
+        return len(self.triton) + len(self.torch)
+
+    def __enter__(self):
+        self._classes = _TRITON_CLASSES
+        self._runs = [cls.run for cls in self._classes]
+        counter = self
+
+        def counting(original):
+            def run(fn, *args, **kwargs):
+                counter.triton.append(getattr(fn, "__name__", None) or fn.fn.__name__)
+                return original(fn, *args, **kwargs)
+
+            return run
+
+        for cls, original in zip(self._classes, self._runs):
+            cls.run = counting(original)
+        self._mode = _DispatchLaunches(self.torch)
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._mode.__exit__(*exc)
+        for cls, original in zip(self._classes, self._runs):
+            cls.run = original
         return False

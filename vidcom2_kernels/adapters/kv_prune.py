@@ -131,7 +131,9 @@ class KVPruneState:
         att = self.backend.attention_row(query[:, :, 0, :], key, valid, scale)  # (B, S)
         L = self.visual.shape[1]
         att_vis = att[:, :L].reshape(-1).index_select(0, self.flat_index)  # (sum V_b,)
-        chosen = self.backend.select_tokens(-att_vis, self.layout, self.targets_t, self.targets, self.num_kept).mask
+        # each row's visual keys are one "frame" whose budget is its target: the per-frame selection is
+        # the exact count already (no reconcile launches, no host read: the kept count is known)
+        chosen = self.backend.select_tokens(-att_vis, self.layout, self.targets_t, None, self.num_kept).mask
         new_keep = ~self.visual.clone()
         new_keep.view(-1).index_copy_(0, self.flat_index, chosen)
         if self.keep is None:

@@ -7,34 +7,37 @@ the input's device, and reads nothing back to the host unless it says so (the re
 
 ========================  =============================================================================
 ``supports(device)``      whether the backend runs on tensors of ``device``
-``select_channels``       (features (N, C), layout, validate) -> keep (V, C) bool, the ``max(1, C // 2)``
-                          channels of lowest variance per video; nonfinite (V,) flags, nonzero: the video
-                          holds NaN, Inf or |x| >= MAX_ABS (None unless ``validate``)
+``select_channels``       (features (N, C), layout, validate, out=None) -> keep (V, C) bool, the
+                          ``max(1, C // 2)`` channels of lowest variance per video; nonfinite (V,) flags,
+                          nonzero: the video holds NaN, Inf or |x| >= MAX_ABS (None unless ``validate``;
+                          written into ``out`` (V,) int64 when given)
 ``token_scores``          (features, layout, keep) -> scores (N,) float32 ``sv + sf``, uniqueness (F,)
                           float32 ``-mean(sv)`` per frame
-``dycoke_similarity``     (features, layout, anchors (F,) int64 numpy, validate) -> scores (N,) float32,
-                          cosine with the anchor frame's same-position token (0 without one); nonfinite
-                          (V,) flags as above (None unless ``validate``)
-``frame_budgets``         (uniqueness (F,), layout, retention (V,) numpy) -> budgets (F,) int64 (FCA),
-                          counts (V,) int64 their per-video sums
+``dycoke_similarity``     (features, layout, anchors (F,) int64 numpy, validate, out=None) -> scores (N,)
+                          float32, cosine with the anchor frame's same-position token (0 without one);
+                          nonfinite (V,) flags as above
+``frame_budgets``         (uniqueness (F,), layout, retention (V,) numpy, out=None) -> budgets (F,) int64
+                          (FCA), counts (V,) int64 their per-video sums (written into ``out`` when given)
 ``select_tokens``         (scores (N,), layout, budgets (F,) int64, targets (V,) numpy or None, num_kept)
                           -> :class:`~vidcom2_kernels.records.Selection`; budgets clamped to [0, T];
                           ``num_kept`` (host int) sizes the output
+``select_and_gather``     (the same, tensors [(N, ...)]) -> (Selection, [(K, ...)] the kept rows of each
+                          tensor): ``select_tokens`` then ``gather_rows``, one launch on triton
 ``gather_rows``           (indices (K,), tensors [(N, ...)]) -> [(K, ...)], rows in index order
 ``attention_row``         (q (B, H, D), k (B, Hkv, S, D), valid (B, S) bool, scale) -> (B, S) float32 softmax
                           attention of one query over the valid keys, averaged over heads (DyCoke's KV
                           pruning; grouped-query heads share a key head)
 ========================  =============================================================================
 
-Conventions: flags are bool or int64 tensors (nonzero = set; the pipeline reads them as int64
-with the kept counts, in one read). Scores are float32, lower means kept first, equal scores keep
+Conventions: flags are bool or int64 tensors (nonzero = set). The pipeline passes ``out`` slices
+of one (2, V) int64 buffer, so the kept counts and the flags come back in one read of it. Scores are float32, lower means kept first, equal scores keep
 the lower row, NaN ranks as +inf (:func:`nan_as_inf`). NaN/Inf in the features never crashes a
 backend and never produces an index out of range; with validation the pipeline raises first.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Optional, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -48,15 +51,17 @@ class Backend(Protocol):
 
     def supports(self, device: torch.device) -> bool: ...
 
-    def select_channels(self, features: torch.Tensor, layout: VideoLayout, validate: bool) -> tuple: ...
+    def select_channels(self, features: torch.Tensor, layout: VideoLayout, validate: bool, out=None) -> tuple: ...
 
     def token_scores(self, features: torch.Tensor, layout: VideoLayout, keep: torch.Tensor) -> tuple: ...
 
     def dycoke_similarity(
-        self, features: torch.Tensor, layout: VideoLayout, anchors: np.ndarray, validate: bool
+        self, features: torch.Tensor, layout: VideoLayout, anchors: np.ndarray, validate: bool, out=None
     ) -> tuple: ...
 
-    def frame_budgets(self, uniqueness: torch.Tensor, layout: VideoLayout, retention: np.ndarray) -> tuple: ...
+    def frame_budgets(
+        self, uniqueness: torch.Tensor, layout: VideoLayout, retention: np.ndarray, out=None
+    ) -> tuple: ...
 
     def select_tokens(
         self,
@@ -66,6 +71,16 @@ class Backend(Protocol):
         targets: np.ndarray | None,
         num_kept: int,
     ) -> Selection: ...
+
+    def select_and_gather(
+        self,
+        scores: torch.Tensor,
+        layout: VideoLayout,
+        budgets: torch.Tensor,
+        targets: np.ndarray | None,
+        num_kept: int,
+        tensors: Sequence[torch.Tensor],
+    ) -> tuple: ...
 
     def gather_rows(self, indices: torch.Tensor, tensors: Sequence[torch.Tensor]) -> list: ...
 
@@ -80,6 +95,7 @@ FUNCTIONS = (
     "dycoke_similarity",
     "frame_budgets",
     "select_tokens",
+    "select_and_gather",
     "gather_rows",
     "attention_row",
 )
@@ -89,3 +105,17 @@ def nan_as_inf(x: torch.Tensor) -> torch.Tensor:
     """NaN -> +inf, everything else unchanged (``nan_to_num`` would also clip +inf to the largest
     float, and NaN must tie with +inf, as in the Triton kernels' integer keys)."""
     return torch.where(torch.isnan(x), torch.full_like(x, float("inf")), x)
+
+
+def select_then_gather(select_tokens, gather_rows, scores, layout, budgets, targets, num_kept: int, tensors) -> tuple:
+    """``select_and_gather`` for a backend without a fused one: its selection, then its gather."""
+    selection = select_tokens(scores, layout, budgets, targets, num_kept)
+    return selection, gather_rows(selection.indices, tensors)
+
+
+def write_out(out, value: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """``value`` copied into the caller's ``out`` (as int64) when both are given, else ``value``
+    (the eager backends' side of the ``out=`` convention)."""
+    if out is None or value is None:
+        return value
+    return out.copy_(value)

@@ -17,7 +17,7 @@ from ..constants import COSINE_EPS, GAUSSIAN_BANDWIDTHS, MAX_ABS, NORM_EPS, TEMP
 from ..dycoke import anchor_frames, dycoke_budgets, kept_whole
 from ..layout import VideoLayout, parse_frames, parse_retention
 from ..records import Selection
-from .contract import nan_as_inf
+from .contract import nan_as_inf, select_then_gather, write_out
 
 
 def supports(device: torch.device) -> bool:
@@ -46,7 +46,7 @@ def channel_variance(features: torch.Tensor, layout: VideoLayout, dtype=torch.fl
     )
 
 
-def select_channels(features: torch.Tensor, layout: VideoLayout, validate: bool) -> tuple:
+def select_channels(features: torch.Tensor, layout: VideoLayout, validate: bool, out=None) -> tuple:
     """(V, C) bool, the ``max(1, C // 2)`` lowest-variance channels of each video (equal
     variances: lower channel index first; NaN ranks last), and (V,) bool non-finite videos."""
     var = nan_as_inf(channel_variance(features, layout))
@@ -54,7 +54,7 @@ def select_channels(features: torch.Tensor, layout: VideoLayout, validate: bool)
     for v in range(layout.num_videos):
         order = torch.sort(var[v], stable=True).indices  # ascending, lower index first on ties
         keep[v, order[: kept_channels(features.shape[1])]] = True
-    return keep, nonfinite_videos(features, layout) if validate else None
+    return keep, write_out(out, nonfinite_videos(features, layout) if validate else None)
 
 
 # ---------------------------------------------------------------- steps 2-4: token scores
@@ -105,7 +105,7 @@ def frame_scales(uniqueness: torch.Tensor, layout: VideoLayout, retention: np.nd
     return scales
 
 
-def frame_budgets(uniqueness: torch.Tensor, layout: VideoLayout, retention: np.ndarray) -> tuple:
+def frame_budgets(uniqueness: torch.Tensor, layout: VideoLayout, retention: np.ndarray, out=None) -> tuple:
     """(F,) int64 ``k_f = max(1, round_half_even(scale_f * T))`` and (V,) int64 their sums."""
     scales = frame_scales(uniqueness, layout, retention)
     tokens = torch.as_tensor(layout.frame_tokens, device=scales.device).float()
@@ -113,7 +113,7 @@ def frame_budgets(uniqueness: torch.Tensor, layout: VideoLayout, retention: np.n
     counts = torch.stack(
         [budgets[int(layout.frame_start[v]) : int(layout.frame_start[v + 1])].sum() for v in range(layout.num_videos)]
     )
-    return budgets, counts
+    return budgets, write_out(out, counts)
 
 
 # ------------------------------------------------------------- step 6: selection, exact counts
@@ -159,12 +159,19 @@ def gather_rows(indices: torch.Tensor, tensors) -> list:
     return [t.index_select(0, indices) for t in tensors]
 
 
+def select_and_gather(scores, layout: VideoLayout, budgets, targets, num_kept: int, tensors) -> tuple:
+    """The selection, then the gather (:func:`select_tokens`, :func:`gather_rows`)."""
+    return select_then_gather(select_tokens, gather_rows, scores, layout, budgets, targets, num_kept, tensors)
+
+
 # ------------------------------------------------------------------------ DyCoke's token scores
-def dycoke_similarity(features: torch.Tensor, layout: VideoLayout, anchors: np.ndarray, validate: bool) -> tuple:
+def dycoke_similarity(
+    features: torch.Tensor, layout: VideoLayout, anchors: np.ndarray, validate: bool, out=None
+) -> tuple:
     """(N,) float32 cosine similarity of every token with the same-position token of its frame's
     anchor frame (``anchors[f]``, -1: none, similarity 0), ``x.y / (max(|x|, eps) max(|y|, eps))``,
     NaN as +inf; and (V,) bool non-finite videos."""
-    out = torch.zeros(layout.num_tokens, dtype=torch.float32, device=features.device)
+    scores = torch.zeros(layout.num_tokens, dtype=torch.float32, device=features.device)
     for f in range(layout.total_frames):
         a = int(anchors[f])
         if a < 0:
@@ -172,8 +179,8 @@ def dycoke_similarity(features: torch.Tensor, layout: VideoLayout, anchors: np.n
         x = features[_frame_rows(layout, f)].float()
         y = features[_frame_rows(layout, a)].float()
         norms = x.norm(dim=1).clamp_min(COSINE_EPS) * y.norm(dim=1).clamp_min(COSINE_EPS)
-        out[_frame_rows(layout, f)] = (x * y).sum(dim=1) / norms
-    return nan_as_inf(out), nonfinite_videos(features, layout) if validate else None
+        scores[_frame_rows(layout, f)] = (x * y).sum(dim=1) / norms
+    return nan_as_inf(scores), write_out(out, nonfinite_videos(features, layout) if validate else None)
 
 
 def dycoke_order(features, frames, retention=0.3, quirks=True) -> list:

@@ -6,58 +6,22 @@ output). For the CPU and any device without Triton. Implements :mod:`.contract`.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
 from .. import cpu
-from ..buffers import DeviceCache, new_output, to_device
+from ..buffers import new_output
 from ..constants import COSINE_EPS, GAUSSIAN_BANDWIDTHS, MAX_ABS, NORM_EPS, TEMPERATURE, kept_channels
+from ..device_layout import DeviceLayout, device_layout, request_arrays
 from ..layout import VideoLayout
 from ..records import INT_VIEW, Selection
-from .contract import nan_as_inf
+from .contract import nan_as_inf, select_then_gather, write_out
 
 
 def supports(device: torch.device) -> bool:
     return True
-
-
-@dataclass
-class SegmentIds:
-    """Device index tensors describing a layout (all int64)."""
-
-    row_video: torch.Tensor  # (N,)
-    row_frame: torch.Tensor  # (N,)
-    frame_video: torch.Tensor  # (F,)
-    frame_tokens: torch.Tensor  # (F,)
-    frame_row_start: torch.Tensor  # (F,)
-    video_row_start: torch.Tensor  # (V,)
-    video_frames: torch.Tensor  # (V,)
-
-    @staticmethod
-    def build(layout: VideoLayout, device) -> "SegmentIds":
-        def dev(a: np.ndarray) -> torch.Tensor:
-            return to_device(np.asarray(a, dtype=np.int64), device)
-
-        return SegmentIds(
-            row_video=dev(layout.row_video()),
-            row_frame=dev(layout.row_frame()),
-            frame_video=dev(layout.frame_video),
-            frame_tokens=dev(layout.frame_tokens),
-            frame_row_start=dev(layout.frame_row_start[:-1]),
-            video_row_start=dev(layout.row_start[:-1]),
-            video_frames=dev(layout.num_frames),
-        )
-
-
-_SEGMENT_IDS = DeviceCache(16)
-
-
-def segment_ids(layout: VideoLayout, device) -> SegmentIds:
-    """:class:`SegmentIds` of ``layout`` on ``device``, from a small LRU cache (one build per layout)."""
-    return _SEGMENT_IDS.get((layout.key(), str(device)), lambda: SegmentIds.build(layout, device))
 
 
 def _segment_sum(values: torch.Tensor, segment: torch.Tensor, num_segments: int) -> torch.Tensor:
@@ -194,10 +158,10 @@ def keep_from_order(order: torch.Tensor, num_channels: int) -> torch.Tensor:
     return keep.scatter_(1, order, True)
 
 
-def select_channels(features: torch.Tensor, layout: VideoLayout, validate: bool) -> tuple:
+def select_channels(features: torch.Tensor, layout: VideoLayout, validate: bool, out=None) -> tuple:
     """(V, C) bool kept channels and (V,) bool videos with values out of range (None unless ``validate``)."""
     var, nonfinite = channel_variance(features, layout, validate)
-    return keep_from_order(kept_channel_order(var), features.shape[1]), nonfinite
+    return keep_from_order(kept_channel_order(var), features.shape[1]), write_out(out, nonfinite)
 
 
 # ---------------------------------------------------------------------------------- steps 2-4
@@ -273,17 +237,19 @@ def token_scores(features: torch.Tensor, layout: VideoLayout, keep: torch.Tensor
     return nan_as_inf(torch.cat(scores)), torch.cat(uniqueness)
 
 
-def dycoke_similarity(features: torch.Tensor, layout: VideoLayout, anchors: np.ndarray, validate: bool):
+def dycoke_similarity(features: torch.Tensor, layout: VideoLayout, anchors: np.ndarray, validate: bool, out=None):
     """DyCoke's scores (N,): cosine similarity with the same-position token of the frame's anchor
     (0 without one); and (V,) bool, the video holds a value out of range (:func:`out_of_range`;
     None unless ``validate``). Native CPU kernels: one pass over the rows (each anchor row read
     again beside its row). Otherwise per chunk: the anchor frames gathered, both sides in float32
     scratch buffers."""
     scores, nonfinite = [], []
+    device_anchors = request_arrays(layout, features.device, anchors=anchors).anchors
     for v in range(layout.num_videos):
         F, T = int(layout.num_frames[v]), int(layout.tokens_per_frame[v])
         f_start = int(layout.frame_start[v])
-        local = to_device(anchors[f_start : f_start + F] - f_start, features.device)
+        local = device_anchors[f_start : f_start + F]
+        local = torch.where(local >= 0, local - f_start, local)  # frame numbers inside the video
         video = features[int(layout.row_start[v]) : int(layout.row_start[v + 1])]
         if cpu.usable(features):
             sim, bad = cpu.dycoke_similarity(video, F, T, local, COSINE_EPS, float(MAX_ABS))
@@ -304,13 +270,13 @@ def dycoke_similarity(features: torch.Tensor, layout: VideoLayout, anchors: np.n
             sim = torch.linalg.vecdot(x, y, dim=2) / norms
             scores.append(torch.where((a >= 0)[:, None], sim, torch.zeros_like(sim)).flatten())
         nonfinite.append(torch.stack(bad).any() if validate else None)
-    return nan_as_inf(torch.cat(scores)), torch.stack(nonfinite) if validate else None
+    return nan_as_inf(torch.cat(scores)), write_out(out, torch.stack(nonfinite) if validate else None)
 
 
 # ---------------------------------------------------------------------------------- step 5
-def frame_budgets(uniqueness: torch.Tensor, layout: VideoLayout, retention: np.ndarray) -> tuple:
+def frame_budgets(uniqueness: torch.Tensor, layout: VideoLayout, retention: np.ndarray, out=None) -> tuple:
     """(F,) int64 FCA budgets and (V,) int64 their per-video sums (segment softmax per video)."""
-    ids = segment_ids(layout, uniqueness.device)
+    ids = device_layout(layout, uniqueness.device)
     fv = ids.frame_video
     z = uniqueness.float() / TEMPERATURE
     zmax = torch.full((layout.num_videos,), float("-inf"), device=z.device)
@@ -319,12 +285,12 @@ def frame_budgets(uniqueness: torch.Tensor, layout: VideoLayout, retention: np.n
     e = torch.exp(z - zmax.index_select(0, fv))
     p = e / _segment_sum(e, fv, layout.num_videos).index_select(0, fv)
     # mean(p) with a float64 sum: the same value whatever the summation order (see ALGORITHM notes)
-    p_mean = (_segment_sum(p.double(), fv, layout.num_videos) / ids.video_frames).float()
-    r = to_device(retention.astype(np.float32), z.device).index_select(0, fv)
+    p_mean = (_segment_sum(p.double(), fv, layout.num_videos) / ids.num_frames).float()
+    r = request_arrays(layout, z.device, retention=retention).retention32.index_select(0, fv)
     scale = torch.clamp(r * (1 + (p - p_mean.index_select(0, fv))), max=1.0)
     scale = torch.where(torch.isnan(scale) | has_nan.index_select(0, fv), r, scale)
     budgets = torch.round(scale * ids.frame_tokens.float()).clamp_min(1).long()
-    return budgets, _segment_sum(budgets, fv, layout.num_videos)
+    return budgets, write_out(out, _segment_sum(budgets, fv, layout.num_videos))
 
 
 # ---------------------------------------------------------------------------------- step 6
@@ -335,7 +301,7 @@ def _exclusive_rank(flags: torch.Tensor, segment_start: torch.Tensor, segment: t
     return before - before.index_select(0, segment_start).index_select(0, segment)
 
 
-def _select_mask(scores, layout: VideoLayout, budgets, targets, ids: SegmentIds) -> torch.Tensor:
+def _select_mask(scores, layout: VideoLayout, budgets, targets, ids: DeviceLayout) -> torch.Tensor:
     """(N,) bool kept mask: per-frame lowest ``budgets`` scores, then the exact-mode reconcile."""
     scores = nan_as_inf(scores.float())
     by_score = torch.sort(scores, stable=True).indices  # ascending score, lower index first
@@ -343,7 +309,7 @@ def _select_mask(scores, layout: VideoLayout, budgets, targets, ids: SegmentIds)
     by_frame = by_score.index_select(0, torch.sort(ids.row_frame.index_select(0, by_score), stable=True).indices)
     # position i of by_frame lies in frame row_frame[i]: frames are contiguous row ranges
     position = torch.arange(layout.num_tokens, device=scores.device)
-    rank = position - ids.frame_row_start.index_select(0, ids.row_frame)
+    rank = position - ids.frame_row_start[:-1].index_select(0, ids.row_frame)
     k = budgets.clamp(min=0).index_select(0, ids.row_frame)
     mask = torch.zeros(layout.num_tokens, dtype=torch.bool, device=scores.device)
     mask.scatter_(0, by_frame, rank < k)
@@ -351,10 +317,10 @@ def _select_mask(scores, layout: VideoLayout, budgets, targets, ids: SegmentIds)
         return mask
     by_video = by_score.index_select(0, torch.sort(ids.row_video.index_select(0, by_score), stable=True).indices)
     kept = mask.index_select(0, by_video)
-    target = to_device(targets, scores.device).index_select(0, ids.row_video)
+    target = request_arrays(layout, scores.device, targets=targets).targets.index_select(0, ids.row_video)
     total = _segment_sum(mask.long(), ids.row_video, layout.num_videos).index_select(0, ids.row_video)
-    kept_rank = _exclusive_rank(kept, ids.video_row_start, ids.row_video)
-    dropped_rank = _exclusive_rank(~kept, ids.video_row_start, ids.row_video)
+    kept_rank = _exclusive_rank(kept, ids.row_start[:-1], ids.row_video)
+    dropped_rank = _exclusive_rank(~kept, ids.row_start[:-1], ids.row_video)
     final = torch.where(
         total > target,
         kept & (kept_rank < target),  # keep the `target` smallest of the kept
@@ -374,7 +340,7 @@ def _indices_from_mask(mask: torch.Tensor, num_kept: int) -> torch.Tensor:
 
 def select_tokens(scores, layout: VideoLayout, budgets, targets: Optional[np.ndarray], num_kept: int) -> Selection:
     """The kept mask by sorts and segment ranks, then its indices, per-frame and per-video counts."""
-    ids = segment_ids(layout, scores.device)
+    ids = device_layout(layout, scores.device)
     mask = _select_mask(scores, layout, budgets, targets, ids)
     final_budgets = _segment_sum(mask.long(), ids.row_frame, layout.total_frames)
     counts = _segment_sum(mask.long(), ids.row_video, layout.num_videos)
@@ -383,6 +349,11 @@ def select_tokens(scores, layout: VideoLayout, budgets, targets: Optional[np.nda
 
 def gather_rows(indices: torch.Tensor, tensors: Sequence[torch.Tensor]) -> list:
     return [t.index_select(0, indices) for t in tensors]
+
+
+def select_and_gather(scores, layout: VideoLayout, budgets, targets, num_kept: int, tensors) -> tuple:
+    """The selection, then the gather (:func:`select_tokens`, :func:`gather_rows`)."""
+    return select_then_gather(select_tokens, gather_rows, scores, layout, budgets, targets, num_kept, tensors)
 
 
 # ---------------------------------------------------------------------- DyCoke's KV pruning

@@ -4,10 +4,15 @@ The features are read with their strides; the small inputs the kernels index by 
 scores, budgets, uniqueness, indices) are made contiguous here, at the boundary.
 Implements :mod:`.contract`; the kernels live in :mod:`vidcom2_kernels.ops`, one file per stage.
 
-Launches of a VidCom2 call (non-exact mode), through :func:`vidcom2_kernels.pipeline.run`:
-select_channels (channel variance -> channel rank) -> token_scores (centre partials -> centre
-finalize -> token scores -> frame uniqueness) -> frame_budgets -> [the host read] -> select_tokens
-(frame select: threshold + compaction; exact mode: threshold -> reconcile -> compaction) -> gather_rows.
+Launches of a VidCom2 call through :func:`vidcom2_kernels.pipeline.run` (7 in budget mode, 12
+in exact mode, for any batch of videos; nothing else runs on the device but the one host read):
+select_channels (channel variance -> channel keep) -> token_scores (centre partials -> centres ->
+token scores with the frame uniqueness) -> frame_budgets -> [the host read] -> select_tokens
+(budget mode: select rows; exact mode: frame thresholds -> 3 radix passes -> frame counts ->
+select rows), the gather fused into the last launch. DyCoke: similarity (and a zeroing of its
+flags) -> select rows. Per-layout and per-request device arrays come from two caches
+(:func:`~vidcom2_kernels.ops.common.device_layout`, :func:`~vidcom2_kernels.ops.common.request_arrays`),
+so a sized call (exact mode, DyCoke) copies nothing from the host and can be captured in a CUDA graph.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from ..buffers import new_output
 from ..layout import VideoLayout
 from ..ops import attention_row as attention_row_op
 from ..ops import centres as centres_op
@@ -26,7 +32,7 @@ from ..ops import gather_rows as gather_rows_op
 from ..ops import select_channels as select_channels_op
 from ..ops import select_tokens as select_tokens_op
 from ..ops import token_scores as token_scores_op
-from ..ops.common import device_layout, is_interpreter
+from ..ops.common import device_layout, is_interpreter, request_arrays
 from ..records import Selection
 
 #: Element offsets are int64 everywhere; row numbers inside a video are divided in 32 bits (the
@@ -44,52 +50,73 @@ def _check_rows(layout: VideoLayout) -> None:
         raise ValueError(f"features has {layout.num_tokens} rows; the triton backend takes at most {MAX_ROWS}")
 
 
-def select_channels(features: torch.Tensor, layout: VideoLayout, validate: bool) -> tuple:
+def _flags(out: Optional[torch.Tensor], layout: VideoLayout, device) -> torch.Tensor:
+    return out if out is not None else new_output(layout.num_videos, torch.int64, device)
+
+
+def select_channels(features: torch.Tensor, layout: VideoLayout, validate: bool, out=None) -> tuple:
     _check_rows(layout)
     meta = device_layout(layout, features.device)
-    nonfinite = torch.zeros(layout.num_videos, dtype=torch.int64, device=features.device)
-    var = select_channels_op.channel_variance(features, meta, nonfinite)
-    return select_channels_op.channel_rank(var), nonfinite if validate else None  # the flags cost nothing here
+    nonfinite = _flags(out, layout, features.device)
+    keep = select_channels_op.select_channels(features, meta, nonfinite)
+    return keep, nonfinite if validate else None  # the flags cost nothing here
 
 
 def token_scores(features: torch.Tensor, layout: VideoLayout, keep: torch.Tensor):
     _check_rows(layout)
     meta = device_layout(layout, features.device)
     keep = keep.contiguous()
-    return token_scores_op.token_scores(features, keep, *centres_op.centres(features, keep, meta), meta)
+    arrivals = new_output(layout.total_frames, torch.int32, features.device)  # zeroed by the centres launch
+    centres = centres_op.centres(features, keep, meta, arrivals)
+    return token_scores_op.token_scores(features, keep, *centres, arrivals, meta)
 
 
-def dycoke_similarity(features: torch.Tensor, layout: VideoLayout, anchors: np.ndarray, validate: bool):
+def dycoke_similarity(features: torch.Tensor, layout: VideoLayout, anchors: np.ndarray, validate: bool, out=None):
     _check_rows(layout)
-    meta = device_layout(layout, features.device, anchors=anchors)
-    nonfinite = torch.zeros(layout.num_videos, dtype=torch.int64, device=features.device)
-    scores = dycoke_similarity_op.dycoke_similarity(features, meta, meta.extra["anchors"], nonfinite)
+    meta = device_layout(layout, features.device)
+    request = request_arrays(layout, features.device, anchors=anchors)
+    nonfinite = _flags(out, layout, features.device).zero_()  # the kernel only sets flags
+    scores = dycoke_similarity_op.dycoke_similarity(features, meta, request.anchors, nonfinite)
     return scores, nonfinite if validate else None
 
 
-def frame_budgets(uniqueness: torch.Tensor, layout: VideoLayout, retention: np.ndarray):
-    meta = device_layout(layout, uniqueness.device, retention=retention)
-    budgets, _, counts = frame_budgets_op.frame_budgets(uniqueness.float().contiguous(), meta)
+def frame_budgets(uniqueness: torch.Tensor, layout: VideoLayout, retention: np.ndarray, out=None):
+    meta = device_layout(layout, uniqueness.device)
+    request = request_arrays(layout, uniqueness.device, retention=retention)
+    counts = _flags(out, layout, uniqueness.device)
+    budgets = frame_budgets_op.frame_budgets(uniqueness.float().contiguous(), meta, request.retention, counts)
     return budgets, counts
 
 
 def select_tokens(
     scores: torch.Tensor, layout: VideoLayout, budgets: torch.Tensor, targets: Optional[np.ndarray], num_kept: int
 ) -> Selection:
+    return select_and_gather(scores, layout, budgets, targets, num_kept, ())[0]
+
+
+def select_and_gather(
+    scores: torch.Tensor,
+    layout: VideoLayout,
+    budgets: torch.Tensor,
+    targets: Optional[np.ndarray],
+    num_kept: int,
+    tensors: Sequence[torch.Tensor],
+) -> tuple:
     _check_rows(layout)
-    meta = device_layout(layout, scores.device, targets=targets)
-    scores = scores.float().contiguous()
-    if targets is not None:
-        indices, mask, final = select_tokens_op.frame_select_reconcile(
-            scores, budgets.long().contiguous(), meta, num_kept
-        )
-        return Selection(indices, mask, final, meta.targets.clone())
-    final, offsets, counts = frame_budgets_op.budget_offsets(budgets.long().contiguous(), meta)
-    indices, mask = select_tokens_op.frame_select(scores, final, offsets, meta, num_kept)
-    return Selection(indices, mask, final, counts)
+    meta = device_layout(layout, scores.device)
+    request = request_arrays(layout, scores.device, targets=targets)
+    scores, budgets = scores.float().contiguous(), budgets.long().contiguous()
+    state = None if targets is None else select_tokens_op.reconcile(scores, budgets, meta, request)
+    indices, mask, final, counts, rows = select_tokens_op.select_rows(
+        scores, budgets, meta, request, num_kept, tensors, exact_state=state
+    )
+    rows += gather_rows(indices, tensors[select_tokens_op.MAX_TENSORS_PER_LAUNCH :])
+    return Selection(indices, mask, final, counts), rows
 
 
 def gather_rows(indices: torch.Tensor, tensors: Sequence[torch.Tensor]) -> list:
+    if not tensors:
+        return []
     return gather_rows_op.gather_rows(indices.contiguous(), tensors)
 
 

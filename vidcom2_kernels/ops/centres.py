@@ -7,11 +7,11 @@ Kernels
     with ``self_dot = ||x||^2 * inv_norm^2`` (1, or 0 for an all-zero row), then the sum of the
     unit's normalised rows into ``partials`` (U, C) float32 (zero on the channels not kept). The second sweep over the unit's
     channels re-reads a tile the first one just brought into cache.
-``frame_centre_kernel``  grid (F, cdiv(C, BLOCK_C)): sums a frame's partials in unit order into
-    its sum and centre (F, C).
-``video_centre_kernel``  grid (V, cdiv(C, BLOCK_C)), narrow blocks so one video still makes
-    C / 32 programs: sums the video's frame sums in frame order into its centre (V, C).
-    Deterministic: fixed orders, no atomics (the same sums as one loop over frames and units).
+``centres_kernel``  grid (V, cdiv(C, BLOCK_C)), narrow blocks so one video still makes C / 32
+    programs: per frame of the video, the sum of its unit partials (one (BLOCK_U, BLOCK_C) tile,
+    summed as a tree) into its centre (F, C); the frame sums added in frame order into the video
+    centre (V, C). Deterministic: fixed orders, no atomics. It also zeroes the per-frame arrival
+    counters of :mod:`.token_scores` (the next launch), so no separate zeroing launch runs.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def centre_partials_kernel(
         b_x = tl.load(p_rows + o_c[None, :].to(tl.int64) * stride_c, mask=m_n[:, None] & m_c[None, :], other=0.0)
         b_x = tl.where(w[None, :], b_x.to(tl.float32), 0.0)  # where, not *: NaN in a dropped channel stays out
         sumsq += tl.sum(b_x * b_x, axis=1)
-    inv_norm = 1.0 / clamp_min(tl.sqrt(sumsq), eps)
+    inv_norm = tl.div_rn(tl.full([BLOCK_N], 1.0, tl.float32), clamp_min(tl.sqrt_rn(sumsq), eps))
     tl.store(inv_norm_ptr + row0 + o_n, inv_norm, mask=m_n)
     tl.store(self_dot_ptr + row0 + o_n, sumsq * inv_norm * inv_norm, mask=m_n)
     p_out = partial_ptr + i_u.to(tl.int64) * C
@@ -68,26 +68,17 @@ def centre_partials_kernel(
 
 
 @triton.jit
-def frame_centre_kernel(
-    partial_ptr, frame_sum_ptr, frame_centre_ptr, frame_unit_start_ptr, frame_row_start_ptr, C, BLOCK_C: tl.constexpr
-):
-    f = tl.program_id(0)
-    i_c = tl.program_id(1)
-    o_c = i_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    m_c = o_c < C
-    u0 = tl.load(frame_unit_start_ptr + f)
-    u1 = tl.load(frame_unit_start_ptr + f + 1)
-    frame_sum = tl.zeros([BLOCK_C], dtype=tl.float32)
-    for u in range(u0, u1):  # in unit order
-        frame_sum += tl.load(partial_ptr + u * C + o_c, mask=m_c, other=0.0)
-    T = (tl.load(frame_row_start_ptr + f + 1) - tl.load(frame_row_start_ptr + f)).to(tl.float32)
-    tl.store(frame_sum_ptr + f.to(tl.int64) * C + o_c, frame_sum, mask=m_c)
-    tl.store(frame_centre_ptr + f.to(tl.int64) * C + o_c, frame_sum / T, mask=m_c)
-
-
-@triton.jit
-def video_centre_kernel(
-    frame_sum_ptr, video_centre_ptr, frame_start_ptr, tokens_per_frame_ptr, C, BLOCK_C: tl.constexpr
+def centres_kernel(
+    partial_ptr,
+    frame_centre_ptr,
+    video_centre_ptr,
+    arrivals_ptr,
+    frame_start_ptr,
+    frame_unit_start_ptr,
+    frame_row_start_ptr,
+    C,
+    BLOCK_C: tl.constexpr,
+    BLOCK_U: tl.constexpr,
 ):
     i_v = tl.program_id(0)
     i_c = tl.program_id(1)
@@ -97,9 +88,22 @@ def video_centre_kernel(
     f1 = tl.load(frame_start_ptr + i_v + 1)
     video_sum = tl.zeros([BLOCK_C], dtype=tl.float32)
     for f in range(f0, f1):  # in frame order
-        video_sum += tl.load(frame_sum_ptr + f * C + o_c, mask=m_c, other=0.0)
-    n_rows = (f1 - f0).to(tl.float32) * tl.load(tokens_per_frame_ptr + i_v).to(tl.float32)
-    tl.store(video_centre_ptr + i_v.to(tl.int64) * C + o_c, video_sum / n_rows, mask=m_c)
+        u0 = tl.load(frame_unit_start_ptr + f)
+        u1 = tl.load(frame_unit_start_ptr + f + 1)
+        frame_sum = tl.zeros([BLOCK_C], dtype=tl.float32)
+        for s in range(u0, u1, BLOCK_U):
+            o_u = s + tl.arange(0, BLOCK_U)
+            m = (o_u < u1)[:, None] & m_c[None, :]
+            tile = tl.load(partial_ptr + o_u.to(tl.int64)[:, None] * C + o_c[None, :], mask=m, other=0.0)
+            frame_sum += tl.sum(tile, axis=0)
+        T = (tl.load(frame_row_start_ptr + f + 1) - tl.load(frame_row_start_ptr + f)).to(tl.float32)
+        tl.store(frame_centre_ptr + f * C + o_c, tl.div_rn(frame_sum, T), mask=m_c)  # f: int64 (from f0)
+        video_sum += frame_sum
+    n_rows = (tl.load(frame_row_start_ptr + f1) - tl.load(frame_row_start_ptr + f0)).to(tl.float32)
+    tl.store(video_centre_ptr + i_v.to(tl.int64) * C + o_c, tl.div_rn(video_sum, n_rows), mask=m_c)
+    if i_c == 0:
+        for f in range(f0, f1):
+            tl.store(arrivals_ptr + f, 0)
 
 
 def partials_config(C: int) -> dict:
@@ -107,17 +111,17 @@ def partials_config(C: int) -> dict:
     return {"BLOCK_N": UNIT_ROWS, "BLOCK_C": block_c, "num_warps": 4}
 
 
-def frame_centre_config(C: int) -> dict:
-    return {"BLOCK_C": min(256, triton.next_power_of_2(C)), "num_warps": 4}
+def centres_config(C: int, max_units: int) -> dict:
+    return {
+        "BLOCK_C": min(32, triton.next_power_of_2(C)),
+        "BLOCK_U": min(64, triton.next_power_of_2(max(1, max_units))),
+        "num_warps": 1,
+    }
 
 
-def video_centre_config(C: int) -> dict:
-    return {"BLOCK_C": min(32, triton.next_power_of_2(C)), "num_warps": 1}
-
-
-def centres(features: torch.Tensor, keep: torch.Tensor, meta: DeviceLayout):
+def centres(features: torch.Tensor, keep: torch.Tensor, meta: DeviceLayout, arrivals: torch.Tensor):
     """Returns ``inv_norm`` (N,), ``self_dot`` (N,), ``frame_centre`` (F, C) and ``video_centre``
-    (V, C), all float32."""
+    (V, C), all float32; zeroes ``arrivals`` (F,) int32 for :func:`.token_scores.token_scores`."""
     N, C = features.shape
     layout, dev = meta.layout, features.device
     inv_norm = new_output(N, torch.float32, dev)
@@ -138,15 +142,23 @@ def centres(features: torch.Tensor, keep: torch.Tensor, meta: DeviceLayout):
         NORM_EPS,
         **partials_config(C),
     )
-    frame_sum = new_output((layout.total_frames, C), torch.float32, dev)
     frame_centre = new_output((layout.total_frames, C), torch.float32, dev)
-    cfg = frame_centre_config(C)
-    frame_centre_kernel[(layout.total_frames, triton.cdiv(C, cfg["BLOCK_C"]))](
-        partials, frame_sum, frame_centre, meta.frame_unit_start, meta.frame_row_start, C, **cfg
-    )
     video_centre = new_output((layout.num_videos, C), torch.float32, dev)
-    cfg = video_centre_config(C)
-    video_centre_kernel[(layout.num_videos, triton.cdiv(C, cfg["BLOCK_C"]))](
-        frame_sum, video_centre, meta.frame_start, meta.tokens_per_frame, C, **cfg
+    cfg = centres_config(C, max_units_per_frame(layout))
+    centres_kernel[(layout.num_videos, triton.cdiv(C, cfg["BLOCK_C"]))](
+        partials,
+        frame_centre,
+        video_centre,
+        arrivals,
+        meta.frame_start,
+        meta.frame_unit_start,
+        meta.frame_row_start,
+        C,
+        **cfg,
     )
     return inv_norm, self_dot, frame_centre, video_centre
+
+
+def max_units_per_frame(layout) -> int:
+    """Row units of the largest frame."""
+    return int(-(-int(layout.tokens_per_frame.max(initial=0)) // UNIT_ROWS))

@@ -1,30 +1,14 @@
-"""Helpers shared by the Triton stages: interpreter detection, launch configurations, and the
-packed per-layout metadata the kernels read (one host-to-device copy, cached per layout)."""
+"""Helpers shared by the Triton stages: interpreter detection, the score keys, precise math, and
+(re-exported from :mod:`vidcom2_kernels.device_layout`) the packed device arrays the kernels read."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
-import torch
 import triton
 import triton.language as tl
+from triton.language.extra import libdevice
 from triton.runtime.interpreter import InterpretedFunction
 
-from ..buffers import DeviceCache
-from ..layout import VideoLayout
-
-#: Rows a program of the row-unit kernels (centres, scores) handles: one unit never spans frames.
-UNIT_ROWS = 16
-#: Rows of one video a program of the channel-variance and reconcile-count kernels reads (a row
-#: split): LLaVA-OV's 6272 rows x 3584 channels make 13 x 112 variance programs, enough for one
-#: video to fill an H100.
-SPLIT_ROWS = 512
-
-
-def num_warps_for(block_elements: int) -> int:
-    """Host heuristic: 4 warps up to 4K elements per loaded tile, 8 beyond."""
-    return 4 if block_elements <= 4096 else 8
+from ..device_layout import SPLIT_ROWS, UNIT_ROWS, DeviceLayout, RequestArrays, device_layout, request_arrays
 
 
 @triton.jit
@@ -42,11 +26,41 @@ def is_interpreter() -> bool:
     return isinstance(order_key, InterpretedFunction)
 
 
+if is_interpreter():
+
+    @triton.jit
+    def precise_exp(x):
+        """``exp`` as the interpreter computes it (numpy's float32 exp)."""
+        return tl.exp(x)
+
+else:
+
+    @triton.jit
+    def precise_exp(x):
+        """``exp`` from the vendor math library (libdevice's ``expf``, at most 2 ulp from the true
+        value), not ``tl.exp``: on NVIDIA that is ``ex2.approx`` of ``x * log2(e)``, whose error
+        grows with ``|x|`` (about ``|x|`` ulp), enough to move a budget's rounding."""
+        return libdevice.exp(x)
+
+
 @triton.jit
 def clamp_min(x, lo):
     """``max(x, lo)`` that keeps NaN, like ``torch.clamp_min`` (``tl.maximum`` returns ``lo`` for a
     NaN ``x`` on the GPU): a NaN feature must stay NaN through every norm and distance."""
     return tl.where(x < lo, lo, x)
+
+
+@triton.jit
+def last_to_arrive(arrivals_ptr, expected):
+    """Count this program's arrival at ``arrivals_ptr`` (int32, zeroed by an earlier launch); true
+    in the ``expected``-th program to arrive, whichever it is. A block barrier first (every
+    thread's stores done), then an ``acq_rel`` atomic at GPU scope (the stores of the programs
+    that arrived before are visible to the last one), then a barrier again (all its threads see
+    them). The last program then combines what the others stored, in a fixed order."""
+    tl.debug_barrier()
+    arrived = tl.atomic_add(arrivals_ptr, 1, sem="acq_rel", scope="gpu")
+    tl.debug_barrier()
+    return arrived == expected - 1
 
 
 @triton.jit
@@ -64,110 +78,4 @@ def unit_rows(unit_row_start_ptr, unit_rows_ptr, BLOCK_N: tl.constexpr):
     return i_u, tl.load(unit_row_start_ptr + i_u), o_n, o_n < tl.load(unit_rows_ptr + i_u)
 
 
-@dataclass
-class DeviceLayout:
-    """A :class:`VideoLayout` on the device: int64 views into one packed tensor.
-
-    Per video (V): ``num_frames``, ``tokens_per_frame``, ``row_start`` (V+1), ``frame_start``
-    (V+1), ``targets`` (exact mode), ``retention`` (float64).
-    Per frame (F): ``frame_row_start`` (F+1), ``frame_unit_start`` (F+1), ``frame_video``.
-    Per row unit (U): ``unit_row_start``, ``unit_rows``, ``unit_video``, ``unit_frame``.
-    Per row split (S; the channel variance's programs, and the exact reconcile's):
-    ``split_row_start`` (S+1), ``split_video``; per video ``video_split_start`` (V+1).
-    """
-
-    layout: VideoLayout
-    num_units: int
-    num_splits: int
-    num_frames: torch.Tensor
-    tokens_per_frame: torch.Tensor
-    row_start: torch.Tensor
-    frame_start: torch.Tensor
-    targets: torch.Tensor
-    retention: torch.Tensor
-    frame_row_start: torch.Tensor
-    frame_unit_start: torch.Tensor
-    frame_video: torch.Tensor
-    unit_row_start: torch.Tensor
-    unit_rows: torch.Tensor
-    unit_video: torch.Tensor
-    unit_frame: torch.Tensor
-    split_row_start: torch.Tensor
-    split_video: torch.Tensor
-    video_split_start: torch.Tensor
-    extra: dict = None  # further per-layout int64 arrays by name (e.g. DyCoke's anchors and budgets)
-
-
-_CACHE = DeviceCache(64)
-
-
-def device_layout(layout: VideoLayout, device: torch.device, retention=None, targets=None, **extra) -> DeviceLayout:
-    """Build (or fetch from a small LRU cache) the packed metadata of ``layout`` on ``device``.
-
-    ``retention`` (V,) float64 and ``targets`` (V,) int64 are numpy arrays or None; ``extra``
-    names further int64 arrays to carry in the same copy (``meta.extra[name]``).
-    """
-    V = layout.num_videos
-    retention = np.zeros(V) if retention is None else np.asarray(retention, dtype=np.float64)
-    targets = np.zeros(V, dtype=np.int64) if targets is None else np.asarray(targets, dtype=np.int64)
-    extra = {k: np.asarray(v, dtype=np.int64) for k, v in extra.items()}
-    key = (
-        layout.key(),
-        str(device),
-        retention.tobytes(),
-        targets.tobytes(),
-        tuple((k, v.tobytes()) for k, v in sorted(extra.items())),
-    )
-    return _CACHE.get(key, lambda: _pack(layout, device, retention, targets, extra))
-
-
-def _pack(layout: VideoLayout, device: torch.device, retention, targets, extra: dict) -> DeviceLayout:
-    """The :class:`DeviceLayout` of ``layout``, built and copied to ``device`` in one transfer."""
-    V = layout.num_videos
-    frame_tokens = layout.frame_tokens
-    units_per_frame = -(-frame_tokens // UNIT_ROWS)
-    frame_unit_start = np.concatenate([[0], np.cumsum(units_per_frame)]).astype(np.int64)
-    U = int(frame_unit_start[-1])
-    unit_frame = np.repeat(np.arange(layout.total_frames, dtype=np.int64), units_per_frame)
-    unit_local = np.arange(U, dtype=np.int64) - frame_unit_start[:-1][unit_frame]
-    unit_row_start = layout.frame_row_start[:-1][unit_frame] + unit_local * UNIT_ROWS
-    unit_rows = np.minimum(UNIT_ROWS, frame_tokens[unit_frame] - unit_local * UNIT_ROWS)
-    splits_per_video = -(-layout.tokens_per_video // SPLIT_ROWS)
-    video_split_start = np.concatenate([[0], np.cumsum(splits_per_video)]).astype(np.int64)
-    split_video = np.repeat(np.arange(V, dtype=np.int64), splits_per_video)
-    split_local = np.arange(int(video_split_start[-1]), dtype=np.int64) - video_split_start[:-1][split_video]
-    split_row_start = np.append(layout.row_start[:-1][split_video] + split_local * SPLIT_ROWS, layout.num_tokens)
-
-    parts = {
-        "num_frames": layout.num_frames,
-        "tokens_per_frame": layout.tokens_per_frame,
-        "row_start": layout.row_start,
-        "frame_start": layout.frame_start,
-        "targets": targets,
-        "retention": retention.view(np.int64),
-        "frame_row_start": layout.frame_row_start,
-        "frame_unit_start": frame_unit_start,
-        "frame_video": layout.frame_video,
-        "unit_row_start": unit_row_start,
-        "unit_rows": unit_rows,
-        "unit_video": layout.frame_video[unit_frame],
-        "unit_frame": unit_frame,
-        "split_row_start": split_row_start,
-        "split_video": split_video,
-        "video_split_start": video_split_start,
-        **{f"extra_{k}": v for k, v in extra.items()},
-    }
-    packed = np.concatenate([np.asarray(a, dtype=np.int64).ravel() for a in parts.values()])
-    host = torch.from_numpy(packed)
-    if device.type == "cuda":  # pinned + non_blocking: the copy never waits for the GPU
-        packed_dev = host.pin_memory().to(device, non_blocking=True)
-    else:
-        packed_dev = host.to(device)
-    views, offset = {}, 0
-    for name, a in parts.items():
-        n = int(np.asarray(a).size)
-        views[name] = packed_dev[offset : offset + n]
-        offset += n
-    views["retention"] = views["retention"].view(torch.float64)
-    extra_views = {k[len("extra_") :]: views.pop(k) for k in list(views) if k.startswith("extra_")}
-    return DeviceLayout(layout=layout, num_units=U, num_splits=int(split_video.size), **views, extra=extra_views)
+__all__ = ["SPLIT_ROWS", "UNIT_ROWS", "DeviceLayout", "RequestArrays", "device_layout", "request_arrays"]

@@ -1,13 +1,15 @@
 """Step 5, Frame Compression Adjustment: softmax-scaled frame budgets.
 
 ``frame_budgets_kernel``  grid (1,): one program walks the videos in order (they are few and their frame
-vectors short) so it can also write every frame's output offset, an exclusive prefix sum of the
-budgets across the whole batch, and each video's kept count. Per video:
-``p = softmax(u / 0.01)``, ``scale = min(1, r * (1 + (p - mean(p))))`` (``r`` where NaN),
-``k = max(1, round_half_even(scale * T))``. ``mean(p)`` is summed in float64, like every backend.
-``budget_offsets_kernel``  grid (1,): the same walk for budgets given from outside (the public
-``select_tokens`` stage, and the triton backend's selection): clamped to ``[0, T]``, with their
-output offsets and each video's kept count.
+vectors short) and writes every frame's budget and each video's kept count (the host reads the
+counts to size the output). Per video: ``p = softmax(u / 0.01)``,
+``scale = min(1, r * (1 + (p - mean(p))))`` (``r`` where NaN), ``k = max(1, round_half_even(scale * T))``.
+``mean(p)`` is summed in float64, like every backend.
+
+Arithmetic: the divisions are correctly rounded (``tl.div_rn``; ``/`` is an approximate division
+on NVIDIA) and ``exp`` is the vendor library's (:func:`.common.precise_exp`), compiled without
+FMA contraction, so a budget differs from the torch backend's only where ``exp`` itself differs
+by an ulp or two and ``scale * T`` lies that close to a half-integer.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import triton.language as tl
 
 from ..buffers import new_output
 from ..constants import TEMPERATURE
-from .common import DeviceLayout
+from .common import DeviceLayout, precise_exp
 
 
 @triton.jit
@@ -30,39 +32,10 @@ def round_half_even(x):
     return base + tl.where((frac > 0.5) | ((frac == 0.5) & odd), 1.0, 0.0)
 
 
-@triton.jit
-def write_budgets(k, o_f, m_f, running, budget_ptr, frame_offset_ptr):
-    """Store a block of budgets and their output offsets (the exclusive prefix sum, continuing from
-    ``running`` kept rows); returns the new running total."""
-    k = tl.where(m_f, k, 0)
-    tl.store(budget_ptr + o_f, k, mask=m_f)
-    tl.store(frame_offset_ptr + o_f, running + tl.cumsum(k, axis=0) - k, mask=m_f)
-    return running + tl.sum(k, axis=0)
-
-
-@triton.jit
-def budget_offsets_kernel(
-    budget_ptr, final_ptr, frame_offset_ptr, count_ptr, frame_start_ptr, tokens_per_frame_ptr, V, BLOCK_F: tl.constexpr
-):
-    running = tl.sum(tl.zeros([BLOCK_F], dtype=tl.int64), axis=0)  # kept so far in the batch
-    for i_v in range(0, V):
-        f0 = tl.load(frame_start_ptr + i_v)
-        f1 = tl.load(frame_start_ptr + i_v + 1)
-        T = tl.load(tokens_per_frame_ptr + i_v)
-        video_start = running
-        for s in range(f0, f1, BLOCK_F):
-            o_f = s + tl.arange(0, BLOCK_F)
-            m_f = o_f < f1
-            k = tl.minimum(tl.maximum(tl.load(budget_ptr + o_f, mask=m_f, other=0), 0), T)
-            running = write_budgets(k, o_f, m_f, running, final_ptr, frame_offset_ptr)
-        tl.store(count_ptr + i_v, running - video_start)
-
-
-@triton.jit
+@triton.jit(do_not_specialize=["V"])
 def frame_budgets_kernel(
     uniqueness_ptr,
     budget_ptr,
-    frame_offset_ptr,
     count_ptr,
     frame_start_ptr,
     tokens_per_frame_ptr,
@@ -71,7 +44,6 @@ def frame_budgets_kernel(
     temperature,
     BLOCK_F: tl.constexpr,
 ):
-    running = tl.sum(tl.zeros([BLOCK_F], dtype=tl.int64), axis=0)  # kept so far in the batch
     for i_v in range(0, V):
         f0 = tl.load(frame_start_ptr + i_v)
         f1 = tl.load(frame_start_ptr + i_v + 1)
@@ -83,7 +55,7 @@ def frame_budgets_kernel(
         for s in range(f0, f1, BLOCK_F):
             o_f = s + tl.arange(0, BLOCK_F)
             m_f = o_f < f1
-            z = tl.load(uniqueness_ptr + o_f, mask=m_f, other=float("-inf")) / temperature
+            z = tl.div_rn(tl.load(uniqueness_ptr + o_f, mask=m_f, other=float("-inf")), temperature)
             n_nan += (z != z).to(tl.int32)
             z_max = tl.maximum(z_max, tl.where(z != z, float("-inf"), z))
         top = tl.max(z_max, axis=0)
@@ -93,29 +65,30 @@ def frame_budgets_kernel(
         for s in range(f0, f1, BLOCK_F):
             o_f = s + tl.arange(0, BLOCK_F)
             m_f = o_f < f1
-            z = tl.load(uniqueness_ptr + o_f, mask=m_f, other=float("-inf")) / temperature
-            den += tl.where(m_f, tl.exp(z - top), 0.0)
+            z = tl.div_rn(tl.load(uniqueness_ptr + o_f, mask=m_f, other=float("-inf")), temperature)
+            den += tl.where(m_f, precise_exp(z - top), 0.0)
         total = tl.sum(den, axis=0)
         # pass 3: mean(p), summed in float64
         p_sum = tl.zeros([BLOCK_F], dtype=tl.float64)
         for s in range(f0, f1, BLOCK_F):
             o_f = s + tl.arange(0, BLOCK_F)
             m_f = o_f < f1
-            z = tl.load(uniqueness_ptr + o_f, mask=m_f, other=float("-inf")) / temperature
-            p_sum += tl.where(m_f, tl.exp(z - top) / total, 0.0).to(tl.float64)
+            z = tl.div_rn(tl.load(uniqueness_ptr + o_f, mask=m_f, other=float("-inf")), temperature)
+            p_sum += tl.where(m_f, tl.div_rn(precise_exp(z - top), total), 0.0).to(tl.float64)
         p_mean = (tl.sum(p_sum, axis=0) / (f1 - f0).to(tl.float64)).to(tl.float32)
-        # pass 4: budgets and their offsets
-        video_start = running
+        # pass 4: budgets and the video's kept count
+        kept = tl.zeros([BLOCK_F], dtype=tl.int64)
         for s in range(f0, f1, BLOCK_F):
             o_f = s + tl.arange(0, BLOCK_F)
             m_f = o_f < f1
-            z = tl.load(uniqueness_ptr + o_f, mask=m_f, other=float("-inf")) / temperature
-            p = tl.exp(z - top) / total
+            z = tl.div_rn(tl.load(uniqueness_ptr + o_f, mask=m_f, other=float("-inf")), temperature)
+            p = tl.div_rn(precise_exp(z - top), total)
             scale = r * (1.0 + (p - p_mean))  # NaN (an infinite uniqueness) -> r, checked before the clamp
             scale = tl.where((scale != scale) | any_nan, r, tl.minimum(scale, 1.0))
             k = tl.maximum(round_half_even(scale * T), 1.0).to(tl.int64)
-            running = write_budgets(k, o_f, m_f, running, budget_ptr, frame_offset_ptr)
-        tl.store(count_ptr + i_v, running - video_start)
+            tl.store(budget_ptr + o_f, k, mask=m_f)
+            kept += tl.where(m_f, k, 0)
+        tl.store(count_ptr + i_v, tl.sum(kept, axis=0))
 
 
 def frame_budgets_config(layout) -> dict:
@@ -123,41 +96,21 @@ def frame_budgets_config(layout) -> dict:
     return {"BLOCK_F": max(16, block), "num_warps": 4}
 
 
-def frame_budgets(uniqueness: torch.Tensor, meta: DeviceLayout, counts: torch.Tensor | None = None):
-    """Budgets (F,) int64, output offsets (F,) int64 and kept counts (V,) int64 (written into
-    ``counts`` when given, e.g. a slice of the buffer the host reads back)."""
+def frame_budgets(uniqueness: torch.Tensor, meta: DeviceLayout, retention: torch.Tensor, counts: torch.Tensor):
+    """Budgets (F,) int64; the kept count of every video (V,) int64 written into ``counts`` (the
+    pipeline passes a slice of the buffer the host reads back). ``retention`` (V,) float64."""
     layout, dev = meta.layout, uniqueness.device
-    F, V = layout.total_frames, layout.num_videos
-    budgets = new_output(F, torch.int64, dev)
-    offsets = new_output(F, torch.int64, dev)
-    if counts is None:
-        counts = new_output(V, torch.int64, dev)
+    budgets = new_output(layout.total_frames, torch.int64, dev)
     frame_budgets_kernel[(1,)](
         uniqueness,
         budgets,
-        offsets,
         counts,
         meta.frame_start,
         meta.tokens_per_frame,
-        meta.retention,
-        V,
+        retention,
+        layout.num_videos,
         TEMPERATURE,
+        enable_fp_fusion=False,
         **frame_budgets_config(layout),
     )
-    return budgets, offsets, counts
-
-
-def budget_offsets(budgets: torch.Tensor, meta: DeviceLayout):
-    """Budgets (F,) int64 clamped to ``[0, T]``, their output offsets (F,) and the kept count of
-    every video (V,), in one launch."""
-    layout, dev = meta.layout, budgets.device
-    F, V = layout.total_frames, layout.num_videos
-    final, offsets, counts = (
-        new_output(F, torch.int64, dev),
-        new_output(F, torch.int64, dev),
-        new_output(V, torch.int64, dev),
-    )
-    budget_offsets_kernel[(1,)](
-        budgets, final, offsets, counts, meta.frame_start, meta.tokens_per_frame, V, **frame_budgets_config(layout)
-    )
-    return final, offsets, counts
+    return budgets

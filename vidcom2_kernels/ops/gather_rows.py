@@ -27,7 +27,7 @@ def copy_tile(src_ptr, dst_ptr, rows, m_k, o_k, o_c, C, stride_n, stride_c):
     tl.store(dst_ptr + o_k[:, None].to(tl.int64) * C + o_c[None, :], b, mask=m)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["K"])
 def gather_rows_kernel(
     idx_ptr,
     K,
@@ -73,12 +73,24 @@ def gather_config(max_width: int) -> dict:
     return {"BLOCK_K": max(1, 2048 // block_c), "BLOCK_C": block_c, "num_warps": 4}
 
 
+def flat_rows(tensors: Sequence[torch.Tensor]) -> list:
+    """Each (N, ...) tensor as an (N, width) view (complex ones as pairs of reals)."""
+    real = [torch.view_as_real(t) if t.is_complex() else t for t in tensors]
+    return [t.reshape(t.shape[0], math.prod(t.shape[1:])) for t in real]  # not -1: zero-size tensors too
+
+
+def unflat_rows(outs: Sequence[torch.Tensor], tensors: Sequence[torch.Tensor]) -> list:
+    """(K, width) outputs back in the shapes (and complex dtypes) of ``tensors``."""
+    real_shapes = [(t.shape[1:] + (2,)) if t.is_complex() else t.shape[1:] for t in tensors]
+    kept = [o.reshape((o.shape[0], *shape)) for o, shape in zip(outs, real_shapes)]
+    return [torch.view_as_complex(k) if t.is_complex() else k for k, t in zip(kept, tensors)]
+
+
 def gather_rows(indices: torch.Tensor, tensors: Sequence[torch.Tensor]) -> list:
     """Rows ``indices`` (K,) of each (N, ...) tensor, as new contiguous (K, ...) tensors, any dtype
     (complex ones as pairs of reals). ``indices`` must be in range (the callers guarantee it)."""
     K = indices.shape[0]
-    real = [torch.view_as_real(t) if t.is_complex() else t for t in tensors]
-    flat = [t.reshape(t.shape[0], math.prod(t.shape[1:])) for t in real]  # not -1: zero-size tensors too
+    flat = flat_rows(tensors)
     outs = [new_output((K, f.shape[1]), f.dtype, f.device) for f in flat]
     for g in range(0, len(flat), MAX_TENSORS_PER_LAUNCH):
         srcs, dsts = flat[g : g + MAX_TENSORS_PER_LAUNCH], outs[g : g + MAX_TENSORS_PER_LAUNCH]
@@ -92,5 +104,4 @@ def gather_rows(indices: torch.Tensor, tensors: Sequence[torch.Tensor]) -> list:
         cfg = gather_config(max(widths))
         grid = (triton.cdiv(K, cfg["BLOCK_K"]), triton.cdiv(max(widths), cfg["BLOCK_C"]))
         gather_rows_kernel[grid](indices, K, *args, NUM=len(srcs), **cfg)
-    kept = [o.reshape((K, *r.shape[1:])) for o, r in zip(outs, real)]
-    return [torch.view_as_complex(k) if t.is_complex() else k for k, t in zip(kept, tensors)]
+    return unflat_rows(outs, tensors)

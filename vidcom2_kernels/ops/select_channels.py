@@ -7,12 +7,16 @@ Kernels
     of one video (so one short video fills the GPU too): a program streams its split in tiles of
     BLOCK_N, merging tile means and squared deviations (Chan et al.), so the variance is as
     accurate as a two-pass one, and stores the split's (mean, m2). Flags the video in
-    ``nonfinite`` when a value it reads is NaN, Inf or of magnitude >= MAX_ABS.
-``variance_merge_kernel``  grid (V, cdiv(C, BLOCK_C)): merges a video's splits in split order
-    (deterministic, no atomics) into the variance.
-``channel_rank_kernel``  grid (V, cdiv(C, BLOCK_I)): a channel is kept when fewer than
-    ``max(1, C // 2)`` channels come before it in (variance, index) order. The result is a (V, C)
-    mask: later stages multiply by it instead of copying the chosen channels out.
+    its own slot of ``flags`` (S, cdiv(C, BLOCK_C)) when a value it reads is NaN, Inf or of
+    magnitude >= MAX_ABS (every slot written: no zeroing launch).
+    Program (0, 0) also zeroes the per-video arrival counters of the next launch.
+``channel_keep_kernel``  grid (V, cdiv(C, BLOCK_C)): merges the video's splits in split order
+    (deterministic) into the variance of its channel block; the last block of the video to finish
+    (:func:`.common.last_to_arrive`) keeps the ``max(1, C // 2)`` smallest (variance, index)
+    keys: the k-th smallest key by the pivot search of :mod:`.select_tokens` over the stored
+    variances (C floats), a channel kept when its key is at most that one. The result is a (V, C)
+    mask (later stages multiply by it instead of copying the chosen channels out), and the
+    video's non-finite flag (the OR of its splits' slots).
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ import triton.language as tl
 
 from ..buffers import new_output
 from ..constants import MAX_ABS, kept_channels
-from .common import DeviceLayout, num_warps_for
+from .common import DeviceLayout, key_at_most, last_to_arrive, order_key
+from .select_tokens import SEARCH_BLOCK, kth_smallest_key
 
 
 @triton.jit
@@ -45,23 +50,28 @@ def merge_moments(mean_a, m2_a, n_a, mean_b, m2_b, n_b):
     return mean_a + delta * (n_b / n), m2_a + m2_b + delta * delta * (n_a * n_b / n)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["num_col_blocks", "V"])
 def channel_variance_kernel(
     x_ptr,
     mean_ptr,
     m2_ptr,
-    nonfinite_ptr,
+    flag_ptr,
+    arrivals_ptr,
     split_row_start_ptr,
-    split_video_ptr,
     C,
     stride_n,
     stride_c,
     max_abs,
+    num_col_blocks,
+    V,
     BLOCK_N: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):
     i_s = tl.program_id(0)
     i_c = tl.program_id(1)
+    if (i_s == 0) & (i_c == 0):  # for the next launch (a video without rows has no split here)
+        for v in range(0, V):
+            tl.store(arrivals_ptr + v, 0)
     row0 = tl.load(split_row_start_ptr + i_s)
     row1 = tl.load(split_row_start_ptr + i_s + 1)
     o_c = i_c * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -76,22 +86,38 @@ def channel_variance_kernel(
         b_x = tl.load(p_x, mask=m_n[:, None] & m_c[None, :], other=0.0).to(tl.float32)
         n_bad += tl.sum((~(tl.abs(b_x) < max_abs)).to(tl.int32), axis=0)
         mean, m2 = merge_tile(b_x, m_n, start - row0, tl.minimum(row1 - start, BLOCK_N), mean, m2)
-    tl.store(nonfinite_ptr + tl.load(split_video_ptr + i_s), 1, mask=tl.sum(n_bad, axis=0) > 0)
+    tl.store(flag_ptr + i_s.to(tl.int64) * num_col_blocks + i_c, (tl.sum(n_bad, axis=0) > 0).to(tl.int32))
     tl.store(mean_ptr + i_s.to(tl.int64) * C + o_c, mean, mask=m_c)
     tl.store(m2_ptr + i_s.to(tl.int64) * C + o_c, m2, mask=m_c)
 
 
-@triton.jit
-def variance_merge_kernel(
-    mean_ptr, m2_ptr, var_ptr, split_row_start_ptr, video_split_start_ptr, C, BLOCK_C: tl.constexpr
+@triton.jit(do_not_specialize=["num_col_blocks", "n_keep"])
+def channel_keep_kernel(
+    mean_ptr,
+    m2_ptr,
+    flag_ptr,
+    var_ptr,
+    keep_ptr,
+    nonfinite_ptr,
+    arrivals_ptr,
+    split_row_start_ptr,
+    video_split_start_ptr,
+    C,
+    num_col_blocks,
+    n_keep,
+    BLOCK_C: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_B: tl.constexpr,
 ):
     i_v = tl.program_id(0)
     i_c = tl.program_id(1)
-    o_c = i_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    m_c = o_c < C
     s0 = tl.load(video_split_start_ptr + i_v)
     s1 = tl.load(video_split_start_ptr + i_v + 1)
     row0 = tl.load(split_row_start_ptr + s0)
+    n_rows = (tl.load(split_row_start_ptr + s1) - row0).to(tl.float32)
+    p_var = var_ptr + i_v.to(tl.int64) * C
+    o_c = i_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    m_c = o_c < C
     mean = tl.zeros([BLOCK_C], dtype=tl.float32)
     m2 = tl.zeros([BLOCK_C], dtype=tl.float32)
     for s in range(s0, s1):  # in split order: the same variance whatever the schedule
@@ -105,75 +131,75 @@ def variance_merge_kernel(
             tl.load(m2_ptr + s * C + o_c, mask=m_c, other=0.0),
             n_split.to(tl.float32),
         )
-    var = m2 / (tl.load(split_row_start_ptr + s1) - row0).to(tl.float32)
-    var = tl.where(var != var, float("inf"), var)  # NaN ranks last, like the reference
-    tl.store(var_ptr + i_v.to(tl.int64) * C + o_c, var, mask=m_c)
-
-
-@triton.jit
-def channel_rank_kernel(var_ptr, keep_ptr, C, n_keep, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr):
-    i_v = tl.program_id(0)
-    i_c = tl.program_id(1)
-    p_var = var_ptr + i_v.to(tl.int64) * C
-    o_i = i_c * BLOCK_I + tl.arange(0, BLOCK_I)
-    m_i = o_i < C
-    b_vi = tl.load(p_var + o_i, mask=m_i, other=float("inf"))
-    rank = tl.zeros([BLOCK_I], dtype=tl.int32)
-    for j0 in range(0, C, BLOCK_J):
-        o_j = j0 + tl.arange(0, BLOCK_J)
-        m_j = o_j < C
-        b_vj = tl.load(p_var + o_j, mask=m_j, other=float("inf"))
-        before = (b_vj[None, :] < b_vi[:, None]) | ((b_vj[None, :] == b_vi[:, None]) & (o_j[None, :] < o_i[:, None]))
-        rank += tl.sum((before & m_j[None, :]).to(tl.int32), axis=1)
-    tl.store(keep_ptr + i_v.to(tl.int64) * C + o_i, rank < n_keep, mask=m_i)
+    var = m2 / n_rows
+    tl.store(p_var + o_c, tl.where(var != var, float("inf"), var), mask=m_c)  # NaN ranks last
+    if last_to_arrive(arrivals_ptr + i_v, tl.num_programs(1)):  # every block's variances are stored
+        bad = tl.zeros([BLOCK_B], dtype=tl.int32)
+        for s in range(s0, s1):
+            for b0 in range(0, num_col_blocks, BLOCK_B):
+                o_b = b0 + tl.arange(0, BLOCK_B)
+                bad += tl.load(flag_ptr + s * num_col_blocks + o_b, mask=o_b < num_col_blocks, other=0)
+        tl.store(nonfinite_ptr + i_v, (tl.sum(bad, axis=0) > 0).to(tl.int64))
+        first = s0 * 0  # channel 0 as an int64, like a row number
+        bits_k, index_k = kth_smallest_key(p_var, first, first + C, n_keep, SEARCH_BLOCK)
+        for c0 in range(0, C, BLOCK_K):
+            o_k = c0 + tl.arange(0, BLOCK_K)
+            m_k = o_k < C
+            bits = order_key(tl.load(p_var + o_k, mask=m_k, other=0.0, cache_modifier=".cg"))
+            tl.store(keep_ptr + i_v.to(tl.int64) * C + o_k, key_at_most(bits, o_k, bits_k, index_k), mask=m_k)
 
 
 def variance_config(C: int) -> dict:
     return {"BLOCK_N": 64, "BLOCK_C": 32 if C >= 32 else triton.next_power_of_2(C), "num_warps": 4}
 
 
-def merge_config(C: int) -> dict:
-    return {"BLOCK_C": 32 if C >= 32 else triton.next_power_of_2(C), "num_warps": 1}
+def keep_config(C: int) -> dict:
+    return {"BLOCK_C": min(32, triton.next_power_of_2(C)), "BLOCK_K": 512, "BLOCK_B": 128, "num_warps": 4}
 
 
-def rank_config(C: int) -> dict:
-    block = 64 if C >= 64 else triton.next_power_of_2(C)
-    return {"BLOCK_I": block, "BLOCK_J": block, "num_warps": num_warps_for(block * block)}
-
-
-def channel_variance(features: torch.Tensor, meta: DeviceLayout, nonfinite: torch.Tensor) -> torch.Tensor:
-    """(V, C) float32 biased variance (NaN as +inf); sets ``nonfinite[v] = 1`` for bad videos.
-    Two launches: the moments of every row split, then their merge per video in split order."""
+def select_channels(features: torch.Tensor, meta: DeviceLayout, nonfinite: torch.Tensor) -> torch.Tensor:
+    """(V, C) bool keep mask: per video the ``max(1, C // 2)`` channels of lowest biased variance
+    (NaN as +inf), lower index first on ties; writes every ``nonfinite[v]`` (int64 0/1). Two
+    launches: the moments of every row split, then their merge and the channel choice per video."""
     V, C = meta.layout.num_videos, features.shape[1]
-    S = meta.num_splits
-    mean = new_output((S, C), torch.float32, features.device)
-    m2 = new_output((S, C), torch.float32, features.device)
+    S, dev = meta.num_splits, features.device
     cfg = variance_config(C)
-    channel_variance_kernel[(S, triton.cdiv(C, cfg["BLOCK_C"]))](
+    num_col_blocks = triton.cdiv(C, cfg["BLOCK_C"])
+    mean = new_output((S, C), torch.float32, dev)
+    m2 = new_output((S, C), torch.float32, dev)
+    flags = new_output((S, num_col_blocks), torch.int32, dev)
+    arrivals = new_output(V, torch.int32, dev)  # zeroed by the first launch
+    channel_variance_kernel[(S, num_col_blocks)](
         features,
         mean,
         m2,
-        nonfinite,
+        flags,
+        arrivals,
         meta.split_row_start,
-        meta.split_video,
         C,
         features.stride(0),
         features.stride(1),
         MAX_ABS,
+        num_col_blocks,
+        V,
         **cfg,
     )
-    var = new_output((V, C), torch.float32, features.device)
-    cfg = merge_config(C)
-    variance_merge_kernel[(V, triton.cdiv(C, cfg["BLOCK_C"]))](
-        mean, m2, var, meta.split_row_start, meta.video_split_start, C, **cfg
+    var = new_output((V, C), torch.float32, dev)
+    keep = new_output((V, C), torch.bool, dev)
+    cfg = keep_config(C)
+    channel_keep_kernel[(V, triton.cdiv(C, cfg["BLOCK_C"]))](
+        mean,
+        m2,
+        flags,
+        var,
+        keep,
+        nonfinite,
+        arrivals,
+        meta.split_row_start,
+        meta.video_split_start,
+        C,
+        num_col_blocks,
+        kept_channels(C),
+        **cfg,
     )
-    return var
-
-
-def channel_rank(var: torch.Tensor) -> torch.Tensor:
-    """(V, C) bool: ``max(1, C // 2)`` lowest variances per row, lower index first on ties."""
-    V, C = var.shape
-    keep = new_output((V, C), torch.bool, var.device)
-    cfg = rank_config(C)
-    channel_rank_kernel[(V, triton.cdiv(C, cfg["BLOCK_I"]))](var, keep, C, kept_channels(C), **cfg)
     return keep

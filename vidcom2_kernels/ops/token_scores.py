@@ -7,9 +7,10 @@ its rows with their frame centre and video centre (never a centred copy of the f
 Kernels
 -------
 ``token_scores_kernel``  grid (U,): for each row of the unit, ``sv = S(x, g)``, ``sf = S(x, c_f)``;
-    stores ``sv + sf`` (NaN as +inf) and the unit's sum of ``sv`` (U,).
-``frame_uniqueness_kernel``  grid (cdiv(F, BLOCK_F),): ``u_f = -(sum of the frame's unit sums) / T``,
-    in unit order (deterministic).
+    stores ``sv + sf`` (NaN as +inf) and the unit's sum of ``sv`` (U,). The last unit of a frame
+    to finish (:func:`.common.last_to_arrive` on a per-frame counter zeroed by the centres launch)
+    adds the frame's unit sums in a fixed order (the same sum whichever unit is last:
+    deterministic) into ``u_f = -sum / T``, reading them through L2 (``.cg``). No launch of its own.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import triton.language as tl
 
 from ..buffers import new_output
 from ..constants import GAUSSIAN_BANDWIDTHS
-from .common import UNIT_ROWS, DeviceLayout, clamp_min, unit_rows
+from .centres import max_units_per_frame
+from .common import UNIT_ROWS, DeviceLayout, clamp_min, last_to_arrive, precise_exp, unit_rows
 
 # The kernel spells the five terms out; keep it in step with the constant.
 assert GAUSSIAN_BANDWIDTHS == (0.125, 0.25, 0.5, 1.0, 2.0)
@@ -30,10 +32,10 @@ assert GAUSSIAN_BANDWIDTHS == (0.125, 0.25, 0.5, 1.0, 2.0)
 def gaussian_similarity(dist2):
     """``sum_a exp(-d^2 / (2a))`` for a in (1/8, 1/4, 1/2, 1, 2), in the reference's order."""
     dist2 = clamp_min(dist2, 0.0)
-    total = tl.exp(-dist2 * 4.0) + tl.exp(-dist2 * 2.0)
-    total = total + tl.exp(-dist2)
-    total = total + tl.exp(-dist2 * 0.5)
-    return total + tl.exp(-dist2 * 0.25)
+    total = precise_exp(-dist2 * 4.0) + precise_exp(-dist2 * 2.0)
+    total = total + precise_exp(-dist2)
+    total = total + precise_exp(-dist2 * 0.5)
+    return total + precise_exp(-dist2 * 0.25)
 
 
 @triton.jit
@@ -46,6 +48,9 @@ def token_scores_kernel(
     video_centre_ptr,
     score_ptr,
     unit_sv_ptr,
+    uniqueness_ptr,
+    arrivals_ptr,
+    frame_unit_start_ptr,
     unit_row_start_ptr,
     unit_rows_ptr,
     unit_video_ptr,
@@ -55,6 +60,7 @@ def token_scores_kernel(
     stride_c,
     BLOCK_N: tl.constexpr,
     BLOCK_C: tl.constexpr,
+    BLOCK_U: tl.constexpr,
 ):
     i_u, row0, o_n, m_n = unit_rows(unit_row_start_ptr, unit_rows_ptr, BLOCK_N)
     i_v = tl.load(unit_video_ptr + i_u)
@@ -87,39 +93,36 @@ def token_scores_kernel(
     score = tl.where(score != score, float("inf"), score)
     tl.store(score_ptr + row0 + o_n, score, mask=m_n)
     tl.store(unit_sv_ptr + i_u, tl.sum(tl.where(m_n, sv, 0.0), axis=0))
+    u0 = tl.load(frame_unit_start_ptr + i_f)
+    u1 = tl.load(frame_unit_start_ptr + i_f + 1)
+    if last_to_arrive(arrivals_ptr + i_f, u1 - u0):  # the frame's last unit: every unit sum is stored
+        total = tl.zeros([BLOCK_U], dtype=tl.float32)
+        for s in range(u0, u1, BLOCK_U):
+            o_u = s + tl.arange(0, BLOCK_U)
+            total += tl.load(unit_sv_ptr + o_u, mask=o_u < u1, other=0.0, cache_modifier=".cg")
+        T = (
+            tl.load(unit_row_start_ptr + u1 - 1) + tl.load(unit_rows_ptr + u1 - 1) - tl.load(unit_row_start_ptr + u0)
+        ).to(tl.float32)
+        tl.store(uniqueness_ptr + i_f, -tl.div_rn(tl.sum(total, axis=0), T))
 
 
-@triton.jit
-def frame_uniqueness_kernel(
-    unit_sv_ptr, uniqueness_ptr, frame_unit_start_ptr, frame_row_start_ptr, F, max_units, BLOCK_F: tl.constexpr
-):
-    o_f = tl.program_id(0) * BLOCK_F + tl.arange(0, BLOCK_F)
-    m_f = o_f < F
-    u0 = tl.load(frame_unit_start_ptr + o_f, mask=m_f, other=0)
-    u1 = tl.load(frame_unit_start_ptr + o_f + 1, mask=m_f, other=0)
-    T = tl.load(frame_row_start_ptr + o_f + 1, mask=m_f, other=1) - tl.load(
-        frame_row_start_ptr + o_f, mask=m_f, other=0
-    )
-    total = tl.zeros([BLOCK_F], dtype=tl.float32)
-    for j in range(0, max_units):
-        m_u = m_f & (u0 + j < u1)
-        total += tl.load(unit_sv_ptr + u0 + j, mask=m_u, other=0.0)
-    tl.store(uniqueness_ptr + o_f, -total / T.to(tl.float32), mask=m_f)
+def scores_config(C: int, max_units: int) -> dict:
+    return {
+        "BLOCK_N": UNIT_ROWS,
+        "BLOCK_C": min(64, triton.next_power_of_2(C)),
+        "BLOCK_U": min(256, triton.next_power_of_2(max(1, max_units))),
+        "num_warps": 4,
+    }
 
 
-def scores_config(C: int) -> dict:
-    return {"BLOCK_N": UNIT_ROWS, "BLOCK_C": min(64, triton.next_power_of_2(C)), "num_warps": 4}
-
-
-UNIQUENESS_CONFIG = {"BLOCK_F": 128, "num_warps": 4}
-
-
-def token_scores(features, keep, inv_norm, self_dot, frame_centre, video_centre, meta: DeviceLayout):
-    """Returns ``scores`` (N,) float32 and ``uniqueness`` (F,) float32."""
+def token_scores(features, keep, inv_norm, self_dot, frame_centre, video_centre, arrivals, meta: DeviceLayout):
+    """Returns ``scores`` (N,) float32 and ``uniqueness`` (F,) float32, in one launch;
+    ``arrivals`` (F,) int32 zeroed (by :func:`.centres.centres`)."""
     N, C = features.shape
     layout, dev = meta.layout, features.device
     scores = new_output(N, torch.float32, dev)
     unit_sv = new_output(meta.num_units, torch.float32, dev)
+    uniqueness = new_output(layout.total_frames, torch.float32, dev)
     token_scores_kernel[(meta.num_units,)](
         features,
         keep,
@@ -129,6 +132,9 @@ def token_scores(features, keep, inv_norm, self_dot, frame_centre, video_centre,
         video_centre,
         scores,
         unit_sv,
+        uniqueness,
+        arrivals,
+        meta.frame_unit_start,
         meta.unit_row_start,
         meta.unit_rows,
         meta.unit_video,
@@ -136,12 +142,6 @@ def token_scores(features, keep, inv_norm, self_dot, frame_centre, video_centre,
         C,
         features.stride(0),
         features.stride(1),
-        **scores_config(C),
-    )
-    F = layout.total_frames
-    uniqueness = new_output(F, torch.float32, dev)
-    max_units = int(-(-layout.tokens_per_frame.max() // UNIT_ROWS))
-    frame_uniqueness_kernel[(triton.cdiv(F, UNIQUENESS_CONFIG["BLOCK_F"]),)](
-        unit_sv, uniqueness, meta.frame_unit_start, meta.frame_row_start, F, max_units, **UNIQUENESS_CONFIG
+        **scores_config(C, max_units_per_frame(layout)),
     )
     return scores, uniqueness
