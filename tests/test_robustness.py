@@ -11,7 +11,7 @@ import torch
 from helpers import random_features
 
 import vidcom2_kernels as vk
-from vidcom2_kernels import adapters, reference
+from vidcom2_kernels import adapters, buffers, reference
 from vidcom2_kernels.constants import MAX_ABS
 from vidcom2_kernels.layout import parse_frames
 from vidcom2_kernels.ops import common
@@ -203,3 +203,18 @@ def test_tensors_no_kernel_reads_are_refused():
     quantized = torch.quantize_per_tensor(torch.randn(12, 3), 0.1, 0, torch.qint8)
     with pytest.raises(TypeError, match=r"extras\[0\] must not be quantized, got torch.qint8"):
         vk.compress(x, 4, extras=[quantized])
+
+
+def test_cache_entries_used_during_a_capture_are_kept(monkeypatch):
+    """A CUDA graph replays reads of the device arrays it captured: an entry built or used while
+    a capture runs is never evicted (the LRU evicts only the others), and a lookup still finds it."""
+    cache = buffers.DeviceCache(2)
+    monkeypatch.setattr(buffers, "capturing", lambda device: device == "capturing")
+    held = cache.get("a", lambda: object(), "capturing")  # built during a capture
+    used = cache.get("b", lambda: object(), None)
+    cache.get("b", lambda: object(), "capturing")  # an older entry used during a capture
+    for key in "cdefg":  # more than the LRU holds
+        cache.get(key, lambda: object(), None)
+    assert cache.get("a", lambda: object(), None) is held
+    assert cache.get("b", lambda: object(), None) is used
+    assert "c" not in cache.items and len(cache.items) <= 2

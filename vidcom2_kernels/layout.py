@@ -70,13 +70,23 @@ class VideoLayout:
     def frame_start(self) -> np.ndarray:
         return np.concatenate([[0], np.cumsum(self.num_frames)]).astype(np.int64)
 
-    @property
+    @cached_property
     def num_tokens(self) -> int:
         return int(self.row_start[-1])
 
-    @property
+    @cached_property
     def total_frames(self) -> int:
         return int(self.frame_start[-1])
+
+    @cached_property
+    def max_frames(self) -> int:
+        """Frames of the longest video (0 without videos)."""
+        return int(self.num_frames.max(initial=0))
+
+    @cached_property
+    def max_frame_tokens(self) -> int:
+        """Tokens of the largest frame (0 without videos)."""
+        return int(self.tokens_per_frame.max(initial=0))
 
     @cached_property
     def frame_video(self) -> np.ndarray:

@@ -50,14 +50,15 @@ def _check_rows(layout: VideoLayout) -> None:
         raise ValueError(f"features has {layout.num_tokens} rows; the triton backend takes at most {MAX_ROWS}")
 
 
-def _flags(out: Optional[torch.Tensor], layout: VideoLayout, device) -> torch.Tensor:
+def _per_video_out(out: Optional[torch.Tensor], layout: VideoLayout, device) -> torch.Tensor:
+    """The caller's (V,) int64 output, or a new one."""
     return out if out is not None else new_output(layout.num_videos, torch.int64, device)
 
 
 def select_channels(features: torch.Tensor, layout: VideoLayout, validate: bool, out=None) -> tuple:
     _check_rows(layout)
     meta = device_layout(layout, features.device)
-    nonfinite = _flags(out, layout, features.device)
+    nonfinite = _per_video_out(out, layout, features.device)
     keep = select_channels_op.select_channels(features, meta, nonfinite)
     return keep, nonfinite if validate else None  # the flags cost nothing here
 
@@ -75,7 +76,7 @@ def dycoke_similarity(features: torch.Tensor, layout: VideoLayout, anchors: np.n
     _check_rows(layout)
     meta = device_layout(layout, features.device)
     request = request_arrays(layout, features.device, anchors=anchors)
-    nonfinite = _flags(out, layout, features.device).zero_()  # the kernel only sets flags
+    nonfinite = _per_video_out(out, layout, features.device).zero_()  # the kernel only sets flags
     scores = dycoke_similarity_op.dycoke_similarity(features, meta, request.anchors, nonfinite)
     return scores, nonfinite if validate else None
 
@@ -83,7 +84,7 @@ def dycoke_similarity(features: torch.Tensor, layout: VideoLayout, anchors: np.n
 def frame_budgets(uniqueness: torch.Tensor, layout: VideoLayout, retention: np.ndarray, out=None):
     meta = device_layout(layout, uniqueness.device)
     request = request_arrays(layout, uniqueness.device, retention=retention)
-    counts = _flags(out, layout, uniqueness.device)
+    counts = _per_video_out(out, layout, uniqueness.device)
     budgets = frame_budgets_op.frame_budgets(uniqueness.float().contiguous(), meta, request.retention, counts)
     return budgets, counts
 

@@ -124,8 +124,7 @@ def centres(features: torch.Tensor, keep: torch.Tensor, meta: DeviceLayout, arri
     (V, C), all float32; zeroes ``arrivals`` (F,) int32 for :func:`.token_scores.token_scores`."""
     N, C = features.shape
     layout, dev = meta.layout, features.device
-    inv_norm = new_output(N, torch.float32, dev)
-    self_dot = new_output(N, torch.float32, dev)
+    inv_norm, self_dot = new_output((2, N), torch.float32, dev)
     partials = new_output((meta.num_units, C), torch.float32, dev)
     centre_partials_kernel[(meta.num_units,)](
         features,
@@ -142,8 +141,8 @@ def centres(features: torch.Tensor, keep: torch.Tensor, meta: DeviceLayout, arri
         NORM_EPS,
         **partials_config(C),
     )
-    frame_centre = new_output((layout.total_frames, C), torch.float32, dev)
-    video_centre = new_output((layout.num_videos, C), torch.float32, dev)
+    centre_rows = new_output((layout.total_frames + layout.num_videos, C), torch.float32, dev)
+    frame_centre, video_centre = centre_rows[: layout.total_frames], centre_rows[layout.total_frames :]
     cfg = centres_config(C, max_units_per_frame(layout))
     centres_kernel[(layout.num_videos, triton.cdiv(C, cfg["BLOCK_C"]))](
         partials,
@@ -161,4 +160,4 @@ def centres(features: torch.Tensor, keep: torch.Tensor, meta: DeviceLayout, arri
 
 def max_units_per_frame(layout) -> int:
     """Row units of the largest frame."""
-    return int(-(-int(layout.tokens_per_frame.max(initial=0)) // UNIT_ROWS))
+    return -(-layout.max_frame_tokens // UNIT_ROWS)

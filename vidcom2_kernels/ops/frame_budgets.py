@@ -92,7 +92,7 @@ def frame_budgets_kernel(
 
 
 def frame_budgets_config(layout) -> dict:
-    block = min(1024, triton.next_power_of_2(int(layout.num_frames.max())))
+    block = min(1024, triton.next_power_of_2(layout.max_frames))
     return {"BLOCK_F": max(16, block), "num_warps": 4}
 
 

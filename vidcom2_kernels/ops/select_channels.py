@@ -165,10 +165,10 @@ def select_channels(features: torch.Tensor, meta: DeviceLayout, nonfinite: torch
     S, dev = meta.num_splits, features.device
     cfg = variance_config(C)
     num_col_blocks = triton.cdiv(C, cfg["BLOCK_C"])
-    mean = new_output((S, C), torch.float32, dev)
-    m2 = new_output((S, C), torch.float32, dev)
-    flags = new_output((S, num_col_blocks), torch.int32, dev)
-    arrivals = new_output(V, torch.int32, dev)  # zeroed by the first launch
+    mean, m2 = new_output((2, S, C), torch.float32, dev)  # one allocation each for the floats and the ints
+    counters = new_output(S * num_col_blocks + V, torch.int32, dev)
+    flags = counters[: S * num_col_blocks].view(S, num_col_blocks)
+    arrivals = counters[S * num_col_blocks :]  # zeroed by the first launch
     channel_variance_kernel[(S, num_col_blocks)](
         features,
         mean,

@@ -540,12 +540,12 @@ def select_rows_kernel(
 
 
 def frame_block(layout) -> int:
-    return max(16, min(1024, triton.next_power_of_2(int(layout.tokens_per_frame.max()))))
+    return max(16, min(1024, triton.next_power_of_2(layout.max_frame_tokens)))
 
 
 def select_config(layout) -> dict:
     block = frame_block(layout)
-    in_registers = int(layout.tokens_per_frame.max()) <= block
+    in_registers = layout.max_frame_tokens <= block
     return {"BLOCK": block, "IN_REGISTERS": in_registers, "num_warps": 4}
 
 
@@ -578,8 +578,8 @@ def select_rows(scores, budgets, meta: DeviceLayout, request, num_kept: int, ten
     F, V = layout.total_frames, layout.num_videos
     indices = new_output(num_kept, torch.int64, dev)
     mask = new_output(layout.num_tokens, torch.bool, dev)
-    final = new_output(F, torch.int64, dev)
-    counts = new_output(V, torch.int64, dev)
+    per_frame_and_video = new_output(F + V, torch.int64, dev)
+    final, counts = per_frame_and_video[:F], per_frame_and_video[F:]
     cfg = select_config(layout)
     flat, chunk, block_c, cols, col_programs = copy_plan(layout, tensors[:MAX_TENSORS_PER_LAUNCH])
     outs = [new_output((num_kept, f.shape[1]), f.dtype, dev) for f in flat]
@@ -623,7 +623,8 @@ def reconcile(scores, budgets, meta: DeviceLayout, request) -> tuple:
     Five launches: the frame thresholds, three radix passes, the per-frame counts."""
     layout, dev = meta.layout, scores.device
     F, V = layout.total_frames, layout.num_videos
-    theta = new_output((2, F), torch.int64, dev)
+    state = new_output((7, F), torch.int64, dev)
+    theta, frame_state = state[:2], state[2:]  # thresholds (2, F), the per-frame reconcile state (5, F)
     hist = new_output((RADIX_PASSES, V, int(NUM_BINS)), torch.int32, dev)  # zeroed by the first launch
     cfg = select_config(layout)
     frame_threshold_kernel[(F,)](scores, budgets, theta, hist, meta.frame_row_start, V, F, **cfg)
@@ -646,7 +647,6 @@ def reconcile(scores, budgets, meta: DeviceLayout, request) -> tuple:
             PASS=p,
             **cfg_r,
         )
-    frame_state = new_output((5, F), torch.int64, dev)
     reconcile_frames_kernel[(F,)](
         scores,
         budgets,

@@ -121,8 +121,8 @@ def token_scores(features, keep, inv_norm, self_dot, frame_centre, video_centre,
     N, C = features.shape
     layout, dev = meta.layout, features.device
     scores = new_output(N, torch.float32, dev)
-    unit_sv = new_output(meta.num_units, torch.float32, dev)
-    uniqueness = new_output(layout.total_frames, torch.float32, dev)
+    sums = new_output(meta.num_units + layout.total_frames, torch.float32, dev)
+    unit_sv, uniqueness = sums[: meta.num_units], sums[meta.num_units :]
     token_scores_kernel[(meta.num_units,)](
         features,
         keep,
