@@ -578,8 +578,8 @@ def select_rows(scores, budgets, meta: DeviceLayout, request, num_kept: int, ten
     F, V = layout.total_frames, layout.num_videos
     indices = new_output(num_kept, torch.int64, dev)
     mask = new_output(layout.num_tokens, torch.bool, dev)
-    per_frame_and_video = new_output(F + V, torch.int64, dev)
-    final, counts = per_frame_and_video[:F], per_frame_and_video[F:]
+    final = new_output(F, torch.int64, dev)  # both returned: separate tensors (a returned view of
+    counts = new_output(V, torch.int64, dev)  # another's storage breaks torch.compile's custom op)
     cfg = select_config(layout)
     flat, chunk, block_c, cols, col_programs = copy_plan(layout, tensors[:MAX_TENSORS_PER_LAUNCH])
     outs = [new_output((num_kept, f.shape[1]), f.dtype, dev) for f in flat]
