@@ -7,6 +7,7 @@ import torch
 import vidcom2_kernels as vk
 from vidcom2_kernels import reference
 from vidcom2_kernels.backends import triton_backend
+from vidcom2_kernels.layout import parse_frames
 
 
 def test_public_names():
@@ -40,6 +41,19 @@ def test_frames_forms_agree(any_backend, device):
     for other in (b, c, d):
         assert torch.equal(a.indices, other.indices)
     assert a.features.shape == (int(a.counts.sum()), 6)
+
+
+def test_layouts_are_interned_and_read_only():
+    """Equal frames give one shared layout (what it derives is computed once), so its arrays are
+    read only: a caller cannot change another call's layout through ``Compression.layout``."""
+    x = torch.randn(5 * 7 + 2 * 3, 8)
+    a = vk.compress(x, [(5, 7), (2, 3)], 0.5, backend="torch").layout
+    b = parse_frames(np.array([[5, 7], [2, 3]]), x.shape[0])
+    assert a is b and a is not parse_frames([(5, 7)], None)
+    for name in ("num_frames", "tokens_per_frame", "row_start", "frame_start", "frame_tokens", "frame_row_start"):
+        with pytest.raises(ValueError, match="read-only"):
+            getattr(a, name)[0] = 1
+    assert a.pairs() == [(5, 7), (2, 3)] and a.num_tokens == x.shape[0]
 
 
 def test_reference_compress_same_type():

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import (
+    assert_budgets_up_to_rounding_ties,
     assert_kept_up_to_near_ties,
     assert_matches_reference,
     identical_tokens,
@@ -321,3 +322,94 @@ def test_one_openmp_runtime_in_the_process():
     with open("/proc/self/maps") as f:
         runtimes = {line.split()[-1] for line in f if "libgomp" in line or "libiomp" in line}
     assert len({os.path.realpath(p) for p in runtimes}) == 1, runtimes
+
+
+def eager(fn, *args):
+    """``fn(*args)`` on the torch backend's eager path (the native kernels switched off for the call)."""
+    native_usable = cpu.usable
+    cpu.usable = lambda features: False
+    try:
+        return fn(*args)
+    finally:
+        cpu.usable = native_usable
+
+
+BATCH = [(5, 23), (2, 40), (1, 7), (3, 1), (6, 17)]
+
+
+@pytest.mark.parametrize("frames", [[(4, 16)], [(8, 729), (16, 196), (3, 4096), (1, 7), (40, 3)]], ids=["one", "batch"])
+def test_native_budgets_match_eager(frames):
+    """FCA budgets from the same uniqueness: the softmax, the float64 mean, the clamp and the
+    half-even rounding as the eager path computes them; a budget may differ only where the
+    reference's own ``scale * T`` lies at a rounding tie (``exp`` from another library)."""
+    layout = parse_frames(frames, None)
+    g = torch.Generator().manual_seed(len(frames))
+    for trial in range(40):
+        u = -5 + 0.02 * (trial + 1) * torch.randn(layout.total_frames, generator=g)
+        if trial % 5 == 4:
+            u[int(layout.frame_start[1 % layout.num_videos])] = float("nan")  # that video falls back to r
+        retention = np.array([0.05 + 0.9 * ((v * 7 + trial) % 11) / 10 for v in range(layout.num_videos)])
+        budgets, counts = torch_backend.frame_budgets(u, layout, retention)
+        want_budgets, want_counts = eager(torch_backend.frame_budgets, u, layout, retention)
+        assert budgets.dtype == counts.dtype == torch.int64
+        assert_budgets_up_to_rounding_ties(budgets, want_budgets, u, frames, retention)
+        assert torch.equal(counts, torch.as_tensor(layout.per_video_sum(budgets.numpy())))
+        if torch.equal(budgets, want_budgets):
+            assert torch.equal(counts, want_counts)
+
+
+def selection_scores(layout, seed):
+    """Scores with every tie the selection must break by index: repeated values, -0.0 beside
+    +0.0, +inf, NaN (as +inf), and an all-equal frame."""
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randint(0, 6, (layout.num_tokens,), generator=g).float() * 0.5
+    s[::7] = -0.0
+    s[3::11] = 0.0
+    s[5::13] = float("inf")
+    s[9::17] = float("nan")
+    r0, r1 = int(layout.frame_row_start[0]), int(layout.frame_row_start[1])
+    s[r0:r1] = 1.25
+    return s
+
+
+@pytest.mark.parametrize("frames", [[(4, 16)], BATCH], ids=["one", "batch"])
+@pytest.mark.parametrize("exact", [False, True], ids=["budgets", "exact"])
+def test_native_selection_equals_eager(frames, exact):
+    """The same scores and budgets select exactly the same rows: indices, mask, kept per frame and
+    per video, in budget mode and after the exact-mode reconcile (cutting and growing), with budgets
+    of 0, of more than a frame's rows, and every kind of tie."""
+    layout = parse_frames(frames, None)
+    g = torch.Generator().manual_seed(7)
+    for trial in range(12):
+        scores = selection_scores(layout, trial)
+        budgets = torch.randint(-1, int(layout.frame_tokens.max()) + 3, (layout.total_frames,), generator=g)
+        targets = None
+        if exact:
+            targets = exact_targets(layout, np.full(layout.num_videos, 0.1 + 0.08 * trial))
+            num_kept = int(targets.sum())
+        else:
+            num_kept = int(budgets.clamp(0).minimum(torch.tensor(layout.frame_tokens)).sum())
+        got = torch_backend.select_tokens(scores, layout, budgets, targets, num_kept)
+        want = eager(torch_backend.select_tokens, scores, layout, budgets, targets, num_kept)
+        for name, a, b in zip(got._fields, got, want):
+            assert a.dtype == b.dtype and torch.equal(a, b), (trial, name)
+
+
+def test_native_selection_refuses_a_wrong_size():
+    """A kept count that disagrees with the sized output raises (never an index left unwritten)."""
+    layout = parse_frames([(2, 5)], None)
+    with pytest.raises(RuntimeError, match="kept 4 tokens where 5 were sized"):
+        torch_backend.select_tokens(torch.arange(10.0), layout, torch.tensor([2, 2]), None, 5)
+
+
+def test_videos_past_the_sort_key_take_the_eager_selection(monkeypatch):
+    """A video with more rows than a sort key's 32 index bits hold is selected by the eager path
+    (the same rows: here the limit is lowered to reach it)."""
+    layout = parse_frames(BATCH, None)
+    scores, budgets = selection_scores(layout, 3), torch.tensor(layout.frame_tokens) // 3
+    num_kept = int(budgets.sum())
+    native = torch_backend.select_tokens(scores, layout, budgets, None, num_kept)
+    monkeypatch.setattr(cpu, "MAX_SORT_ROWS", int(layout.tokens_per_video.max()))
+    monkeypatch.setattr(cpu, "select", None)  # would raise if still called
+    for a, b in zip(torch_backend.select_tokens(scores, layout, budgets, None, num_kept), native):
+        assert torch.equal(a, b)

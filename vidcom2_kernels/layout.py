@@ -11,7 +11,7 @@ import math
 import numbers
 import operator
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -51,8 +51,10 @@ class VideoLayout:
 
     @staticmethod
     def from_pairs(pairs: Sequence[tuple[int, int]]) -> "VideoLayout":
-        arr = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-        return VideoLayout(arr[:, 0].copy(), arr[:, 1].copy())
+        """The layout of these (num_frames, tokens_per_frame) pairs. Layouts are interned: equal
+        pairs give the same (read-only) object, so what it derives (its arrays, its cache key,
+        the device arrays keyed by it) is computed once, not on every call."""
+        return _interned(tuple((int(f), int(t)) for f, t in pairs))
 
     @property
     def num_videos(self) -> int:
@@ -60,15 +62,15 @@ class VideoLayout:
 
     @cached_property
     def tokens_per_video(self) -> np.ndarray:
-        return self.num_frames * self.tokens_per_frame
+        return _frozen(self.num_frames * self.tokens_per_frame)
 
     @cached_property
     def row_start(self) -> np.ndarray:
-        return np.concatenate([[0], np.cumsum(self.tokens_per_video)]).astype(np.int64)
+        return _frozen(np.concatenate([[0], np.cumsum(self.tokens_per_video)]).astype(np.int64))
 
     @cached_property
     def frame_start(self) -> np.ndarray:
-        return np.concatenate([[0], np.cumsum(self.num_frames)]).astype(np.int64)
+        return _frozen(np.concatenate([[0], np.cumsum(self.num_frames)]).astype(np.int64))
 
     @cached_property
     def num_tokens(self) -> int:
@@ -89,19 +91,24 @@ class VideoLayout:
         return int(self.tokens_per_frame.max(initial=0))
 
     @cached_property
+    def max_video_tokens(self) -> int:
+        """Tokens of the largest video (0 without videos)."""
+        return int(self.tokens_per_video.max(initial=0))
+
+    @cached_property
     def frame_video(self) -> np.ndarray:
         """(F_total,) video of every frame."""
-        return np.repeat(np.arange(self.num_videos, dtype=np.int64), self.num_frames)
+        return _frozen(np.repeat(np.arange(self.num_videos, dtype=np.int64), self.num_frames))
 
     @cached_property
     def frame_tokens(self) -> np.ndarray:
         """(F_total,) tokens in every frame."""
-        return self.tokens_per_frame[self.frame_video]
+        return _frozen(self.tokens_per_frame[self.frame_video])
 
     @cached_property
     def frame_row_start(self) -> np.ndarray:
         """(F_total+1,) first row of every frame, then N."""
-        return np.concatenate([[0], np.cumsum(self.frame_tokens)]).astype(np.int64)
+        return _frozen(np.concatenate([[0], np.cumsum(self.frame_tokens)]).astype(np.int64))
 
     def row_frame(self) -> np.ndarray:
         """(N,) global frame index of every row."""
@@ -121,7 +128,23 @@ class VideoLayout:
         return [(int(f), int(t)) for f, t in zip(self.num_frames, self.tokens_per_frame)]
 
     def key(self) -> tuple:
+        return self._key
+
+    @cached_property
+    def _key(self) -> tuple:
         return (self.num_frames.tobytes(), self.tokens_per_frame.tobytes())
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    """``a`` made read-only (an interned layout's arrays are shared by every call)."""
+    a.flags.writeable = False
+    return a
+
+
+@lru_cache(maxsize=256)
+def _interned(pairs: tuple) -> VideoLayout:
+    arr = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    return VideoLayout(_frozen(arr[:, 0].copy()), _frozen(arr[:, 1].copy()))
 
 
 def parse_frames(frames: FramesSpec, num_tokens: Optional[int]) -> VideoLayout:

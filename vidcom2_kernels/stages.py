@@ -95,7 +95,7 @@ def select_tokens(
         empty = torch.empty(0, dtype=torch.int64, device=scores.device)
         return Selection(empty, torch.zeros(0, dtype=torch.bool, device=scores.device), empty, empty)
     if targets is None:  # each frame keeps min(max(budget, 0), T) tokens
-        tokens = torch.as_tensor(layout.frame_tokens, device=budgets.device)
+        tokens = torch.tensor(layout.frame_tokens, device=budgets.device)
         num_kept = int(torch.minimum(budgets.clamp(min=0), tokens).sum())
     else:
         num_kept = int(targets.sum())

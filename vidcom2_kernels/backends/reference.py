@@ -108,7 +108,7 @@ def frame_scales(uniqueness: torch.Tensor, layout: VideoLayout, retention: np.nd
 def frame_budgets(uniqueness: torch.Tensor, layout: VideoLayout, retention: np.ndarray, out=None) -> tuple:
     """(F,) int64 ``k_f = max(1, round_half_even(scale_f * T))`` and (V,) int64 their sums."""
     scales = frame_scales(uniqueness, layout, retention)
-    tokens = torch.as_tensor(layout.frame_tokens, device=scales.device).float()
+    tokens = torch.tensor(layout.frame_tokens, device=scales.device).float()
     budgets = torch.round(scales * tokens).clamp_min(1).long()
     counts = torch.stack(
         [budgets[int(layout.frame_start[v]) : int(layout.frame_start[v + 1])].sum() for v in range(layout.num_videos)]

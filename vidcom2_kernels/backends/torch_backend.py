@@ -1,6 +1,10 @@
 """The ``torch`` backend: VidCom2 vectorised in PyTorch, segment reductions over videos and
 frames (no Python loop over frames), no host read of its own (the pipeline's one read sizes the
 output). For the CPU and any device without Triton. Implements :mod:`.contract`.
+
+On the CPU each VidCom2 stage is one call of the native kernels (:mod:`vidcom2_kernels.cpu`) for
+the whole batch of videos where they apply (:func:`cpu.usable`); the eager torch code below is
+the path everywhere else, and the one the native kernels are tested against.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from ..device_layout import DeviceLayout, device_layout, request_arrays
 from ..layout import VideoLayout
 from ..records import INT_VIEW, Selection
 from .contract import nan_as_inf, select_then_gather, write_out
+
+#: the Gaussian bandwidths as the native kernels read them
+BANDWIDTHS = torch.tensor(GAUSSIAN_BANDWIDTHS, dtype=torch.float32)
 
 
 def supports(device: torch.device) -> bool:
@@ -103,15 +110,11 @@ def video_m2(features: torch.Tensor, layout: VideoLayout, v: int, validate: bool
     0-d bool (the video holds a value out of range; None unless ``validate``).
 
     The rows are shifted by the video's first-frame mean (so a large common offset cannot cancel
-    digits). Native CPU kernels: one fused read, float64 sums. Otherwise one read in chunks, each
-    through torch's fused per-channel mean/variance (``batch_norm_update_stats``, float32), the
-    chunks merged exactly in float64 (Chan et al.), :func:`out_of_range` on each chunk."""
-    T, row0, row1 = int(layout.tokens_per_frame[v]), int(layout.row_start[v]), int(layout.row_start[v + 1])
-    n = row1 - row0
+    digits). One read in chunks, each through torch's fused per-channel mean/variance
+    (``batch_norm_update_stats``, float32), the chunks merged exactly in float64 (Chan et al.),
+    :func:`out_of_range` on each chunk."""
+    T, row0 = int(layout.tokens_per_frame[v]), int(layout.row_start[v])
     shift = features[row0 : row0 + T].float().mean(dim=0)
-    if cpu.usable(features):
-        total, total_sq, bad = cpu.channel_moments(features[row0:row1], shift, float(MAX_ABS))
-        return total_sq - total.square() / n, bad if validate else None
     count = mean = m2 = 0
     flags = []
     for _, x in _video_chunks(features, layout, v):
@@ -132,7 +135,11 @@ def video_m2(features: torch.Tensor, layout: VideoLayout, v: int, validate: bool
 
 def channel_variance(features: torch.Tensor, layout: VideoLayout, validate: bool = False) -> tuple:
     """(V, C) float32 biased variance of every channel over each video (:func:`video_m2`),
-    and with ``validate`` (V,) bool, the video holds a value out of range, else None."""
+    and with ``validate`` (V,) bool, the video holds a value out of range, else None. Native
+    CPU kernels: one fused read a video, float64 sums (:func:`cpu.channel_keep`)."""
+    if cpu.usable(features):
+        var, _, bad = _native_channels(features, layout)
+        return var, bad if validate else None
     out, bad = [], []
     for v in range(layout.num_videos):
         n = int(layout.tokens_per_video[v])
@@ -158,8 +165,16 @@ def keep_from_order(order: torch.Tensor, num_channels: int) -> torch.Tensor:
     return keep.scatter_(1, order, True)
 
 
+def _native_channels(features: torch.Tensor, layout: VideoLayout) -> tuple:
+    ids = device_layout(layout, features.device)
+    return cpu.channel_keep(features, ids, kept_channels(features.shape[1]), float(MAX_ABS))
+
+
 def select_channels(features: torch.Tensor, layout: VideoLayout, validate: bool, out=None) -> tuple:
     """(V, C) bool kept channels and (V,) bool videos with values out of range (None unless ``validate``)."""
+    if cpu.usable(features):
+        _, keep, nonfinite = _native_channels(features, layout)
+        return keep, write_out(out, nonfinite if validate else None)
     var, nonfinite = channel_variance(features, layout, validate)
     return keep_from_order(kept_channel_order(var), features.shape[1]), write_out(out, nonfinite)
 
@@ -179,9 +194,6 @@ def norms_and_frame_sums(features: torch.Tensor, layout: VideoLayout, v: int, ke
     chunk the masked float32 rows (:func:`masked_float32`), their norms, and a batched product of
     the weights ``1 / norm`` with the rows."""
     F, T, C = int(layout.num_frames[v]), int(layout.tokens_per_frame[v]), features.shape[1]
-    if cpu.usable(features):
-        rows = features[int(layout.row_start[v]) : int(layout.row_start[v + 1])]
-        return cpu.norms_frame_sums(rows, F, T, keep, NORM_EPS)
     bits = keep_bits(keep, features.dtype)
     frame_sums = torch.empty((F, C), dtype=torch.float32, device=features.device)
     norms = torch.empty(F * T, dtype=torch.float32, device=features.device)
@@ -200,9 +212,6 @@ def centre_dots(features: torch.Tensor, layout: VideoLayout, v: int, keep, frame
     product with the chunk's f frame centres and the video centre side by side (f + 1 columns:
     faster than a batched product of width 1 on the CPU); each row keeps its own frame's column."""
     F, T = int(layout.num_frames[v]), int(layout.tokens_per_frame[v])
-    if cpu.usable(features):
-        rows = features[int(layout.row_start[v]) : int(layout.row_start[v + 1])]
-        return cpu.centre_dots(rows, F, T, keep, frame_centres, video_centre)
     bits = keep_bits(keep, features.dtype)
     dots = torch.empty((2, F, T), dtype=torch.float32, device=features.device)
     for f0, x in _video_chunks(features, layout, v):
@@ -219,7 +228,10 @@ def token_scores(features: torch.Tensor, layout: VideoLayout, keep: torch.Tensor
     """Scores (N,) and uniqueness (F,). Per video two reads of the rows: the norms and the frame
     sums of the normalised rows (:func:`norms_and_frame_sums`), then the dot products with the
     centres (:func:`centre_dots`), scaled by ``1 / norm`` afterwards. Temporaries: the (F, C)
-    centres, a few (N,) vectors, and on the eager path one chunk."""
+    centres, a few (N,) vectors, and on the eager path one chunk. Native CPU kernels: the same
+    two reads and the rest for every video in one call (:func:`cpu.token_scores`)."""
+    if cpu.usable(features):
+        return cpu.token_scores(features, device_layout(layout, features.device), keep, NORM_EPS, BANDWIDTHS)
     scores, uniqueness = [], []
     for v in range(layout.num_videos):
         F, T = int(layout.num_frames[v]), int(layout.tokens_per_frame[v])
@@ -275,8 +287,13 @@ def dycoke_similarity(features: torch.Tensor, layout: VideoLayout, anchors: np.n
 
 # ---------------------------------------------------------------------------------- step 5
 def frame_budgets(uniqueness: torch.Tensor, layout: VideoLayout, retention: np.ndarray, out=None) -> tuple:
-    """(F,) int64 FCA budgets and (V,) int64 their per-video sums (segment softmax per video)."""
+    """(F,) int64 FCA budgets and (V,) int64 their per-video sums (segment softmax per video;
+    native CPU kernels: one call, :func:`cpu.frame_budgets`)."""
     ids = device_layout(layout, uniqueness.device)
+    retention32 = request_arrays(layout, uniqueness.device, retention=retention).retention32
+    if cpu.usable(uniqueness):
+        budgets, counts = cpu.frame_budgets(uniqueness, ids, retention32, TEMPERATURE)
+        return budgets, write_out(out, counts)
     fv = ids.frame_video
     z = uniqueness.float() / TEMPERATURE
     zmax = torch.full((layout.num_videos,), float("-inf"), device=z.device)
@@ -286,7 +303,7 @@ def frame_budgets(uniqueness: torch.Tensor, layout: VideoLayout, retention: np.n
     p = e / _segment_sum(e, fv, layout.num_videos).index_select(0, fv)
     # mean(p) with a float64 sum: the same value whatever the summation order (see ALGORITHM notes)
     p_mean = (_segment_sum(p.double(), fv, layout.num_videos) / ids.num_frames).float()
-    r = request_arrays(layout, z.device, retention=retention).retention32.index_select(0, fv)
+    r = retention32.index_select(0, fv)
     scale = torch.clamp(r * (1 + (p - p_mean.index_select(0, fv))), max=1.0)
     scale = torch.where(torch.isnan(scale) | has_nan.index_select(0, fv), r, scale)
     budgets = torch.round(scale * ids.frame_tokens.float()).clamp_min(1).long()
@@ -339,8 +356,12 @@ def _indices_from_mask(mask: torch.Tensor, num_kept: int) -> torch.Tensor:
 
 
 def select_tokens(scores, layout: VideoLayout, budgets, targets: Optional[np.ndarray], num_kept: int) -> Selection:
-    """The kept mask by sorts and segment ranks, then its indices, per-frame and per-video counts."""
+    """The kept mask by sorts and segment ranks, then its indices, per-frame and per-video counts
+    (native CPU kernels: one call, :func:`cpu.select`)."""
     ids = device_layout(layout, scores.device)
+    if cpu.usable(scores) and layout.max_video_tokens < cpu.MAX_SORT_ROWS:
+        device_targets = None if targets is None else request_arrays(layout, scores.device, targets=targets).targets
+        return Selection(*cpu.select(scores, ids, budgets, device_targets, num_kept))
     mask = _select_mask(scores, layout, budgets, targets, ids)
     final_budgets = _segment_sum(mask.long(), ids.row_frame, layout.total_frames)
     counts = _segment_sum(mask.long(), ids.row_video, layout.num_videos)

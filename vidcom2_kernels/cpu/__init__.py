@@ -29,12 +29,16 @@ from typing import Optional
 
 import torch
 
+from ..device_layout import DeviceLayout
 from ..records import INT_VIEW
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels.c")
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-shared", "-fPIC")
 DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 SWITCH = "VIDCOM2_NATIVE_CPU"
+#: rows of one video the native selection sorts (a row's index inside its video is packed into
+#: the low 32 bits of its sort key); longer videos take the eager path
+MAX_SORT_ROWS = 2**32
 #: seconds the first-use build may take (it runs inside the first compress() call)
 BUILD_TIMEOUT = 120
 
@@ -42,11 +46,14 @@ _LOCK = threading.Lock()
 _LOADED: dict = {}
 
 #: argument types of the C entry points, a letter each: i int, l int64, u uint32, f float, p pointer
+#: (the first letter is the return type)
 SIGNATURES = {
-    "vc2_channel_moments": "iplllpppupi",
-    "vc2_norms_frame_sums": "ipllllpfppi",
-    "vc2_centre_dots": "ipllllpppppi",
-    "vc2_dycoke_similarity": "ipllllpfpupi",
+    "vc2_channel_moments": "i:iplllpppupi",
+    "vc2_dycoke_similarity": "i:ipllllpfpupi",
+    "vc2_channel_keep": "i:iplpplllupppi",
+    "vc2_token_scores": "i:iplppppllpfpippi",
+    "vc2_frame_budgets": "i:lppppfpp",
+    "vc2_select": "l:llppppppppppli",
 }
 CTYPES = {"i": ctypes.c_int, "l": ctypes.c_int64, "u": ctypes.c_uint32, "f": ctypes.c_float, "p": ctypes.c_void_p}
 
@@ -196,8 +203,9 @@ def _load() -> Optional[ctypes.CDLL]:
     try:
         lib = ctypes.CDLL(path)
         for name, letters in SIGNATURES.items():
-            getattr(lib, name).argtypes = [CTYPES[c] for c in letters]
-            getattr(lib, name).restype = ctypes.c_int
+            result, args = letters.split(":")
+            getattr(lib, name).argtypes = [CTYPES[c] for c in args]
+            getattr(lib, name).restype = CTYPES[result]
     except (OSError, AttributeError) as exc:
         return _unavailable(f"{path}: {exc}")
     return lib
@@ -205,11 +213,11 @@ def _load() -> Optional[ctypes.CDLL]:
 
 def usable(features: torch.Tensor) -> bool:
     """The native passes apply: a CPU tensor of a supported dtype with contiguous channels (any
-    row stride), and the library loads."""
+    row stride; a 1-D tensor of scores or uniqueness counts as one channel), and the library loads."""
     return (
         features.device.type == "cpu"
         and features.dtype in DTYPES
-        and (features.stride(1) == 1 or features.shape[1] == 1)
+        and (features.dim() == 1 or features.stride(1) == 1 or features.shape[1] == 1)
         and library() is not None
     )
 
@@ -258,56 +266,6 @@ def channel_moments(x: torch.Tensor, shift: torch.Tensor, limit: float):
     return out[0], out[1], bad[0].bool()
 
 
-def norms_frame_sums(x: torch.Tensor, F: int, T: int, keep: torch.Tensor, eps: float):
-    """``x`` (F * T, C) frames of T rows, ``keep`` (C,) bool: row norms over the kept channels
-    (F * T,) float32, and per frame the sum of its rows scaled by 1 / max(norm, eps) (F, C)."""
-    C = x.shape[1]
-    keep = keep.to(torch.bool).contiguous()
-    norms = torch.empty(F * T, dtype=torch.float32)
-    sums = torch.empty((F, C), dtype=torch.float32)
-    _call(
-        "vc2_norms_frame_sums",
-        DTYPES[x.dtype],
-        x.data_ptr(),
-        F,
-        T,
-        C,
-        x.stride(0),
-        keep.data_ptr(),
-        eps,
-        norms.data_ptr(),
-        sums.data_ptr(),
-        torch.get_num_threads(),
-    )
-    return norms, sums
-
-
-def centre_dots(x: torch.Tensor, F: int, T: int, keep: torch.Tensor, frame_centres, video_centre):
-    """Dot products of every row over the kept channels with its frame's centre and with the
-    video centre: (2, F, T) float32."""
-    C = x.shape[1]
-    keep = keep.to(torch.bool).contiguous()
-    frame_centres = frame_centres.float().contiguous()
-    video_centre = video_centre.float().contiguous()
-    dots = torch.empty((2, F, T), dtype=torch.float32)
-    _call(
-        "vc2_centre_dots",
-        DTYPES[x.dtype],
-        x.data_ptr(),
-        F,
-        T,
-        C,
-        x.stride(0),
-        keep.data_ptr(),
-        frame_centres.data_ptr(),
-        video_centre.data_ptr(),
-        dots[0].data_ptr(),
-        dots[1].data_ptr(),
-        torch.get_num_threads(),
-    )
-    return dots
-
-
 def dycoke_similarity(x: torch.Tensor, F: int, T: int, anchors: torch.Tensor, eps: float, limit: float):
     """DyCoke's scores of one video ``x`` (F * T, C): each row's cosine similarity with the same
     row of its frame's anchor (``anchors`` (F,) int64 frame index in the video, or -1: 0), norms
@@ -331,3 +289,111 @@ def dycoke_similarity(x: torch.Tensor, F: int, T: int, anchors: torch.Tensor, ep
         torch.get_num_threads(),
     )
     return out, bad[0].bool()
+
+
+def channel_keep(x: torch.Tensor, ids: DeviceLayout, k: int, limit: float):
+    """Every video's channel variances (V, C) float32, its ``k`` kept channels (lowest variance)
+    (V, C) bool, and (V,) bool, the video holds a value that is NaN, Inf or >= ``limit``."""
+    V, C = ids.layout.num_videos, x.shape[1]
+    var = torch.empty((V, C), dtype=torch.float32)
+    keep = torch.empty((V, C), dtype=torch.bool)
+    bad = torch.empty(V, dtype=torch.int32)
+    _call(
+        "vc2_channel_keep",
+        DTYPES[x.dtype],
+        x.data_ptr(),
+        V,
+        ids.row_start.data_ptr(),
+        ids.tokens_per_frame.data_ptr(),
+        C,
+        x.stride(0),
+        k,
+        limit_bits(x.dtype, limit),
+        var.data_ptr(),
+        keep.data_ptr(),
+        bad.data_ptr(),
+        torch.get_num_threads(),
+    )
+    return var, keep, bad.bool()
+
+
+def token_scores(x: torch.Tensor, ids: DeviceLayout, keep: torch.Tensor, eps: float, bandwidths: torch.Tensor):
+    """Scores (N,) float32 and frame uniqueness (F,) float32 of every video (steps 2-4), ``keep``
+    (V, C) bool the kept channels, ``bandwidths`` the Gaussian bandwidths (float32)."""
+    layout = ids.layout
+    keep = keep.contiguous()
+    scores = torch.empty(layout.num_tokens, dtype=torch.float32)
+    uniqueness = torch.empty(layout.total_frames, dtype=torch.float32)
+    _call(
+        "vc2_token_scores",
+        DTYPES[x.dtype],
+        x.data_ptr(),
+        layout.num_videos,
+        ids.row_start.data_ptr(),
+        ids.num_frames.data_ptr(),
+        ids.tokens_per_frame.data_ptr(),
+        ids.frame_start.data_ptr(),
+        x.shape[1],
+        x.stride(0),
+        keep.data_ptr(),
+        eps,
+        bandwidths.data_ptr(),
+        bandwidths.numel(),
+        scores.data_ptr(),
+        uniqueness.data_ptr(),
+        torch.get_num_threads(),
+    )
+    return scores, uniqueness
+
+
+def frame_budgets(uniqueness: torch.Tensor, ids: DeviceLayout, retention32: torch.Tensor, temperature: float):
+    """FCA's budgets (F,) int64 and their per-video sums (V,) int64 from the frame uniqueness."""
+    uniqueness = uniqueness.float().contiguous()
+    budgets = torch.empty(ids.layout.total_frames, dtype=torch.int64)
+    counts = torch.empty(ids.layout.num_videos, dtype=torch.int64)
+    _call(
+        "vc2_frame_budgets",
+        ids.layout.num_videos,
+        ids.frame_start.data_ptr(),
+        uniqueness.data_ptr(),
+        retention32.data_ptr(),
+        ids.frame_tokens.data_ptr(),
+        temperature,
+        budgets.data_ptr(),
+        counts.data_ptr(),
+    )
+    return budgets, counts
+
+
+def select(scores: torch.Tensor, ids: DeviceLayout, budgets: torch.Tensor, targets, num_kept: int):
+    """The kept rows: (num_kept,) ascending indices, (N,) bool mask, kept per frame (F,) and per
+    video (V,) int64. ``targets`` (V,) int64 (exact mode) or None. Raises when the kept count is
+    not ``num_kept`` (the caller's read of the counts and the selection disagree)."""
+    layout = ids.layout
+    scores = scores.float().contiguous()
+    budgets = budgets.to(torch.int64).contiguous()
+    indices = torch.empty(num_kept, dtype=torch.int64)
+    mask = torch.empty(layout.num_tokens, dtype=torch.bool)
+    final = torch.empty(layout.total_frames, dtype=torch.int64)
+    counts = torch.empty(layout.num_videos, dtype=torch.int64)
+    kept = library().vc2_select(
+        layout.num_videos,
+        layout.total_frames,
+        ids.row_start.data_ptr(),
+        ids.frame_start.data_ptr(),
+        ids.frame_row_start.data_ptr(),
+        scores.data_ptr(),
+        budgets.data_ptr(),
+        None if targets is None else targets.data_ptr(),
+        mask.data_ptr(),
+        final.data_ptr(),
+        counts.data_ptr(),
+        indices.data_ptr(),
+        num_kept,
+        torch.get_num_threads(),
+    )
+    if kept == -2:
+        raise MemoryError("vc2_select: out of memory for its sort buffers")
+    if kept != num_kept:
+        raise RuntimeError(f"vc2_select kept {kept} tokens where {num_kept} were sized")
+    return indices, mask, final, counts

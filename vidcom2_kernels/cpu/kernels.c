@@ -1,6 +1,8 @@
-/* VidCom2's three passes over the features on the CPU, each one read of the rows with the
- * conversion to float32, the channel mask and the reductions fused (vidcom2_kernels/cpu/__init__.py
- * builds this file with the machine's compiler and calls it through ctypes).
+/* VidCom2 on the CPU: the passes over the features, each one read of the rows with the
+ * conversion to float32, the channel mask and the reductions fused, and the small steps after
+ * them (channel choice, scores, frame budgets, the selection), each one call for a whole batch of
+ * videos (vidcom2_kernels/cpu/__init__.py builds this file with the machine's compiler and calls
+ * it through ctypes: one call costs about a microsecond, a torch operation a few).
  *
  * Features: (rows, C) with row stride sn (elements) and contiguous channels, dtype 0 float32,
  * 1 bfloat16, 2 float16.
@@ -253,4 +255,235 @@ int vc2_dycoke_similarity(int dtype, const void *x, int64_t F, int64_t T, int64_
         case 2: dycoke_f16(x, F, T, C, sn, anchors, eps, out, bad_bits, bad, threads); return 0;
     }
     return -1;
+}
+
+/* ------------------------------------------------------------------ whole-batch entry points
+ * Layout arrays (int64): per video `row_start` (V+1, rows of each video), `num_frames` (V),
+ * `tokens_per_frame` (V); per frame `frame_row_start` (F+1) and, per video, `frame_start` (V+1).
+ * Return 0, -1 (unsupported dtype) or -2 (out of memory). */
+
+/* float -> uint32 whose unsigned order is the float order; NaN as +inf, -0.0 as +0.0 (a tie with
+ * +0.0: the lower index wins, as in a stable sort). */
+static inline uint32_t order_key(float v) {
+    if (v != v) v = INFINITY;
+    v += 0.0f;
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+static inline float load(int dtype, const void *p, int64_t i) {
+    return dtype == 0 ? LOAD_F32(p, i) : dtype == 1 ? LOAD_BF16(p, i) : LOAD_F16(p, i);
+}
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Per video: the per-channel biased variance over its rows (float64 sums of the rows shifted by
+ * the mean of its first frame, stored as float32), the `k` channels of lowest variance (NaN as
+ * +inf, lower index first on ties) in `keep` (V, C), and the out-of-range flag in `bad` (V).
+ * An empty video has zero variances. */
+int vc2_channel_keep(int dtype, const void *x, int64_t V, const int64_t *row_start,
+                     const int64_t *tokens_per_frame, int64_t C, int64_t sn, int64_t k,
+                     uint32_t bad_bits, float *var, uint8_t *keep, int32_t *bad, int threads) {
+    double *sums = malloc(2 * C * sizeof(double));
+    float *shift = malloc(C * sizeof(float));
+    uint64_t *order = malloc(C * sizeof(uint64_t));
+    int status = (sums && shift && order) ? 0 : -2;
+    size_t width = dtype == 0 ? 4 : 2;
+    for (int64_t v = 0; v < V && status == 0; v++) {
+        int64_t n = row_start[v + 1] - row_start[v], T = tokens_per_frame[v];
+        float *out = var + v * C;
+        bad[v] = 0;
+        if (n == 0) {
+            for (int64_t c = 0; c < C; c++) out[c] = 0.0f;
+        } else {
+            const char *rows = (const char *)x + (size_t)(row_start[v] * sn) * width;
+            /* the shift: the first frame's mean (conditioning only), in blocks of channels */
+            _Pragma("omp parallel for num_threads(threads) schedule(static)")
+            for (int64_t c0 = 0; c0 < C; c0 += 64) {
+                int64_t c1 = c0 + 64 < C ? c0 + 64 : C;
+                for (int64_t c = c0; c < c1; c++) sums[c] = 0.0;
+                for (int64_t t = 0; t < T; t++)
+                    for (int64_t c = c0; c < c1; c++) sums[c] += load(dtype, rows, t * sn + c);
+                for (int64_t c = c0; c < c1; c++) shift[c] = (float)(sums[c] / (double)T);
+            }
+            status = vc2_channel_moments(dtype, rows, n, C, sn, shift, sums, sums + C, bad_bits, bad + v, threads);
+            for (int64_t c = 0; c < C && status == 0; c++)
+                out[c] = (float)((sums[C + c] - sums[c] * sums[c] / (double)n) / (double)n);
+        }
+        for (int64_t c = 0; c < C; c++) order[c] = ((uint64_t)order_key(out[c]) << 32) | (uint64_t)c;
+        qsort(order, C, sizeof(uint64_t), cmp_u64);
+        for (int64_t c = 0; c < C; c++) keep[v * C + c] = 0;
+        for (int64_t j = 0; j < k && j < C; j++) keep[v * C + (order[j] & 0xFFFFFFFFu)] = 1;
+    }
+    free(sums);
+    free(shift);
+    free(order);
+    return status;
+}
+
+/* Steps 2-4 for every video: row norms and frame sums of the normalised rows (one read), the
+ * frame and video centres, the dot products with them (a second read), then per row
+ *   d_c = max(0, |x^|^2 - 2 x.c / |x| + |c|^2),  s_c = sum_a exp(-d_c / (2a))   (c: frame, video)
+ * `scores` (N,) = s_frame + s_video (NaN as +inf) and `uniqueness` (F,) = -mean of s_video over
+ * the frame's rows. `keep` (V, C) bool bytes; `bandwidths` (nbw,) the Gaussian bandwidths. */
+int vc2_token_scores(int dtype, const void *x, int64_t V, const int64_t *row_start,
+                     const int64_t *num_frames, const int64_t *tokens_per_frame,
+                     const int64_t *frame_start, int64_t C, int64_t sn, const uint8_t *keep,
+                     float eps, const float *bandwidths, int nbw, float *scores, float *uniqueness,
+                     int threads) {
+    if (dtype < 0 || dtype > 2) return -1;
+    size_t width = dtype == 0 ? 4 : 2;
+    for (int64_t v = 0; v < V; v++) {
+        int64_t F = num_frames[v], T = tokens_per_frame[v], N = F * T;
+        const char *rows = (const char *)x + (size_t)(row_start[v] * sn) * width;
+        const uint8_t *kv = keep + v * C;
+        float *norms = scores + row_start[v], *uq = uniqueness + frame_start[v]; /* norms, then scores */
+        float *centres = malloc(((F + 1) * C + F + 2 * N + 1) * sizeof(float));
+        if (centres == NULL) return -2;
+        float *video = centres + F * C, *frame_sq = video + C, *dot_f = frame_sq + F, *dot_v = dot_f + N;
+        vc2_norms_frame_sums(dtype, rows, F, T, C, sn, kv, eps, norms, centres, threads);
+        for (int64_t c = 0; c < C; c++) {
+            float total = 0.0f;
+            for (int64_t f = 0; f < F; f++) total += centres[f * C + c];
+            video[c] = total / (float)(N > 1 ? N : 1);
+        }
+        float video_sq = 0.0f;
+        for (int64_t c = 0; c < C; c++) video_sq += video[c] * video[c];
+        for (int64_t f = 0; f < F; f++) {
+            float sq = 0.0f;
+            for (int64_t c = 0; c < C; c++) {
+                centres[f * C + c] /= (float)T;
+                sq += centres[f * C + c] * centres[f * C + c];
+            }
+            frame_sq[f] = sq;
+        }
+        vc2_centre_dots(dtype, rows, F, T, C, sn, kv, centres, video, dot_f, dot_v, threads);
+        _Pragma("omp parallel for num_threads(threads) schedule(static)")
+        for (int64_t f = 0; f < F; f++) {
+            float total = 0.0f;
+            for (int64_t t = 0; t < T; t++) {
+                int64_t r = f * T + t;
+                float norm = norms[r], inv = 1.0f / (norm < eps ? eps : norm); /* NaN stays NaN */
+                float self = (norm * inv) * (norm * inv);
+                float dv = self - 2.0f * dot_v[r] * inv + video_sq, df = self - 2.0f * dot_f[r] * inv + frame_sq[f];
+                dv = dv < 0.0f ? 0.0f : dv; /* a clamp that keeps NaN */
+                df = df < 0.0f ? 0.0f : df;
+                float sv = 0.0f, sf = 0.0f;
+                for (int a = 0; a < nbw; a++) {
+                    sv += expf(-dv / (2.0f * bandwidths[a]));
+                    sf += expf(-df / (2.0f * bandwidths[a]));
+                }
+                float s = sv + sf;
+                norms[r] = s != s ? INFINITY : s;
+                total += sv;
+            }
+            uq[f] = -(total / (float)T);
+        }
+        free(centres);
+    }
+    return 0;
+}
+
+/* Step 5, Frame Compression Adjustment, per video over its frames f:
+ *   p = softmax(u / temperature),  scale = min(1, r (1 + p - mean(p)))   (float32; mean in float64)
+ *   budgets[f] = max(1, round-half-even(scale * tokens))
+ * a video with a NaN uniqueness (or a NaN scale) gets scale r. `counts` (V,) the sums. */
+int vc2_frame_budgets(int64_t V, const int64_t *frame_start, const float *uniqueness,
+                      const float *retention, const int64_t *frame_tokens, float temperature,
+                      int64_t *budgets, int64_t *counts) {
+    for (int64_t v = 0; v < V; v++) {
+        int64_t f0 = frame_start[v], f1 = frame_start[v + 1];
+        float zmax = -INFINITY, total = 0.0f, r = retention[v];
+        int has_nan = 0;
+        for (int64_t f = f0; f < f1; f++) {
+            float z = uniqueness[f] / temperature;
+            has_nan |= z != z;
+            zmax = z > zmax ? z : zmax;
+        }
+        for (int64_t f = f0; f < f1; f++) total += expf(uniqueness[f] / temperature - zmax);
+        double mean = 0.0;
+        for (int64_t f = f0; f < f1; f++) mean += (double)(expf(uniqueness[f] / temperature - zmax) / total);
+        float p_mean = (float)(mean / (double)(f1 - f0));
+        counts[v] = 0;
+        for (int64_t f = f0; f < f1; f++) {
+            float p = expf(uniqueness[f] / temperature - zmax) / total;
+            float scale = r * (1.0f + (p - p_mean));
+            scale = scale > 1.0f ? 1.0f : scale;
+            if (scale != scale || has_nan) scale = r;
+            float b = rintf(scale * (float)frame_tokens[f]);
+            budgets[f] = b < 1.0f ? 1 : (int64_t)b;
+            counts[v] += budgets[f];
+        }
+    }
+    return 0;
+}
+
+/* Step 6: in every frame the `budgets[f]` rows of lowest score (ties: lower index first); with
+ * `targets` (V,) (exact mode) each video's kept set is then cut to its `target` lowest-scoring
+ * kept rows, or grown by its lowest-scoring dropped rows. Writes `mask` (N,) bytes, the kept
+ * count per frame `final_budgets` (F,) and per video `counts` (V,), and the kept positions in
+ * ascending order into `indices`, at most `capacity` of them; returns the number kept (or -2). */
+int64_t vc2_select(int64_t V, int64_t F, const int64_t *row_start, const int64_t *frame_start,
+                   const int64_t *frame_row_start, const float *scores, const int64_t *budgets,
+                   const int64_t *targets, uint8_t *mask, int64_t *final_budgets, int64_t *counts,
+                   int64_t *indices, int64_t capacity, int threads) {
+    int failed = 0;
+    _Pragma("omp parallel num_threads(threads) reduction(|:failed)")
+    {
+        int64_t most = 0;
+        for (int64_t f = 0; f < F; f++) {
+            int64_t n = frame_row_start[f + 1] - frame_row_start[f];
+            most = n > most ? n : most;
+        }
+        uint64_t *order = malloc((most > 0 ? most : 1) * sizeof(uint64_t));
+        if (order == NULL) failed = 1;
+        _Pragma("omp for schedule(static)")
+        for (int64_t f = 0; f < F; f++) {
+            if (order == NULL) continue;
+            int64_t r0 = frame_row_start[f], n = frame_row_start[f + 1] - r0, k = budgets[f];
+            for (int64_t i = 0; i < n; i++) order[i] = ((uint64_t)order_key(scores[r0 + i]) << 32) | (uint64_t)i;
+            qsort(order, n, sizeof(uint64_t), cmp_u64);
+            for (int64_t i = 0; i < n; i++) mask[r0 + (order[i] & 0xFFFFFFFFu)] = i < k;
+        }
+        free(order);
+    }
+    if (failed) return -2;
+    for (int64_t v = 0; v < V && targets != NULL; v++) {
+        int64_t r0 = row_start[v], n = row_start[v + 1] - r0, total = 0, m = 0;
+        for (int64_t i = 0; i < n; i++) total += mask[r0 + i];
+        if (total == targets[v]) continue;
+        int grow = total < targets[v];
+        int64_t change = grow ? targets[v] - total : total - targets[v];
+        uint64_t *order = malloc((n > 0 ? n : 1) * sizeof(uint64_t));
+        if (order == NULL) return -2;
+        for (int64_t i = 0; i < n; i++) /* grow: among the dropped rows; cut: among the kept */
+            if (mask[r0 + i] != grow) order[m++] = ((uint64_t)order_key(scores[r0 + i]) << 32) | (uint64_t)i;
+        qsort(order, m, sizeof(uint64_t), cmp_u64);
+        if (grow)
+            for (int64_t j = 0; j < change && j < m; j++) mask[r0 + (order[j] & 0xFFFFFFFFu)] = 1;
+        else
+            for (int64_t j = m - change; j < m; j++) mask[r0 + (order[j] & 0xFFFFFFFFu)] = 0;
+        free(order);
+    }
+    int64_t kept = 0;
+    for (int64_t v = 0; v < V; v++) {
+        counts[v] = 0;
+        for (int64_t f = frame_start[v]; f < frame_start[v + 1]; f++) {
+            int64_t c = 0;
+            for (int64_t r = frame_row_start[f]; r < frame_row_start[f + 1]; r++) {
+                if (mask[r]) {
+                    if (kept < capacity) indices[kept] = r;
+                    kept++;
+                    c++;
+                }
+            }
+            final_budgets[f] = c;
+            counts[v] += c;
+        }
+    }
+    return kept;
 }

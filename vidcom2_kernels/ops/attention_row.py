@@ -15,6 +15,7 @@ import triton
 import triton.language as tl
 
 from ..buffers import new_output
+from .common import launch_config, next_pow2
 
 
 @triton.jit
@@ -76,8 +77,9 @@ def attention_row_kernel(
         tl.store(p_out + o_s, tl.where(ok, tl.exp(score - top) / total, 0.0) * inv_heads, mask=o_s < S)
 
 
+@launch_config
 def row_config(D: int) -> dict:
-    return {"BLOCK_S": 64, "BLOCK_D": triton.next_power_of_2(D), "num_warps": 4}
+    return {"BLOCK_S": 64, "BLOCK_D": next_pow2(D), "num_warps": 4}
 
 
 def attention_row(q: torch.Tensor, k: torch.Tensor, valid: torch.Tensor, scale: float) -> torch.Tensor:

@@ -22,7 +22,7 @@ import triton.language as tl
 
 from ..buffers import new_output
 from ..constants import NORM_EPS
-from .common import UNIT_ROWS, DeviceLayout, clamp_min, unit_rows
+from .common import UNIT_ROWS, DeviceLayout, cdiv, clamp_min, launch_config, next_pow2, unit_rows
 
 
 @triton.jit
@@ -106,17 +106,15 @@ def centres_kernel(
             tl.store(arrivals_ptr + f, 0)
 
 
+@launch_config
 def partials_config(C: int) -> dict:
-    block_c = min(64, triton.next_power_of_2(C))
+    block_c = min(64, next_pow2(C))
     return {"BLOCK_N": UNIT_ROWS, "BLOCK_C": block_c, "num_warps": 4}
 
 
+@launch_config
 def centres_config(C: int, max_units: int) -> dict:
-    return {
-        "BLOCK_C": min(32, triton.next_power_of_2(C)),
-        "BLOCK_U": min(64, triton.next_power_of_2(max(1, max_units))),
-        "num_warps": 1,
-    }
+    return {"BLOCK_C": min(32, next_pow2(C)), "BLOCK_U": min(64, next_pow2(max(1, max_units))), "num_warps": 1}
 
 
 def centres(features: torch.Tensor, keep: torch.Tensor, meta: DeviceLayout, arrivals: torch.Tensor):
@@ -144,7 +142,7 @@ def centres(features: torch.Tensor, keep: torch.Tensor, meta: DeviceLayout, arri
     centre_rows = new_output((layout.total_frames + layout.num_videos, C), torch.float32, dev)
     frame_centre, video_centre = centre_rows[: layout.total_frames], centre_rows[layout.total_frames :]
     cfg = centres_config(C, max_units_per_frame(layout))
-    centres_kernel[(layout.num_videos, triton.cdiv(C, cfg["BLOCK_C"]))](
+    centres_kernel[(layout.num_videos, cdiv(C, cfg["BLOCK_C"]))](
         partials,
         frame_centre,
         video_centre,

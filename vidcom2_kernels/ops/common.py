@@ -3,12 +3,37 @@
 
 from __future__ import annotations
 
+import functools
+import types
+
 import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 from triton.runtime.interpreter import InterpretedFunction
 
 from ..device_layout import SPLIT_ROWS, UNIT_ROWS, DeviceLayout, RequestArrays, device_layout, request_arrays
+
+
+def cdiv(a: int, b: int) -> int:
+    """Host ``ceil(a / b)`` for launch grids. Plain Python: ``triton.cdiv`` is a constexpr
+    function in triton >= 3.5, about 2 us a call on the host (it unwraps its arguments)."""
+    return -(-a // b)
+
+
+def launch_config(fn):
+    """``fn`` (int sizes -> a launch configuration dict) memoised per sizes; the result is read
+    only (one shared mapping a size): the host work of a launch stays a dictionary lookup."""
+
+    @functools.lru_cache(maxsize=1024)
+    def cached(*sizes: int):
+        return types.MappingProxyType(fn(*sizes))
+
+    return functools.wraps(fn)(cached)
+
+
+def next_pow2(n: int) -> int:
+    """Host ``triton.next_power_of_2`` (1 for n <= 1), without its constexpr-function overhead."""
+    return 1 << max(0, n - 1).bit_length()
 
 
 @triton.jit

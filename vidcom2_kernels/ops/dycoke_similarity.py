@@ -15,7 +15,7 @@ import triton.language as tl
 
 from ..buffers import new_output
 from ..constants import COSINE_EPS, MAX_ABS
-from .common import UNIT_ROWS, DeviceLayout, clamp_min, unit_rows
+from .common import UNIT_ROWS, DeviceLayout, clamp_min, launch_config, next_pow2, unit_rows
 
 
 @triton.jit
@@ -69,9 +69,10 @@ def dycoke_similarity_kernel(
     tl.store(nonfinite_ptr + i_v, 1, mask=tl.sum(tl.where(m_n, bad, 0), axis=0) > 0)
 
 
+@launch_config
 def similarity_config(C: int) -> dict:
     # two tiles (the rows and their anchor rows) live at once: half the scores kernel's width
-    return {"BLOCK_N": UNIT_ROWS, "BLOCK_C": min(32, triton.next_power_of_2(C)), "num_warps": 4}
+    return {"BLOCK_N": UNIT_ROWS, "BLOCK_C": min(32, next_pow2(C)), "num_warps": 4}
 
 
 def dycoke_similarity(

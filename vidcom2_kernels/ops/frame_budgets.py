@@ -20,7 +20,7 @@ import triton.language as tl
 
 from ..buffers import new_output
 from ..constants import TEMPERATURE
-from .common import DeviceLayout, precise_exp
+from .common import DeviceLayout, next_pow2, precise_exp
 
 
 @triton.jit
@@ -92,7 +92,7 @@ def frame_budgets_kernel(
 
 
 def frame_budgets_config(layout) -> dict:
-    block = min(1024, triton.next_power_of_2(layout.max_frames))
+    block = min(1024, next_pow2(layout.max_frames))
     return {"BLOCK_F": max(16, block), "num_warps": 4}
 
 

@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 
 from ..buffers import new_output
+from .common import cdiv, launch_config, next_pow2
 
 MAX_TENSORS_PER_LAUNCH = 4
 
@@ -68,8 +69,9 @@ def gather_rows_kernel(
         copy_tile(src3, dst3, rows, m_k, o_k, o_c, C3, sn3, sc3)
 
 
+@launch_config
 def gather_config(max_width: int) -> dict:
-    block_c = min(256, triton.next_power_of_2(max(1, max_width)))
+    block_c = min(256, next_pow2(max(1, max_width)))
     return {"BLOCK_K": max(1, 2048 // block_c), "BLOCK_C": block_c, "num_warps": 4}
 
 
@@ -102,6 +104,6 @@ def gather_rows(indices: torch.Tensor, tensors: Sequence[torch.Tensor]) -> list:
             j = min(i, len(srcs) - 1)  # unused slots repeat the last tensor; NUM skips them
             args += [srcs[j], dsts[j], widths[j], srcs[j].stride(0), srcs[j].stride(1)]
         cfg = gather_config(max(widths))
-        grid = (triton.cdiv(K, cfg["BLOCK_K"]), triton.cdiv(max(widths), cfg["BLOCK_C"]))
+        grid = (cdiv(K, cfg["BLOCK_K"]), cdiv(max(widths), cfg["BLOCK_C"]))
         gather_rows_kernel[grid](indices, K, *args, NUM=len(srcs), **cfg)
     return unflat_rows(outs, tensors)

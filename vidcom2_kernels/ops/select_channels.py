@@ -27,7 +27,7 @@ import triton.language as tl
 
 from ..buffers import new_output
 from ..constants import MAX_ABS, kept_channels
-from .common import DeviceLayout, key_at_most, last_to_arrive, order_key
+from .common import DeviceLayout, cdiv, key_at_most, last_to_arrive, launch_config, next_pow2, order_key
 from .select_tokens import SEARCH_BLOCK, kth_smallest_key
 
 
@@ -149,12 +149,14 @@ def channel_keep_kernel(
             tl.store(keep_ptr + i_v.to(tl.int64) * C + o_k, key_at_most(bits, o_k, bits_k, index_k), mask=m_k)
 
 
+@launch_config
 def variance_config(C: int) -> dict:
-    return {"BLOCK_N": 64, "BLOCK_C": 32 if C >= 32 else triton.next_power_of_2(C), "num_warps": 4}
+    return {"BLOCK_N": 64, "BLOCK_C": 32 if C >= 32 else next_pow2(C), "num_warps": 4}
 
 
+@launch_config
 def keep_config(C: int) -> dict:
-    return {"BLOCK_C": min(32, triton.next_power_of_2(C)), "BLOCK_K": 512, "BLOCK_B": 128, "num_warps": 4}
+    return {"BLOCK_C": min(32, next_pow2(C)), "BLOCK_K": 512, "BLOCK_B": 128, "num_warps": 4}
 
 
 def select_channels(features: torch.Tensor, meta: DeviceLayout, nonfinite: torch.Tensor) -> torch.Tensor:
@@ -164,7 +166,7 @@ def select_channels(features: torch.Tensor, meta: DeviceLayout, nonfinite: torch
     V, C = meta.layout.num_videos, features.shape[1]
     S, dev = meta.num_splits, features.device
     cfg = variance_config(C)
-    num_col_blocks = triton.cdiv(C, cfg["BLOCK_C"])
+    num_col_blocks = cdiv(C, cfg["BLOCK_C"])
     mean, m2 = new_output((2, S, C), torch.float32, dev)  # one allocation each for the floats and the ints
     counters = new_output(S * num_col_blocks + V, torch.int32, dev)
     flags = counters[: S * num_col_blocks].view(S, num_col_blocks)
@@ -187,7 +189,7 @@ def select_channels(features: torch.Tensor, meta: DeviceLayout, nonfinite: torch
     var = new_output((V, C), torch.float32, dev)
     keep = new_output((V, C), torch.bool, dev)
     cfg = keep_config(C)
-    channel_keep_kernel[(V, triton.cdiv(C, cfg["BLOCK_C"]))](
+    channel_keep_kernel[(V, cdiv(C, cfg["BLOCK_C"]))](
         mean,
         m2,
         flags,

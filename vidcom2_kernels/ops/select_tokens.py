@@ -42,7 +42,7 @@ import triton
 import triton.language as tl
 
 from ..buffers import new_output
-from .common import DeviceLayout, key_at_most, order_key
+from .common import DeviceLayout, cdiv, key_at_most, next_pow2, order_key
 from .frame_budgets import frame_budgets_config
 from .gather_rows import MAX_TENSORS_PER_LAUNCH, flat_rows, unflat_rows
 
@@ -540,7 +540,7 @@ def select_rows_kernel(
 
 
 def frame_block(layout) -> int:
-    return max(16, min(1024, triton.next_power_of_2(layout.max_frame_tokens)))
+    return max(16, min(1024, next_pow2(layout.max_frame_tokens)))
 
 
 def select_config(layout) -> dict:
@@ -563,11 +563,11 @@ def copy_plan(layout, tensors: Sequence[torch.Tensor]) -> tuple:
     programs) of the fused gather: tiles of 2048 elements, as the gather kernel's."""
     flat = flat_rows(tensors)
     width = max((f.shape[1] for f in flat), default=0)
-    block_c = min(128, triton.next_power_of_2(max(1, width)))
-    tiles = triton.cdiv(width, block_c)
-    programs = max(1, min(tiles, triton.cdiv(TARGET_PROGRAMS, max(1, layout.total_frames))))
-    cols = block_c * triton.cdiv(tiles, programs)
-    return flat, max(1, 2048 // block_c), block_c, cols, (triton.cdiv(width, cols) if cols else 1)
+    block_c = min(128, next_pow2(max(1, width)))
+    tiles = cdiv(width, block_c)
+    programs = max(1, min(tiles, cdiv(TARGET_PROGRAMS, max(1, layout.total_frames))))
+    cols = block_c * cdiv(tiles, programs)
+    return flat, max(1, 2048 // block_c), block_c, cols, (cdiv(width, cols) if cols else 1)
 
 
 def select_rows(scores, budgets, meta: DeviceLayout, request, num_kept: int, tensors=(), exact_state=None):

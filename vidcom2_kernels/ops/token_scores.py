@@ -22,7 +22,7 @@ import triton.language as tl
 from ..buffers import new_output
 from ..constants import GAUSSIAN_BANDWIDTHS
 from .centres import max_units_per_frame
-from .common import UNIT_ROWS, DeviceLayout, clamp_min, last_to_arrive, precise_exp, unit_rows
+from .common import UNIT_ROWS, DeviceLayout, clamp_min, last_to_arrive, launch_config, next_pow2, precise_exp, unit_rows
 
 # The kernel spells the five terms out; keep it in step with the constant.
 assert GAUSSIAN_BANDWIDTHS == (0.125, 0.25, 0.5, 1.0, 2.0)
@@ -106,11 +106,12 @@ def token_scores_kernel(
         tl.store(uniqueness_ptr + i_f, -tl.div_rn(tl.sum(total, axis=0), T))
 
 
+@launch_config
 def scores_config(C: int, max_units: int) -> dict:
     return {
         "BLOCK_N": UNIT_ROWS,
-        "BLOCK_C": min(64, triton.next_power_of_2(C)),
-        "BLOCK_U": min(256, triton.next_power_of_2(max(1, max_units))),
+        "BLOCK_C": min(64, next_pow2(C)),
+        "BLOCK_U": min(256, next_pow2(max(1, max_units))),
         "num_warps": 4,
     }
 
