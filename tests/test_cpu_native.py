@@ -324,21 +324,11 @@ def test_one_openmp_runtime_in_the_process():
     assert len({os.path.realpath(p) for p in runtimes}) == 1, runtimes
 
 
-def eager(fn, *args):
-    """``fn(*args)`` on the torch backend's eager path (the native kernels switched off for the call)."""
-    native_usable = cpu.usable
-    cpu.usable = lambda features: False
-    try:
-        return fn(*args)
-    finally:
-        cpu.usable = native_usable
-
-
 BATCH = [(5, 23), (2, 40), (1, 7), (3, 1), (6, 17)]
 
 
 @pytest.mark.parametrize("frames", [[(4, 16)], [(8, 729), (16, 196), (3, 4096), (1, 7), (40, 3)]], ids=["one", "batch"])
-def test_native_budgets_match_eager(frames):
+def test_native_budgets_match_eager(frames, monkeypatch):
     """FCA budgets from the same uniqueness: the softmax, the float64 mean, the clamp and the
     half-even rounding as the eager path computes them; a budget may differ only where the
     reference's own ``scale * T`` lies at a rounding tie (``exp`` from another library)."""
@@ -350,7 +340,9 @@ def test_native_budgets_match_eager(frames):
             u[int(layout.frame_start[1 % layout.num_videos])] = float("nan")  # that video falls back to r
         retention = np.array([0.05 + 0.9 * ((v * 7 + trial) % 11) / 10 for v in range(layout.num_videos)])
         budgets, counts = torch_backend.frame_budgets(u, layout, retention)
-        want_budgets, want_counts = eager(torch_backend.frame_budgets, u, layout, retention)
+        with monkeypatch.context() as eager:  # the same call on the eager path
+            eager.setattr(cpu, "usable", lambda features: False)
+            want_budgets, want_counts = torch_backend.frame_budgets(u, layout, retention)
         assert budgets.dtype == counts.dtype == torch.int64
         assert_budgets_up_to_rounding_ties(budgets, want_budgets, u, frames, retention)
         assert torch.equal(counts, torch.as_tensor(layout.per_video_sum(budgets.numpy())))
@@ -374,7 +366,7 @@ def selection_scores(layout, seed):
 
 @pytest.mark.parametrize("frames", [[(4, 16)], BATCH], ids=["one", "batch"])
 @pytest.mark.parametrize("exact", [False, True], ids=["budgets", "exact"])
-def test_native_selection_equals_eager(frames, exact):
+def test_native_selection_equals_eager(frames, exact, monkeypatch):
     """The same scores and budgets select exactly the same rows: indices, mask, kept per frame and
     per video, in budget mode and after the exact-mode reconcile (cutting and growing), with budgets
     of 0, of more than a frame's rows, and every kind of tie."""
@@ -390,7 +382,9 @@ def test_native_selection_equals_eager(frames, exact):
         else:
             num_kept = int(budgets.clamp(0).minimum(torch.tensor(layout.frame_tokens)).sum())
         got = torch_backend.select_tokens(scores, layout, budgets, targets, num_kept)
-        want = eager(torch_backend.select_tokens, scores, layout, budgets, targets, num_kept)
+        with monkeypatch.context() as eager:
+            eager.setattr(cpu, "usable", lambda features: False)
+            want = torch_backend.select_tokens(scores, layout, budgets, targets, num_kept)
         for name, a, b in zip(got._fields, got, want):
             assert a.dtype == b.dtype and torch.equal(a, b), (trial, name)
 

@@ -222,12 +222,15 @@ def usable(features: torch.Tensor) -> bool:
     )
 
 
-def _call(name: str, *args) -> None:
+def _call(name: str, *args) -> int:
+    """Call the entry point ``name``; its result (0, or a count), or an error for -2 (out of
+    memory for its temporaries) and -1 (an unsupported dtype)."""
     status = getattr(library(), name)(*args)
     if status == -2:
-        raise MemoryError(f"{name}: out of memory for its per-thread sums")
-    if status != 0:
+        raise MemoryError(f"{name}: out of memory for its temporaries")
+    if status < 0:
         raise RuntimeError(f"{name}: unsupported dtype")
+    return status
 
 
 @functools.lru_cache(maxsize=None)
@@ -376,7 +379,8 @@ def select(scores: torch.Tensor, ids: DeviceLayout, budgets: torch.Tensor, targe
     mask = torch.empty(layout.num_tokens, dtype=torch.bool)
     final = torch.empty(layout.total_frames, dtype=torch.int64)
     counts = torch.empty(layout.num_videos, dtype=torch.int64)
-    kept = library().vc2_select(
+    kept = _call(
+        "vc2_select",
         layout.num_videos,
         layout.total_frames,
         ids.row_start.data_ptr(),
@@ -392,8 +396,6 @@ def select(scores: torch.Tensor, ids: DeviceLayout, budgets: torch.Tensor, targe
         num_kept,
         torch.get_num_threads(),
     )
-    if kept == -2:
-        raise MemoryError("vc2_select: out of memory for its sort buffers")
     if kept != num_kept:
         raise RuntimeError(f"vc2_select kept {kept} tokens where {num_kept} were sized")
     return indices, mask, final, counts

@@ -395,23 +395,30 @@ int vc2_token_scores(int dtype, const void *x, int64_t V, const int64_t *row_sta
 int vc2_frame_budgets(int64_t V, const int64_t *frame_start, const float *uniqueness,
                       const float *retention, const int64_t *frame_tokens, float temperature,
                       int64_t *budgets, int64_t *counts) {
+    float *p = malloc((frame_start[V] > 0 ? frame_start[V] : 1) * sizeof(float)); /* z, e, then p */
+    if (p == NULL) return -2;
     for (int64_t v = 0; v < V; v++) {
         int64_t f0 = frame_start[v], f1 = frame_start[v + 1];
         float zmax = -INFINITY, total = 0.0f, r = retention[v];
         int has_nan = 0;
         for (int64_t f = f0; f < f1; f++) {
-            float z = uniqueness[f] / temperature;
-            has_nan |= z != z;
-            zmax = z > zmax ? z : zmax;
+            p[f] = uniqueness[f] / temperature;
+            has_nan |= p[f] != p[f];
+            zmax = p[f] > zmax ? p[f] : zmax;
         }
-        for (int64_t f = f0; f < f1; f++) total += expf(uniqueness[f] / temperature - zmax);
+        for (int64_t f = f0; f < f1; f++) {
+            p[f] = expf(p[f] - zmax);
+            total += p[f];
+        }
         double mean = 0.0;
-        for (int64_t f = f0; f < f1; f++) mean += (double)(expf(uniqueness[f] / temperature - zmax) / total);
+        for (int64_t f = f0; f < f1; f++) {
+            p[f] /= total;
+            mean += (double)p[f];
+        }
         float p_mean = (float)(mean / (double)(f1 - f0));
         counts[v] = 0;
         for (int64_t f = f0; f < f1; f++) {
-            float p = expf(uniqueness[f] / temperature - zmax) / total;
-            float scale = r * (1.0f + (p - p_mean));
+            float scale = r * (1.0f + (p[f] - p_mean));
             scale = scale > 1.0f ? 1.0f : scale;
             if (scale != scale || has_nan) scale = r;
             float b = rintf(scale * (float)frame_tokens[f]);
@@ -419,6 +426,7 @@ int vc2_frame_budgets(int64_t V, const int64_t *frame_start, const float *unique
             counts[v] += budgets[f];
         }
     }
+    free(p);
     return 0;
 }
 
@@ -432,13 +440,17 @@ int64_t vc2_select(int64_t V, int64_t F, const int64_t *row_start, const int64_t
                    const int64_t *targets, uint8_t *mask, int64_t *final_budgets, int64_t *counts,
                    int64_t *indices, int64_t capacity, int threads) {
     int failed = 0;
+    int64_t most = 0, longest = 0; /* rows of the largest frame, of the longest video */
+    for (int64_t f = 0; f < F; f++) {
+        int64_t n = frame_row_start[f + 1] - frame_row_start[f];
+        most = n > most ? n : most;
+    }
+    for (int64_t v = 0; v < V; v++) {
+        int64_t n = row_start[v + 1] - row_start[v];
+        longest = n > longest ? n : longest;
+    }
     _Pragma("omp parallel num_threads(threads) reduction(|:failed)")
     {
-        int64_t most = 0;
-        for (int64_t f = 0; f < F; f++) {
-            int64_t n = frame_row_start[f + 1] - frame_row_start[f];
-            most = n > most ? n : most;
-        }
         uint64_t *order = malloc((most > 0 ? most : 1) * sizeof(uint64_t));
         if (order == NULL) failed = 1;
         _Pragma("omp for schedule(static)")
@@ -452,14 +464,14 @@ int64_t vc2_select(int64_t V, int64_t F, const int64_t *row_start, const int64_t
         free(order);
     }
     if (failed) return -2;
+    uint64_t *order = targets == NULL ? NULL : malloc((longest > 0 ? longest : 1) * sizeof(uint64_t));
+    if (targets != NULL && order == NULL) return -2;
     for (int64_t v = 0; v < V && targets != NULL; v++) {
         int64_t r0 = row_start[v], n = row_start[v + 1] - r0, total = 0, m = 0;
         for (int64_t i = 0; i < n; i++) total += mask[r0 + i];
         if (total == targets[v]) continue;
         int grow = total < targets[v];
         int64_t change = grow ? targets[v] - total : total - targets[v];
-        uint64_t *order = malloc((n > 0 ? n : 1) * sizeof(uint64_t));
-        if (order == NULL) return -2;
         for (int64_t i = 0; i < n; i++) /* grow: among the dropped rows; cut: among the kept */
             if (mask[r0 + i] != grow) order[m++] = ((uint64_t)order_key(scores[r0 + i]) << 32) | (uint64_t)i;
         qsort(order, m, sizeof(uint64_t), cmp_u64);
@@ -467,8 +479,8 @@ int64_t vc2_select(int64_t V, int64_t F, const int64_t *row_start, const int64_t
             for (int64_t j = 0; j < change && j < m; j++) mask[r0 + (order[j] & 0xFFFFFFFFu)] = 1;
         else
             for (int64_t j = m - change; j < m; j++) mask[r0 + (order[j] & 0xFFFFFFFFu)] = 0;
-        free(order);
     }
+    free(order);
     int64_t kept = 0;
     for (int64_t v = 0; v < V; v++) {
         counts[v] = 0;
