@@ -27,27 +27,30 @@ import torch  # noqa: E402
 from results_md import update_section, write_csv  # noqa: E402
 from shapes import CPU, GPU, SHAPES, features  # noqa: E402
 
-from vidcom2_kernels.backends import REGISTRY, resolve  # noqa: E402
-from vidcom2_kernels.dycoke import anchor_frames  # noqa: E402
+from vidcom2_kernels.backends import REGISTRY, name_of, resolve  # noqa: E402
 from vidcom2_kernels.layout import exact_targets, parse_frames  # noqa: E402
+from vidcom2_kernels.methods import dycoke, vidcom2  # noqa: E402
+from vidcom2_kernels.methods.dycoke.plan import anchor_frames  # noqa: E402
 
 RETENTION = 0.25
 
 
 def stage_calls(backend, x, layout):
-    """name -> zero-argument call of one contract function on shared inputs."""
+    """name -> zero-argument call of one contract function (or method kernel: VidCom2's scorer,
+    DyCoke's similarity) on shared inputs."""
     torch_backend = REGISTRY["torch"]
+    scorer, similarity = (m.METHOD.kernels_on(name_of(backend)) for m in (vidcom2, dycoke))
     retention = np.full(layout.num_videos, RETENTION)
-    keep, _ = torch_backend.select_channels(x, layout, False)
-    scores, uniqueness = torch_backend.token_scores(x, layout, keep)
+    keep, _ = vidcom2.METHOD.kernels_on("torch").select_channels(x, layout, False)
+    scores, uniqueness = vidcom2.METHOD.kernels_on("torch").token_scores(x, layout, keep)
     budgets, counts = torch_backend.frame_budgets(uniqueness, layout, retention)
     num_kept = int(counts.sum())
     targets = exact_targets(layout, retention)
     indices = torch_backend.select_tokens(scores, layout, budgets, None, num_kept).indices
     anchors = anchor_frames(layout)
     return {
-        "select_channels": lambda: backend.select_channels(x, layout, True),
-        "token_scores": lambda: backend.token_scores(x, layout, keep),
+        "select_channels": lambda: scorer.select_channels(x, layout, True),
+        "token_scores": lambda: scorer.token_scores(x, layout, keep),
         "frame_budgets": lambda: backend.frame_budgets(uniqueness, layout, retention),
         # as the pipeline calls it: the kept rows of the features gathered in the same call
         "select_tokens": lambda: backend.select_and_gather(scores, layout, budgets, None, num_kept, [x]),
@@ -55,7 +58,7 @@ def stage_calls(backend, x, layout):
             scores, layout, budgets, targets, int(targets.sum()), [x]
         ),
         "gather_rows": lambda: backend.gather_rows(indices, [x]),
-        "dycoke_similarity": lambda: backend.dycoke_similarity(x, layout, anchors, True),
+        "dycoke_similarity": lambda: similarity.dycoke_similarity(x, layout, anchors, True),
     }
 
 

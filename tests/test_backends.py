@@ -10,14 +10,14 @@ import pathlib
 import pytest
 import torch
 
-from vidcom2_kernels import backends
+from vidcom2_kernels import backends, methods
 from vidcom2_kernels.backends import contract
 
 PACKAGE = pathlib.Path(backends.__file__).parent.parent
 #: import-time order of the layers: a module may import only from its own layer or those before
 LAYERS = [
     {"constants", "layout", "buffers"},
-    {"records", "dycoke", "testing", "device_layout"},
+    {"records", "testing", "device_layout"},
     {
         "ops.common",
         "ops.attention_row",
@@ -31,6 +31,10 @@ LAYERS = [
         "cpu",
     },
     {"backends.contract", "backends.reference", "backends.torch_backend", "backends.triton_backend", "backends"},
+    {"methods.base", "methods.dycoke.plan"},
+    {f"methods.{m}.{part}" for m in methods.names() for part in ("reference", "torch_ops", "triton_ops")},
+    {f"methods.{m}" for m in methods.names()},
+    {"methods"},
     {"pipeline"},
     {"api", "stages"},
     {"reference", "__init__"},

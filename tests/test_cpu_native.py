@@ -29,8 +29,10 @@ import vidcom2_kernels as vk
 from vidcom2_kernels import cpu
 from vidcom2_kernels.backends import torch_backend
 from vidcom2_kernels.constants import MAX_ABS
-from vidcom2_kernels.dycoke import anchor_frames
 from vidcom2_kernels.layout import exact_targets, parse_frames
+from vidcom2_kernels.methods.dycoke import torch_ops as dycoke_torch
+from vidcom2_kernels.methods.dycoke.plan import anchor_frames
+from vidcom2_kernels.methods.vidcom2 import torch_ops as vidcom2_torch
 
 pytestmark = pytest.mark.skipif(cpu.library() is None, reason="no C compiler: the native passes are not built")
 
@@ -50,10 +52,10 @@ def passes(x, frames=FRAMES):
     """Every pass the native kernels replace: variance, kept channels, validation flags, scores,
     uniqueness, DyCoke's scores and flags."""
     layout = parse_frames(frames, x.shape[0])
-    keep, bad = torch_backend.select_channels(x, layout, True)
-    scores, uniqueness = torch_backend.token_scores(x, layout, keep)
-    var, _ = torch_backend.channel_variance(x, layout)
-    dycoke, dycoke_bad = torch_backend.dycoke_similarity(x, layout, anchor_frames(layout), True)
+    keep, bad = vidcom2_torch.select_channels(x, layout, True)
+    scores, uniqueness = vidcom2_torch.token_scores(x, layout, keep)
+    var, _ = vidcom2_torch.channel_variance(x, layout)
+    dycoke, dycoke_bad = dycoke_torch.dycoke_similarity(x, layout, anchor_frames(layout), True)
     return var, keep, bad, scores, uniqueness, dycoke, dycoke_bad
 
 
@@ -86,7 +88,7 @@ def test_variance_accurate_under_a_large_offset(dtype):
     """Features around 1e4 (bf16 keeps ~3 digits of them): float64 sums of shifted values."""
     g = torch.Generator().manual_seed(3)
     x = (torch.randn(300, 40, generator=g) * torch.linspace(0.5, 1.5, 40) + 1e4).to(dtype)
-    var, _ = torch_backend.channel_variance(x, parse_frames(30, 300))
+    var, _ = vidcom2_torch.channel_variance(x, parse_frames(30, 300))
     want = x.double().var(dim=0, unbiased=False)
     torch.testing.assert_close(var[0].double(), want, rtol=1e-6, atol=0)
 
@@ -96,7 +98,7 @@ def test_variance_accurate_under_a_large_offset(dtype):
 def test_nonfinite_values_like_eager(dtype, where, value, monkeypatch):
     x = scene_cuts(6, 10, 32, dtype=dtype, seed=1)
     layout = parse_frames(10, x.shape[0])
-    var, _ = torch_backend.channel_variance(x, layout)
+    var, _ = vidcom2_torch.channel_variance(x, layout)
     order = torch.argsort(var[0])
     channel = int(order[0] if where == "kept" else order[-1])
     x[13, channel] = value

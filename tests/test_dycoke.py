@@ -9,8 +9,8 @@ from helpers import assert_kept_up_to_near_ties, random_features, repeated_frame
 
 import vidcom2_kernels as vk
 from vidcom2_kernels import reference
-from vidcom2_kernels.dycoke import anchor_frames, dycoke_budgets
 from vidcom2_kernels.layout import parse_frames
+from vidcom2_kernels.methods.dycoke.plan import anchor_frames, dycoke_budgets
 from vidcom2_kernels.testing import HostReadCounter
 
 FRAME_COUNTS = [1, 3, 4, 5, 8, 33]

@@ -11,10 +11,10 @@ from typing import Optional, Sequence
 
 import torch
 
-from . import pipeline
+from . import methods, pipeline
 from .backends import BACKENDS, name_of, resolve
 from .layout import FramesSpec, RetentionSpec, TargetSpec, exact_targets, parse_frames, parse_retention, parse_target
-from .records import Compression, Request, check_extras, check_features, check_flag, check_method
+from .records import Compression, Request, check_extras, check_features, check_flag
 
 __all__ = ["BACKENDS", "Compression", "compress", "compress_op", "prepare"]
 
@@ -33,9 +33,9 @@ def prepare(
     quirks: bool = False,
 ) -> Request:
     """Check the arguments of :func:`compress` (before any tensor work) into a :class:`Request`."""
-    check_method(method, frame_budgets, quirks)
+    spec = methods.check_method(method, frame_budgets, quirks)
     exact, validate = check_flag(exact, "exact"), check_flag(validate, "validate")
-    fca = method == "vidcom2" or frame_budgets == "vidcom2"
+    fca = spec.budgets is None or frame_budgets == "vidcom2"
     features = check_features(features)
     layout = parse_frames(frames, features.shape[0])
     ratios = parse_retention(retention, layout)
@@ -43,7 +43,7 @@ def prepare(
         targets = parse_target(target, layout)
     elif exact and fca:
         targets = exact_targets(layout, ratios)
-    else:  # DyCoke's own counts are known on the host up front: already exact
+    else:  # a method's own counts are known on the host up front: already exact
         targets = None
     extras = check_extras(extras, features.shape[0], features.device)
     return Request(features, layout, ratios, targets, validate, extras, method, fca, bool(quirks))
@@ -64,7 +64,8 @@ def compress(
     frame_budgets: Optional[str] = None,
     quirks: bool = False,
 ) -> Compression:
-    """Keep the most distinctive visual tokens of one or more videos (VidCom2, or DyCoke).
+    """Keep the most distinctive visual tokens of one or more videos (VidCom2, or another
+    registered method).
 
     Parameters
     ----------
@@ -82,18 +83,19 @@ def compress(
         the device and read back together with the kept counts (no extra sync).
     extras : row-aligned (N, ...) tensors (e.g. Qwen3-VL deepstack features) gathered with the same
         indices, in the same launch as ``features``; returned in ``Compression.extras``.
-    method : "vidcom2" (default) or "dycoke" (DyCoke's temporal token merging: ``retention`` is
-        then the kept fraction ``1 - p`` of every frame but a window's first; see
-        :mod:`vidcom2_kernels.dycoke`).
+    method : a name of :data:`vidcom2_kernels.methods.REGISTRY`: "vidcom2" (default) or "dycoke"
+        (DyCoke's temporal token merging: ``retention`` is then the kept fraction ``1 - p`` of
+        every frame but a window's first; see :mod:`vidcom2_kernels.methods.dycoke.plan`).
     frame_budgets : None (the method's own per-frame counts) or "vidcom2": VidCom2's Frame
-        Compression Adjustment over the method's token scores.
+        Compression Adjustment over the method's token scores (for a method whose own budgets
+        are not FCA already).
     quirks : with ``method="dycoke"``, reproduce the released DyCoke code's frame quirks.
 
     Returns
     -------
     Compression
         ``indices`` (K,) ascending, ``features`` (K, C), ``mask`` (N,), ``budgets`` (F,),
-        ``counts`` (V,), plus the scores behind the choice.
+        ``counts`` (V,), ``merged`` (K,) or None, plus the scores behind the choice.
 
     Examples
     --------
@@ -125,7 +127,8 @@ def compress(
 # Under torch.compile, compress() is one custom op, ``torch.ops.vidcom2_kernels.compress``: its
 # real implementation is the eager compress() (any backend, its kernels and host logic opaque to
 # the compiler), its fake implementation gives every output's exact size from the host-side
-# arguments alone (K is known in exact mode and with DyCoke's counts; otherwise an unbacked size).
+# arguments alone (K is known in exact mode and with a method's own counts; otherwise an unbacked
+# size). ``merged`` travels as a list of no tensor (the method merges nothing) or one.
 # Arguments travel as schema types: frames as flat (num_frames, tokens_per_frame) pairs, one
 # retention per video (or one for all), target as [] (none), one int, or one per video.
 
@@ -146,15 +149,26 @@ def compress_op(
     frame_budgets: Optional[str],
     quirks: bool,
 ) -> tuple[
-    torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
+    list[torch.Tensor],
+    list[torch.Tensor],
 ]:
     """:func:`compress` as a torch.library op: the seven tensors of :class:`Compression` in the
-    order of ``_OUTPUTS``, then the gathered ``extras``. Outputs never alias the inputs."""
+    order of ``_OUTPUTS``, then ``merged`` as a list ([] for None), then the gathered ``extras``.
+    Outputs never alias the inputs."""
     req = _op_request(features, extras, frames, retention, target, exact, validate, method, frame_budgets, quirks)
     out = pipeline.run(req, resolve(backend, req.features.device))
     inputs = {t.untyped_storage().data_ptr() for t in (features, *extras)}
-    fresh = [t.clone() if t.untyped_storage().data_ptr() in inputs else t for t in _tensors(out)]
-    return (*fresh[: len(_OUTPUTS)], fresh[len(_OUTPUTS) :])
+    merged = [] if out.merged is None else [out.merged]
+    fresh = [t.clone() if t.untyped_storage().data_ptr() in inputs else t for t in _tensors(out) + merged]
+    named, kept_extras = fresh[: len(_OUTPUTS)], fresh[len(_OUTPUTS) : len(fresh) - len(merged)]
+    return (*named, fresh[len(fresh) - len(merged) :], kept_extras)
 
 
 @compress_op.register_fake
@@ -164,9 +178,10 @@ def _compress_fake(
     req = _op_request(features, extras, frames, retention, target, exact, validate, method, frame_budgets, quirks)
     N, F, V = req.layout.num_tokens, req.layout.total_frames, req.layout.num_videos
     K = pipeline.known_kept(req)
-    if K is None:  # VidCom2's budgets, not exact: the size depends on the scores
+    if K is None:  # FCA budgets, not exact: the size depends on the scores
         K = torch.library.get_ctx().new_dynamic_size(min=min(F, N), max=N)
     i64, f32 = torch.int64, torch.float32
+    merges = methods.get(method).merge is not None
     return (
         features.new_empty(K, dtype=i64),
         features.new_empty(K, *features.shape[1:]),
@@ -175,6 +190,7 @@ def _compress_fake(
         features.new_empty(V, dtype=i64),
         features.new_empty(N, dtype=f32),
         features.new_empty(F, dtype=f32),
+        [features.new_empty(K, dtype=torch.bool)] if merges else [],
         [t.new_empty(K, *t.shape[1:]) for t in extras],
     )
 
@@ -221,7 +237,13 @@ def _compress_traced(
     flat = [int(n) for pair in frames for n in pair]
     target = [] if target is None else _schema_list(target, int, "target")
     retention = _schema_list(retention, float, "retention")
-    *tensors, kept_extras = compress_op(
+    *tensors, merged, kept_extras = compress_op(
         features, list(extras), flat, retention, target, exact, backend, validate, method, frame_budgets, quirks
     )
-    return Compression(*tensors, extras=tuple(kept_extras), backend=name_of(engine), engine=engine)
+    return Compression(
+        *tensors,
+        merged=merged[0] if merged else None,
+        extras=tuple(kept_extras),
+        backend=name_of(engine),
+        engine=engine,
+    )

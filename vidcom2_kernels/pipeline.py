@@ -1,11 +1,13 @@
-"""The one pipeline every backend runs: scores -> budgets -> the host read -> select -> gather.
+"""The one pipeline every method runs on every backend: score -> budgets -> the host read ->
+select -> gather -> merge.
 
-Two named axes (:class:`~vidcom2_kernels.records.Request`): the scorer (``method``: VidCom2's
-Gaussian uniqueness or DyCoke's temporal similarity) and who plans the frame budgets (``fca``:
-VidCom2's Frame Compression Adjustment over VidCom2's frame uniqueness, or DyCoke's fixed counts).
-The backend (a module of :mod:`vidcom2_kernels.backends`) does the tensor work, by the names of
-its contract; this module decides what runs and does the call's single host read, of one (2, V)
-int64 buffer the backends write the kept counts and the non-finite flags into (``out=``).
+Two named axes (:class:`~vidcom2_kernels.records.Request`): the method (``method``, a
+:class:`~vidcom2_kernels.methods.Method` of :mod:`vidcom2_kernels.methods`: its scorer, its own
+budgets, its merge) and who plans the frame budgets (``fca``: VidCom2's Frame Compression
+Adjustment over VidCom2's frame uniqueness, or the method's own counts). The backend (a module of
+:mod:`vidcom2_kernels.backends`) runs the shared stages, and picks the method's kernels; this
+module decides what runs and does the call's single host read, of one (2, V) int64 buffer the
+backends write the kept counts and the non-finite flags into (``out=``).
 """
 
 from __future__ import annotations
@@ -16,24 +18,17 @@ from typing import NamedTuple, Optional
 import numpy as np
 import torch
 
+from . import methods
 from .backends import name_of
 from .buffers import new_output
 from .device_layout import request_arrays
-from .dycoke import anchor_frames, dycoke_budgets
+from .methods import Scored
 from .records import Compression, Request, Selection, raise_nonfinite
-
-
-class Scored(NamedTuple):
-    """Scores (N,) float32 (low = kept first), frame uniqueness (F,) float32, non-finite videos (V,) flags."""
-
-    scores: torch.Tensor
-    uniqueness: torch.Tensor
-    nonfinite: torch.Tensor
 
 
 class Budgets(NamedTuple):
     """Kept count per frame (F,) int64 on the device, and per video: on the device (``counts``,
-    FCA) or already on the host (``host_counts``, DyCoke's fixed counts)."""
+    FCA) or already on the host (``host_counts``, a method's own counts such as DyCoke's)."""
 
     budgets: torch.Tensor
     counts: Optional[torch.Tensor]
@@ -41,42 +36,45 @@ class Budgets(NamedTuple):
 
 
 def score(req: Request, backend: ModuleType, flags: torch.Tensor) -> Scored:
-    """The scorer axis. VidCom2: channel choice, then scores and uniqueness. DyCoke: similarity
-    with the anchor frames; with FCA budgets VidCom2's uniqueness is computed too (its token
-    scores are not used). The non-finite flags go into ``flags`` (V,) int64."""
-    x, layout = req.features, req.layout
-    uniqueness = nonfinite = None
-    if req.method == "vidcom2" or req.fca:
-        keep, nonfinite = backend.select_channels(x, layout, req.validate, out=flags)
-        scores, uniqueness = backend.token_scores(x, layout, keep)
-    if req.method == "dycoke":
-        scores, dycoke_nonfinite = backend.dycoke_similarity(
-            x, layout, anchor_frames(layout, fca=req.fca), req.validate, out=flags
-        )
-        nonfinite = dycoke_nonfinite if nonfinite is None else nonfinite
-        if uniqueness is None:
-            uniqueness = torch.zeros(layout.total_frames, dtype=torch.float32, device=x.device)
-    return Scored(scores, uniqueness, nonfinite)
+    """The method's scorer on ``backend``. With FCA budgets over a method whose scorer has no
+    frame uniqueness, VidCom2's scorer runs first for it (its token scores are not used). The
+    non-finite flags go into ``flags`` (V,) int64."""
+    method, name = methods.get(req.method), name_of(backend)
+    fca = None
+    if req.fca and not method.gives_uniqueness:
+        fca = methods.vidcom2.METHOD.score(req, methods.vidcom2.METHOD.kernels_on(name), flags)
+    scored = method.score(req, method.kernels_on(name), flags)
+    if fca is not None:
+        return Scored(scored.scores, fca.uniqueness, fca.nonfinite)
+    if scored.uniqueness is None:
+        zeros = torch.zeros(req.layout.total_frames, dtype=torch.float32, device=req.features.device)
+        return scored._replace(uniqueness=zeros)
+    return scored
+
+
+def own_budgets(req: Request):
+    """The method's own per-frame counts (F,) int64, on the host (None with FCA budgets)."""
+    return None if req.fca else methods.get(req.method).budgets(req)
 
 
 def plan_budgets(req: Request, backend: ModuleType, uniqueness: torch.Tensor, counts: torch.Tensor) -> Budgets:
     """The budget axis: FCA from the frame uniqueness (kept counts into ``counts`` (V,) int64), or
-    DyCoke's counts (known on the host; on the device from the request cache, read only)."""
+    the method's own counts (known on the host; on the device from the request cache, read only)."""
     if req.fca:
         budgets, counts = backend.frame_budgets(uniqueness, req.layout, req.retention, out=counts)
         return Budgets(budgets, counts, None)
-    host = dycoke_budgets(req.layout, req.retention, req.quirks)
+    host = own_budgets(req)
     budgets = request_arrays(req.layout, req.features.device, budgets=host).budgets
     return Budgets(budgets, None, req.layout.per_video_sum(host))
 
 
 def known_kept(req: Request) -> Optional[int]:
-    """The number of kept tokens when the host knows it before any tensor work (exact mode, or
-    DyCoke's own counts); None when it depends on the scores (VidCom2's budgets, not exact)."""
+    """The number of output rows when the host knows it before any tensor work (exact mode, or
+    a method's own counts); None when it depends on the scores (FCA budgets, not exact)."""
     if req.targets is not None:
         return int(req.targets.sum())
     if not req.fca:
-        return int(dycoke_budgets(req.layout, req.retention, req.quirks).sum())
+        return int(own_budgets(req).sum())
     return None
 
 
@@ -111,7 +109,7 @@ def select(req: Request, backend: ModuleType) -> tuple[Scored, Selection]:
 
 def run(req: Request, backend: ModuleType) -> Compression:
     """The whole compression of a checked request on ``backend``: :func:`prepare`, then the
-    selection and the gather (one launch on triton)."""
+    selection and the gather (one launch on triton), then the method's merge if it has one."""
     x, layout = req.features, req.layout
     if layout.num_tokens == 0:
         return empty(req, backend)
@@ -119,6 +117,9 @@ def run(req: Request, backend: ModuleType) -> Compression:
     selection, kept = backend.select_and_gather(
         scored.scores, layout, plan.budgets, req.targets, num_kept, (x, *req.extras)
     )
+    method, merged = methods.get(req.method), None
+    if method.merge is not None:
+        kept, merged = method.merge(req, method.kernels_on(name_of(backend)), selection.indices, kept)
     return Compression(
         indices=selection.indices,
         features=kept[0],
@@ -127,6 +128,7 @@ def run(req: Request, backend: ModuleType) -> Compression:
         counts=selection.counts,
         scores=scored.scores,
         uniqueness=scored.uniqueness,
+        merged=merged,
         extras=tuple(kept[1:]),
         layout=layout,
         backend=name_of(backend),
@@ -146,6 +148,7 @@ def empty(req: Request, backend: ModuleType) -> Compression:
         counts=torch.zeros(req.layout.num_videos, dtype=torch.int64, device=dev),
         scores=torch.empty(0, dtype=torch.float32, device=dev),
         uniqueness=torch.empty(0, dtype=torch.float32, device=dev),
+        merged=None if methods.get(req.method).merge is None else torch.zeros(0, dtype=torch.bool, device=dev),
         extras=tuple(t[:0] for t in req.extras),
         layout=req.layout,
         backend=name_of(backend),

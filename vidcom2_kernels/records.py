@@ -19,8 +19,6 @@ from .layout import VideoLayout
 FEATURE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 #: the integer type as wide as each feature dtype (its bit patterns: exact masking, range checks)
 INT_VIEW = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32}
-#: Token scorers: VidCom2's multi-scale Gaussian scores, DyCoke's temporal cosine similarity.
-METHODS = ("vidcom2", "dycoke")
 #: The public ``frame_budgets`` argument: None (the method's own budgets) or "vidcom2" (FCA).
 FRAME_BUDGETS = (None, "vidcom2")
 
@@ -29,9 +27,10 @@ FRAME_BUDGETS = (None, "vidcom2")
 class Request:
     """A checked :func:`~vidcom2_kernels.compress` call, the pipeline's only input.
 
-    The two axes of the pipeline: ``method`` scores the tokens ("vidcom2" | "dycoke"); ``fca``
-    says who plans the frame budgets: VidCom2's Frame Compression Adjustment (True; always for
-    VidCom2) or DyCoke's fixed per-window counts (False, known on the host up front).
+    The two axes of the pipeline: ``method`` names the compressor (a registered
+    :class:`~vidcom2_kernels.methods.Method`: its scorer, own budgets, merge); ``fca`` says who
+    plans the frame budgets: VidCom2's Frame Compression Adjustment (True; always for VidCom2)
+    or the method's own counts (False, known on the host up front, e.g. DyCoke's).
     """
 
     features: torch.Tensor  # (N, C)
@@ -67,9 +66,13 @@ class Compression:
     budgets : (F,) int64, final kept count of every frame (after exact-mode reconciling).
     counts : (V,) int64, kept count of every video.
     scores : (N,) float32, the method's token score (VidCom2: ``sv + sf``; low = kept first).
-    uniqueness : (F,) float32, frame uniqueness ``-mean(sv)`` (high = more budget; DyCoke's own
-        budgets: zeros).
-    extras : the ``extras`` tensors of the call, gathered with the same indices.
+    uniqueness : (F,) float32, frame uniqueness ``-mean(sv)`` (high = more budget; a method's
+        own budgets, such as DyCoke's: zeros).
+    merged : (K,) bool, True for output rows that are merges of several input rows (their
+        ``indices`` entry is the position of the row they were merged into); None when the method
+        merges nothing, so every output row is the input row ``indices`` names (VidCom2, DyCoke).
+    extras : the ``extras`` tensors of the call, gathered with the same indices (a method that
+        merges says what its merge does to them).
     backend : the name of the backend that ran.
     """
 
@@ -80,6 +83,7 @@ class Compression:
     counts: torch.Tensor
     scores: torch.Tensor
     uniqueness: torch.Tensor
+    merged: Optional[torch.Tensor] = None
     extras: tuple = ()
     layout: Optional[VideoLayout] = field(default=None, repr=False)
     backend: str = "reference"
@@ -87,7 +91,8 @@ class Compression:
 
     @torch.no_grad()
     def gather(self, *tensors: torch.Tensor) -> tuple:
-        """Rows ``indices`` of each row-aligned tensor ((N, ...) -> (K, ...)), in one launch."""
+        """Rows ``indices`` of each row-aligned tensor ((N, ...) -> (K, ...)), in one launch (a
+        merged row gets the row it was merged into, not the merge)."""
         tensors = check_extras(tensors, self.mask.shape[0], self.mask.device)
         return tuple(self.engine.gather_rows(self.indices, tensors))
 
@@ -170,19 +175,6 @@ def check_flag(value, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False, got {value!r}")
     return bool(value)
-
-
-def check_method(method: str, frame_budgets: Optional[str], quirks: bool) -> None:
-    """The method and the options that only some methods take; an option that would be ignored
-    is an error."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if frame_budgets not in FRAME_BUDGETS:
-        raise ValueError(f"frame_budgets must be None or 'vidcom2', got {frame_budgets!r}")
-    if frame_budgets is not None and method != "dycoke":
-        raise ValueError("frame_budgets='vidcom2' only applies to method='dycoke' (VidCom2's own budgets are its FCA)")
-    if check_flag(quirks, "quirks") and method != "dycoke":
-        raise ValueError("quirks=True only applies to method='dycoke'")
 
 
 def raise_nonfinite(bad_videos: Sequence[int]) -> None:

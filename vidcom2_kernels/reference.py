@@ -1,19 +1,15 @@
 """Reference twins of the public functions: the same arguments (without ``backend``), run on the
-eager yardstick :mod:`vidcom2_kernels.backends.reference`, whose step functions are re-exported
-here for the tests' margin checks and for DyCoke's released token order.
+eager yardsticks (:mod:`vidcom2_kernels.backends.reference` and each method's ``reference.py``),
+whose step functions are re-exported here for the tests' margin checks and for DyCoke's released
+token order.
 """
 
 from __future__ import annotations
 
 from . import api, stages
-from .backends.reference import (
-    attention_row,
-    channel_variance,
-    dycoke_order,
-    dycoke_similarity,
-    frame_scales,
-    gaussian_similarity,
-)
+from .backends.reference import attention_row, frame_scales
+from .methods.dycoke.reference import dycoke_order, dycoke_similarity
+from .methods.vidcom2.reference import channel_variance, gaussian_similarity
 
 
 def compress(

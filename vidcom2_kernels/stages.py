@@ -1,6 +1,8 @@
 """The five stages of VidCom2 as separate public functions, so an adapter can swap one eager step
-at a time. Each checks its arguments and calls the backend function of the same name (the backend
-contract, :mod:`vidcom2_kernels.backends.contract`); ``backend=`` as in :func:`vidcom2_kernels.compress`.
+at a time. Each checks its arguments and calls the function of the same name: VidCom2's scorer
+kernels on the backend (``select_channels``, ``token_scores``: :mod:`vidcom2_kernels.methods.vidcom2`)
+or the backend's shared stage (the backend contract, :mod:`vidcom2_kernels.backends.contract`);
+``backend=`` as in :func:`vidcom2_kernels.compress`.
 Their reference twins of the same names live in :mod:`vidcom2_kernels.reference`.
 """
 
@@ -10,8 +12,9 @@ import numbers
 
 import torch
 
-from .backends import resolve
+from .backends import name_of, resolve
 from .layout import FramesSpec, VideoLayout, parse_frames, parse_retention, parse_target
+from .methods import vidcom2
 from .records import Selection, check_extras, check_features, check_vector
 
 
@@ -28,13 +31,18 @@ def _frame_layout(frames: FramesSpec, num_frames: int) -> VideoLayout:
     return layout
 
 
+def _scorer(backend: str, device: torch.device):
+    """VidCom2's scorer kernels on the backend ``backend`` resolves to for ``device``."""
+    return vidcom2.METHOD.kernels_on(name_of(resolve(backend, device)))
+
+
 @torch.no_grad()
 def select_channels(features: torch.Tensor, frames: FramesSpec, *, backend: str = "auto") -> torch.Tensor:
     """Step 1, channel choice. Returns (V, C) bool: the ``max(1, C // 2)`` channels of lowest
     biased variance over each video (equal variances: lower index first)."""
     features = check_features(features)
     layout = parse_frames(frames, features.shape[0])
-    keep, _ = resolve(backend, features.device).select_channels(features, layout, False)
+    keep, _ = _scorer(backend, features.device).select_channels(features, layout, False)
     return keep
 
 
@@ -48,7 +56,7 @@ def token_scores(
     ``keep`` (V, C) bool is the channel choice; computed with :func:`select_channels` when None."""
     features = check_features(features)
     layout = parse_frames(frames, features.shape[0])
-    module = resolve(backend, features.device)
+    module = _scorer(backend, features.device)
     if keep is None:
         keep, _ = module.select_channels(features, layout, False)
     elif not isinstance(keep, torch.Tensor) or keep.dtype != torch.bool:

@@ -140,8 +140,9 @@ class CompressedGenerate:
 def apply_compression(
     model, method: str = "vidcom2", retention: float = 0.25, *, kv_prune: KVPrune | None = None, **options
 ) -> CompressionHandle:
-    """Compress every video that ``model.generate`` sees, with ``method`` ("vidcom2" or "dycoke";
-    ``frame_budgets="vidcom2"`` puts VidCom2's frame budgets over DyCoke's token scores);
+    """Compress every video that ``model.generate`` sees, with ``method`` (a registered method:
+    "vidcom2", "dycoke", ...; ``frame_budgets="vidcom2"`` puts VidCom2's frame budgets over the
+    token scores of a method with budgets of its own, such as DyCoke);
     ``options``: the other fields of :class:`Settings`. ``kv_prune=KVPrune(ratio, layer, drift)``
     adds DyCoke's decode-time KV-cache pruning (:mod:`vidcom2_kernels.adapters.kv_prune`); it
     works with sdpa, eager and flash-attn."""

@@ -7,19 +7,21 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
+from .. import methods
 from ..api import compress
 from ..backends import BACKENDS
 from ..layout import parse_retention, parse_target
-from ..records import FRAME_BUDGETS, METHODS, Compression, check_flag, check_method
+from ..records import FRAME_BUDGETS, Compression, check_flag
 
 
 @dataclass(frozen=True)
 class Settings:
     """How to compress, checked when made (before any model work): the arguments of
-    :func:`vidcom2_kernels.compress`. ``method`` "vidcom2" or "dycoke"; ``retention`` in (0, 1]
-    (DyCoke: the kept fraction ``1 - p`` of pruned frames); ``exact`` / ``target`` exact counts;
-    ``frame_budgets="vidcom2"`` VidCom2's frame budgets over DyCoke's scores; ``quirks`` DyCoke's
-    released quirks; ``backend`` as in ``compress``."""
+    :func:`vidcom2_kernels.compress`. ``method`` a registered method ("vidcom2", "dycoke", ...:
+    :data:`vidcom2_kernels.methods.REGISTRY`); ``retention`` in (0, 1] (DyCoke: the kept fraction
+    ``1 - p`` of pruned frames); ``exact`` / ``target`` exact counts; ``frame_budgets="vidcom2"``
+    VidCom2's frame budgets over the method's scores; ``quirks`` DyCoke's released quirks;
+    ``backend`` as in ``compress``."""
 
     retention: float = 0.25
     exact: bool = False
@@ -32,7 +34,7 @@ class Settings:
     def __post_init__(self):
         """Every option's values, as ``compress`` checks them, except what needs the videos (a
         per-video list's length, a target's upper bound): those are checked per call."""
-        check_method(self.method, self.frame_budgets, self.quirks)
+        methods.check_method(self.method, self.frame_budgets, self.quirks)
         check_flag(self.exact, "exact")
         check_flag(self.quirks, "quirks")
         if not isinstance(self.backend, str) or self.backend not in BACKENDS:
@@ -70,17 +72,18 @@ ENV_FLAGS = {
 
 
 def settings_from_env(environ=None) -> Settings | None:
-    """The lmms-eval convention read from the environment, checked: ``COMPRESSOR=vidcom2`` or
-    ``dycoke`` (unset or ``none``: None, no compression), ``R_RATIO`` (retention in (0, 1],
-    default 0.25; for DyCoke the kept fraction ``1 - p`` of pruned frames), ``VIDCOM2_EXACT``
-    (1/true/yes/on for exact counts), ``FRAME_BUDGETS=vidcom2`` (VidCom2's frame budgets over
-    DyCoke). A ValueError names the variable that is wrong."""
+    """The lmms-eval convention read from the environment, checked: ``COMPRESSOR`` a registered
+    method name (``vidcom2``, ``dycoke``, ...; unset or ``none``: None, no compression),
+    ``R_RATIO`` (retention in (0, 1], default 0.25; for DyCoke the kept fraction ``1 - p`` of
+    pruned frames), ``VIDCOM2_EXACT`` (1/true/yes/on for exact counts), ``FRAME_BUDGETS=vidcom2``
+    (VidCom2's frame budgets over a method with budgets of its own). A ValueError names the
+    variable that is wrong."""
     env = os.environ if environ is None else environ
     method = env.get("COMPRESSOR", "").strip().lower()
     if method in ("", "none"):
         return None
-    if method not in METHODS:
-        raise ValueError(f"COMPRESSOR must be one of {', '.join(METHODS)} or none, got {env['COMPRESSOR']!r}")
+    if method not in methods.REGISTRY:
+        raise ValueError(f"COMPRESSOR must be one of {', '.join(methods.names())} or none, got {env['COMPRESSOR']!r}")
     text = env.get("R_RATIO", "0.25")
     try:
         retention = float(text)
@@ -97,6 +100,7 @@ def settings_from_env(environ=None) -> Settings | None:
             f"FRAME_BUDGETS must be unset or one of {', '.join(f for f in FRAME_BUDGETS if f)}, "
             f"got {env['FRAME_BUDGETS']!r}"
         )
-    if frame_budgets is not None and method != "dycoke":
-        raise ValueError(f"FRAME_BUDGETS={env['FRAME_BUDGETS']} only applies to COMPRESSOR=dycoke")
+    if frame_budgets is not None and method not in methods.with_own_budgets():
+        which = " or ".join(f"COMPRESSOR={m}" for m in methods.with_own_budgets())
+        raise ValueError(f"FRAME_BUDGETS={env['FRAME_BUDGETS']} only applies to {which}")
     return Settings(method=method, retention=retention, exact=ENV_FLAGS[exact], frame_budgets=frame_budgets)

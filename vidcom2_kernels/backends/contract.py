@@ -1,5 +1,9 @@
-"""The backend contract: the functions every backend module provides, and the conventions they
-share. :mod:`vidcom2_kernels.pipeline` runs them in order; the public stages call them one by one.
+"""The backend contract: the shared stages every backend module provides, and the conventions
+they share with the methods' kernels. :mod:`vidcom2_kernels.pipeline` runs them in order; the
+public stages call them one by one. Each method's scorer functions (VidCom2's ``select_channels``
+and ``token_scores``, DyCoke's ``dycoke_similarity``, ...) live in its folder under
+:mod:`vidcom2_kernels.methods`, one module per backend, documented there; they follow the same
+conventions.
 
 Shapes: N tokens, C channels, F frames, V videos (all videos of a call, concatenated), K kept.
 Every function takes a parsed :class:`~vidcom2_kernels.layout.VideoLayout`, returns tensors on
@@ -7,15 +11,6 @@ the input's device, and reads nothing back to the host unless it says so (the re
 
 ========================  =============================================================================
 ``supports(device)``      whether the backend runs on tensors of ``device``
-``select_channels``       (features (N, C), layout, validate, out=None) -> keep (V, C) bool, the
-                          ``max(1, C // 2)`` channels of lowest variance per video; nonfinite (V,) flags,
-                          nonzero: the video holds NaN, Inf or |x| >= MAX_ABS (None unless ``validate``;
-                          written into ``out`` (V,) int64 when given)
-``token_scores``          (features, layout, keep) -> scores (N,) float32 ``sv + sf``, uniqueness (F,)
-                          float32 ``-mean(sv)`` per frame
-``dycoke_similarity``     (features, layout, anchors (F,) int64 numpy, validate, out=None) -> scores (N,)
-                          float32, cosine with the anchor frame's same-position token (0 without one);
-                          nonfinite (V,) flags as above
 ``frame_budgets``         (uniqueness (F,), layout, retention (V,) numpy, out=None) -> budgets (F,) int64
                           (FCA), counts (V,) int64 their per-video sums (written into ``out`` when given)
 ``select_tokens``         (scores (N,), layout, budgets (F,) int64, targets (V,) numpy or None, num_kept)
@@ -51,14 +46,6 @@ class Backend(Protocol):
 
     def supports(self, device: torch.device) -> bool: ...
 
-    def select_channels(self, features: torch.Tensor, layout: VideoLayout, validate: bool, out=None) -> tuple: ...
-
-    def token_scores(self, features: torch.Tensor, layout: VideoLayout, keep: torch.Tensor) -> tuple: ...
-
-    def dycoke_similarity(
-        self, features: torch.Tensor, layout: VideoLayout, anchors: np.ndarray, validate: bool, out=None
-    ) -> tuple: ...
-
     def frame_budgets(
         self, uniqueness: torch.Tensor, layout: VideoLayout, retention: np.ndarray, out=None
     ) -> tuple: ...
@@ -88,17 +75,7 @@ class Backend(Protocol):
 
 
 #: The function names of the contract, in pipeline order.
-FUNCTIONS = (
-    "supports",
-    "select_channels",
-    "token_scores",
-    "dycoke_similarity",
-    "frame_budgets",
-    "select_tokens",
-    "select_and_gather",
-    "gather_rows",
-    "attention_row",
-)
+FUNCTIONS = ("supports", "frame_budgets", "select_tokens", "select_and_gather", "gather_rows", "attention_row")
 
 
 def nan_as_inf(x: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,7 @@
-"""The yardstick: VidCom2 (and DyCoke's token scores) in eager PyTorch, written for clarity, one
-loop over videos and frames, step by step as in ALGORITHM.md, in float32.
+"""The yardstick: the shared stages (VidCom2's Frame Compression Adjustment, the selection with
+its exact counts, the gather, DyCoke's attention row) in eager PyTorch, written for clarity, one
+loop over videos and frames, step by step as in ALGORITHM.md, in float32. Each method's
+reference scorer lives in its folder (``methods/<name>/reference.py``).
 
 The ``torch`` and ``triton`` backends are tested against this file; it imports nothing from them,
 and they import nothing from it. It reads tensors back to the host freely: never use it for speed.
@@ -13,9 +15,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..constants import COSINE_EPS, GAUSSIAN_BANDWIDTHS, MAX_ABS, NORM_EPS, TEMPERATURE, kept_channels
-from ..dycoke import anchor_frames, dycoke_budgets, kept_whole
-from ..layout import VideoLayout, parse_frames, parse_retention
+from ..constants import MAX_ABS, TEMPERATURE
+from ..layout import VideoLayout
 from ..records import Selection
 from .contract import nan_as_inf, select_then_gather, write_out
 
@@ -24,65 +25,18 @@ def supports(device: torch.device) -> bool:
     return True
 
 
-def _video_rows(layout: VideoLayout, v: int) -> slice:
+def video_rows(layout: VideoLayout, v: int) -> slice:
     return slice(int(layout.row_start[v]), int(layout.row_start[v + 1]))
 
 
-def _frame_rows(layout: VideoLayout, f: int) -> slice:
+def frame_rows(layout: VideoLayout, f: int) -> slice:
     return slice(int(layout.frame_row_start[f]), int(layout.frame_row_start[f + 1]))
 
 
 def nonfinite_videos(features: torch.Tensor, layout: VideoLayout) -> torch.Tensor:
     """(V,) bool: the video's features hold NaN, Inf or a value of magnitude >= MAX_ABS."""
-    rows = [features[_video_rows(layout, v)].float() for v in range(layout.num_videos)]
+    rows = [features[video_rows(layout, v)].float() for v in range(layout.num_videos)]
     return torch.stack([~(x.abs() < MAX_ABS).all() for x in rows])
-
-
-# ------------------------------------------------------------------------ step 1: channel choice
-def channel_variance(features: torch.Tensor, layout: VideoLayout, dtype=torch.float32) -> torch.Tensor:
-    """(V, C) biased variance of every channel over each video's tokens."""
-    return torch.stack(
-        [features[_video_rows(layout, v)].to(dtype).var(dim=0, unbiased=False) for v in range(layout.num_videos)]
-    )
-
-
-def select_channels(features: torch.Tensor, layout: VideoLayout, validate: bool, out=None) -> tuple:
-    """(V, C) bool, the ``max(1, C // 2)`` lowest-variance channels of each video (equal
-    variances: lower channel index first; NaN ranks last), and (V,) bool non-finite videos."""
-    var = nan_as_inf(channel_variance(features, layout))
-    keep = torch.zeros_like(var, dtype=torch.bool)
-    for v in range(layout.num_videos):
-        order = torch.sort(var[v], stable=True).indices  # ascending, lower index first on ties
-        keep[v, order[: kept_channels(features.shape[1])]] = True
-    return keep, write_out(out, nonfinite_videos(features, layout) if validate else None)
-
-
-# ---------------------------------------------------------------- steps 2-4: token scores
-def gaussian_similarity(x: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
-    """(T,) multi-scale Gaussian similarity ``sum_a exp(-||x - c||^2 / (2a))`` of rows x to c."""
-    dist2 = ((x - centre) ** 2).sum(dim=-1)
-    return sum(torch.exp(-dist2 / (2 * a)) for a in GAUSSIAN_BANDWIDTHS)
-
-
-def token_scores(features: torch.Tensor, layout: VideoLayout, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scores ``sv + sf`` (N,) (NaN as +inf) and frame uniqueness ``-mean(sv)`` (F,), float32:
-    rows restricted to the kept channels and L2-normalised (step 2), centres of the video and of
-    each frame (step 3), similarity of every row to both (step 4)."""
-    scores = torch.empty(layout.num_tokens, dtype=torch.float32, device=features.device)
-    uniqueness = torch.empty(layout.total_frames, dtype=torch.float32, device=features.device)
-    for v in range(layout.num_videos):
-        rows = _video_rows(layout, v)
-        s = features[rows][:, keep[v]].float()
-        s = s / s.norm(dim=1, keepdim=True).clamp_min(NORM_EPS)
-        video_centre = s.mean(dim=0)
-        T = int(layout.tokens_per_frame[v])
-        for f in range(int(layout.num_frames[v])):
-            frame = s[f * T : (f + 1) * T]
-            sv = gaussian_similarity(frame, video_centre)
-            sf = gaussian_similarity(frame, frame.mean(dim=0))
-            scores[rows.start + f * T : rows.start + (f + 1) * T] = sv + sf
-            uniqueness[int(layout.frame_start[v]) + f] = -sv.mean()
-    return nan_as_inf(scores), uniqueness
 
 
 # ------------------------------------------------------- step 5: frame compression adjustment
@@ -133,13 +87,13 @@ def select_tokens(
     scores = nan_as_inf(scores.float())
     mask = torch.zeros(layout.num_tokens, dtype=torch.bool, device=scores.device)
     for f in range(layout.total_frames):
-        rows = _frame_rows(layout, f)
+        rows = frame_rows(layout, f)
         order = torch.sort(scores[rows], stable=True).indices
         k = min(max(int(budgets[f]), 0), rows.stop - rows.start)  # budgets are clamped to [0, T]
         mask[rows.start + order[:k]] = True
     if targets is not None:
         for v in range(layout.num_videos):
-            rows = _video_rows(layout, v)
+            rows = video_rows(layout, v)
             video_mask = mask[rows]
             order = torch.sort(scores[rows], stable=True).indices  # ascending (score, index)
             kept_in_order = order[video_mask[order]]
@@ -149,8 +103,8 @@ def select_tokens(
                 video_mask[kept_in_order[len(kept_in_order) - surplus :]] = False
             elif surplus < 0:
                 video_mask[dropped_in_order[:-surplus]] = True
-    final_budgets = torch.stack([mask[_frame_rows(layout, f)].sum() for f in range(layout.total_frames)])
-    counts = torch.stack([mask[_video_rows(layout, v)].sum() for v in range(layout.num_videos)])
+    final_budgets = torch.stack([mask[frame_rows(layout, f)].sum() for f in range(layout.total_frames)])
+    counts = torch.stack([mask[video_rows(layout, v)].sum() for v in range(layout.num_videos)])
     return Selection(torch.nonzero(mask).flatten(), mask, final_budgets.long(), counts.long())
 
 
@@ -162,40 +116,6 @@ def gather_rows(indices: torch.Tensor, tensors) -> list:
 def select_and_gather(scores, layout: VideoLayout, budgets, targets, num_kept: int, tensors) -> tuple:
     """The selection, then the gather (:func:`select_tokens`, :func:`gather_rows`)."""
     return select_then_gather(select_tokens, gather_rows, scores, layout, budgets, targets, num_kept, tensors)
-
-
-# ------------------------------------------------------------------------ DyCoke's token scores
-def dycoke_similarity(
-    features: torch.Tensor, layout: VideoLayout, anchors: np.ndarray, validate: bool, out=None
-) -> tuple:
-    """(N,) float32 cosine similarity of every token with the same-position token of its frame's
-    anchor frame (``anchors[f]``, -1: none, similarity 0), ``x.y / (max(|x|, eps) max(|y|, eps))``,
-    NaN as +inf; and (V,) bool non-finite videos."""
-    scores = torch.zeros(layout.num_tokens, dtype=torch.float32, device=features.device)
-    for f in range(layout.total_frames):
-        a = int(anchors[f])
-        if a < 0:
-            continue
-        x = features[_frame_rows(layout, f)].float()
-        y = features[_frame_rows(layout, a)].float()
-        norms = x.norm(dim=1).clamp_min(COSINE_EPS) * y.norm(dim=1).clamp_min(COSINE_EPS)
-        scores[_frame_rows(layout, f)] = (x * y).sum(dim=1) / norms
-    return nan_as_inf(scores), write_out(out, nonfinite_videos(features, layout) if validate else None)
-
-
-def dycoke_order(features, frames, retention=0.3, quirks=True) -> list:
-    """Per frame, the kept row indices in the order the released DyCoke code emits them (by
-    ascending similarity, anchors in position order): quirk 1 of :mod:`vidcom2_kernels.dycoke`."""
-    layout = parse_frames(frames, features.shape[0])
-    budgets = dycoke_budgets(layout, parse_retention(retention, layout), quirks)
-    whole = kept_whole(layout, quirks)
-    scores, _ = dycoke_similarity(features, layout, anchor_frames(layout), False)
-    out = []
-    for f in range(layout.total_frames):
-        rows = _frame_rows(layout, f)
-        order = torch.sort(scores[rows], stable=True).indices[: int(budgets[f])]
-        out.append((rows.start + (torch.sort(order).values if whole[f] else order)).tolist())
-    return out
 
 
 # --------------------------------------------------------------- DyCoke's KV pruning, attention

@@ -1,10 +1,12 @@
-"""The ``torch`` backend: VidCom2 vectorised in PyTorch, segment reductions over videos and
-frames (no Python loop over frames), no host read of its own (the pipeline's one read sizes the
-output). For the CPU and any device without Triton. Implements :mod:`.contract`.
+"""The ``torch`` backend: the shared stages (FCA budgets, selection, gather, attention row)
+vectorised in PyTorch, segment reductions over videos and frames (no Python loop over frames), no
+host read of its own (the pipeline's one read sizes the output). For the CPU and any device
+without Triton. Implements :mod:`.contract`; each method's torch scorer lives in its folder
+(``methods/<name>/torch_ops.py``) and uses the chunk and scratch helpers here.
 
-On the CPU each VidCom2 stage is one call of the native kernels (:mod:`vidcom2_kernels.cpu`) for
-the whole batch of videos where they apply (:func:`cpu.usable`); the eager torch code below is
-the path everywhere else, and the one the native kernels are tested against.
+On the CPU each stage is one call of the native kernels (:mod:`vidcom2_kernels.cpu`) for the
+whole batch of videos where they apply (:func:`cpu.usable`); the eager torch code below is the
+path everywhere else, and the one the native kernels are tested against.
 """
 
 from __future__ import annotations
@@ -17,14 +19,11 @@ import torch
 
 from .. import cpu
 from ..buffers import new_output
-from ..constants import COSINE_EPS, GAUSSIAN_BANDWIDTHS, MAX_ABS, NORM_EPS, TEMPERATURE, kept_channels
+from ..constants import MAX_ABS, TEMPERATURE
 from ..device_layout import DeviceLayout, device_layout, request_arrays
 from ..layout import VideoLayout
-from ..records import INT_VIEW, Selection
+from ..records import Selection
 from .contract import nan_as_inf, select_then_gather, write_out
-
-#: the Gaussian bandwidths as the native kernels read them
-BANDWIDTHS = torch.tensor(GAUSSIAN_BANDWIDTHS, dtype=torch.float32)
 
 
 def supports(device: torch.device) -> bool:
@@ -47,7 +46,7 @@ DEFAULT_CHUNK_ELEMENTS = 1 << 26
 MAX_CHUNK_FRAMES = 8
 
 
-def _video_chunks(features: torch.Tensor, layout: VideoLayout, v: int):
+def video_chunks(features: torch.Tensor, layout: VideoLayout, v: int):
     """(first frame, rows (f * T, C) of whole frames) of video v, at least one frame each."""
     F, T = int(layout.num_frames[v]), int(layout.tokens_per_frame[v])
     budget = CHUNK_ELEMENTS.get(features.device.type, DEFAULT_CHUNK_ELEMENTS)
@@ -57,36 +56,21 @@ def _video_chunks(features: torch.Tensor, layout: VideoLayout, v: int):
         yield f0, features[row0 + f0 * T : row0 + min(F, f0 + step) * T]
 
 
-_SCRATCH = threading.local()
+SCRATCH = threading.local()
 
 
-def _scratch(name: str, shape: tuple, device, dtype=torch.float32) -> torch.Tensor:
+def scratch(name: str, shape: tuple, device, dtype=torch.float32) -> torch.Tensor:
     """A ``dtype`` buffer of ``shape`` kept per thread and name on the CPU (torch's CPU allocator
     does not cache, and a fresh buffer costs page faults on every call), grown when too small,
     never larger than a chunk. Elsewhere a plain allocation (the device's allocator caches)."""
     numel = int(np.prod(shape))
     if torch.device(device).type != "cpu":
         return torch.empty(shape, dtype=dtype, device=device)
-    buf = getattr(_SCRATCH, name, None)
+    buf = getattr(SCRATCH, name, None)
     if buf is None or buf.numel() < numel or buf.dtype != dtype:
         buf = torch.empty(numel, dtype=dtype)
-        setattr(_SCRATCH, name, buf)
+        setattr(SCRATCH, name, buf)
     return buf[:numel].view(shape)
-
-
-def masked_float32(x: torch.Tensor, bits: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``x`` (n, C) as float32 in ``out`` with the channels whose ``bits`` are 0 set to +0.0 and
-    the others unchanged (a bitwise AND: exact, NaN and Inf in a dropped channel cannot leak into
-    a product). ``bits`` (C,) is -1/0 of ``INT_VIEW[x.dtype]``."""
-    if x.dtype == torch.float32:  # the conversion is the masking
-        return torch.bitwise_and(x.view(torch.int32), bits, out=out.view(torch.int32)).view(torch.float32)
-    half = _scratch("half", tuple(x.shape), x.device, INT_VIEW[x.dtype])  # mask the 16-bit patterns, then convert
-    return out.copy_(torch.bitwise_and(x.view(INT_VIEW[x.dtype]), bits, out=half).view(x.dtype))
-
-
-def keep_bits(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(C,) -1 where ``keep`` else 0, in ``INT_VIEW[dtype]`` (for :func:`masked_float32`)."""
-    return torch.where(keep, -1, 0).to(INT_VIEW[dtype])
 
 
 def as_float32(x: torch.Tensor, name: str, copy: bool = False) -> torch.Tensor:
@@ -95,194 +79,13 @@ def as_float32(x: torch.Tensor, name: str, copy: bool = False) -> torch.Tensor:
     converts through a slow path, ~10x slower for bfloat16 on the CPU.)"""
     if x.dtype == torch.float32 and x.is_contiguous() and not copy:
         return x
-    return _scratch(name, tuple(x.shape), x.device).copy_(x)
+    return scratch(name, tuple(x.shape), x.device).copy_(x)
 
 
-# ---------------------------------------------------------------------------------- step 1
 def out_of_range(x: torch.Tensor) -> torch.Tensor:
     """0-d bool: ``x`` holds NaN, Inf or a value of magnitude >= MAX_ABS (one pass, no temporary)."""
     lo, hi = torch.aminmax(x)  # NaN propagates
     return ~((hi < MAX_ABS) & (lo > -MAX_ABS))
-
-
-def video_m2(features: torch.Tensor, layout: VideoLayout, v: int, validate: bool) -> tuple:
-    """(C,) float64 sum of squared deviations from the mean of every channel over video v, and a
-    0-d bool (the video holds a value out of range; None unless ``validate``).
-
-    The rows are shifted by the video's first-frame mean (so a large common offset cannot cancel
-    digits). One read in chunks, each through torch's fused per-channel mean/variance
-    (``batch_norm_update_stats``, float32), the chunks merged exactly in float64 (Chan et al.),
-    :func:`out_of_range` on each chunk."""
-    T, row0 = int(layout.tokens_per_frame[v]), int(layout.row_start[v])
-    shift = features[row0 : row0 + T].float().mean(dim=0)
-    count = mean = m2 = 0
-    flags = []
-    for _, x in _video_chunks(features, layout, v):
-        if x.dtype == torch.float32:  # the shift is the copy
-            d = torch.sub(x, shift, out=_scratch("shifted", tuple(x.shape), x.device))
-        else:
-            d = as_float32(x, "shifted", copy=True).sub_(shift)
-        c_mean, c_var = torch.batch_norm_update_stats(d, None, None, 1.0)
-        c_n, c_mean, c_m2 = x.shape[0], c_mean.double(), c_var.double() * x.shape[0]
-        delta = c_mean - mean
-        m2 = m2 + c_m2 + delta.square() * (count * c_n / (count + c_n))
-        mean = mean + delta * (c_n / (count + c_n))
-        count += c_n
-        if validate:
-            flags.append(out_of_range(x))
-    return m2, torch.stack(flags).any() if validate else None
-
-
-def channel_variance(features: torch.Tensor, layout: VideoLayout, validate: bool = False) -> tuple:
-    """(V, C) float32 biased variance of every channel over each video (:func:`video_m2`),
-    and with ``validate`` (V,) bool, the video holds a value out of range, else None. Native
-    CPU kernels: one fused read a video, float64 sums (:func:`cpu.channel_keep`)."""
-    if cpu.usable(features):
-        var, _, bad = _native_channels(features, layout)
-        return var, bad if validate else None
-    out, bad = [], []
-    for v in range(layout.num_videos):
-        n = int(layout.tokens_per_video[v])
-        if n == 0:
-            out.append(torch.zeros(features.shape[1], device=features.device))
-            bad.append(torch.zeros((), dtype=torch.bool, device=features.device))
-            continue
-        m2, flag = video_m2(features, layout, v, validate)
-        out.append((m2 / n).float())
-        bad.append(flag)
-    return torch.stack(out), torch.stack(bad) if validate else None
-
-
-def kept_channel_order(var: torch.Tensor) -> torch.Tensor:
-    """(V, C') int64 ascending indices of the ``max(1, C // 2)`` lowest variances per video
-    (lower index first on ties, NaN last)."""
-    order = torch.sort(nan_as_inf(var), dim=1, stable=True).indices
-    return torch.sort(order[:, : kept_channels(var.shape[1])], dim=1).values
-
-
-def keep_from_order(order: torch.Tensor, num_channels: int) -> torch.Tensor:
-    keep = torch.zeros((order.shape[0], num_channels), dtype=torch.bool, device=order.device)
-    return keep.scatter_(1, order, True)
-
-
-def _native_channels(features: torch.Tensor, layout: VideoLayout) -> tuple:
-    ids = device_layout(layout, features.device)
-    return cpu.channel_keep(features, ids, kept_channels(features.shape[1]), float(MAX_ABS))
-
-
-def select_channels(features: torch.Tensor, layout: VideoLayout, validate: bool, out=None) -> tuple:
-    """(V, C) bool kept channels and (V,) bool videos with values out of range (None unless ``validate``)."""
-    if cpu.usable(features):
-        _, keep, nonfinite = _native_channels(features, layout)
-        return keep, write_out(out, nonfinite if validate else None)
-    var, nonfinite = channel_variance(features, layout, validate)
-    return keep_from_order(kept_channel_order(var), features.shape[1]), write_out(out, nonfinite)
-
-
-# ---------------------------------------------------------------------------------- steps 2-4
-def gaussian_similarity(dist2: torch.Tensor) -> torch.Tensor:
-    """``sum_a exp(-d^2 / (2a))``, summed in the reference's order."""
-    total = torch.zeros_like(dist2)
-    for a in GAUSSIAN_BANDWIDTHS:
-        total = total + torch.exp(-dist2 / (2 * a))
-    return total
-
-
-def norms_and_frame_sums(features: torch.Tensor, layout: VideoLayout, v: int, keep: torch.Tensor):
-    """Video v's row norms over the ``keep`` (C,) channels (F * T,) float32 and the frame sums of
-    its normalised rows (F, C) float32 (zero on the dropped channels): one read. Eager path: per
-    chunk the masked float32 rows (:func:`masked_float32`), their norms, and a batched product of
-    the weights ``1 / norm`` with the rows."""
-    F, T, C = int(layout.num_frames[v]), int(layout.tokens_per_frame[v]), features.shape[1]
-    bits = keep_bits(keep, features.dtype)
-    frame_sums = torch.empty((F, C), dtype=torch.float32, device=features.device)
-    norms = torch.empty(F * T, dtype=torch.float32, device=features.device)
-    for f0, x in _video_chunks(features, layout, v):
-        f = x.shape[0] // T
-        xw = masked_float32(x, bits, _scratch("masked", tuple(x.shape), x.device))
-        norm = torch.linalg.vector_norm(xw, dim=1, out=norms[f0 * T : (f0 + f) * T])
-        inv = 1.0 / norm.clamp_min(NORM_EPS)
-        torch.bmm(inv.view(f, 1, T), xw.view(f, T, C), out=frame_sums[f0 : f0 + f].view(f, 1, C))
-    return norms, frame_sums
-
-
-def centre_dots(features: torch.Tensor, layout: VideoLayout, v: int, keep, frame_centres, video_centre):
-    """(2, F, T) float32: dot products of video v's rows over the kept channels with their frame
-    centre and with the video centre (rows not normalised): one read. Eager path: per chunk one
-    product with the chunk's f frame centres and the video centre side by side (f + 1 columns:
-    faster than a batched product of width 1 on the CPU); each row keeps its own frame's column."""
-    F, T = int(layout.num_frames[v]), int(layout.tokens_per_frame[v])
-    bits = keep_bits(keep, features.dtype)
-    dots = torch.empty((2, F, T), dtype=torch.float32, device=features.device)
-    for f0, x in _video_chunks(features, layout, v):
-        f = x.shape[0] // T
-        xw = masked_float32(x, bits, _scratch("masked", tuple(x.shape), x.device))
-        both = torch.cat([frame_centres[f0 : f0 + f], video_centre[None]]).T
-        prod = torch.mm(xw, both).view(f, T, f + 1)
-        dots[0, f0 : f0 + f] = torch.diagonal(prod[:, :, :f], dim1=0, dim2=2).T
-        dots[1, f0 : f0 + f] = prod[:, :, f]
-    return dots
-
-
-def token_scores(features: torch.Tensor, layout: VideoLayout, keep: torch.Tensor):
-    """Scores (N,) and uniqueness (F,). Per video two reads of the rows: the norms and the frame
-    sums of the normalised rows (:func:`norms_and_frame_sums`), then the dot products with the
-    centres (:func:`centre_dots`), scaled by ``1 / norm`` afterwards. Temporaries: the (F, C)
-    centres, a few (N,) vectors, and on the eager path one chunk. Native CPU kernels: the same
-    two reads and the rest for every video in one call (:func:`cpu.token_scores`)."""
-    if cpu.usable(features):
-        return cpu.token_scores(features, device_layout(layout, features.device), keep, NORM_EPS, BANDWIDTHS)
-    scores, uniqueness = [], []
-    for v in range(layout.num_videos):
-        F, T = int(layout.num_frames[v]), int(layout.tokens_per_frame[v])
-        norms, frame_sums = norms_and_frame_sums(features, layout, v, keep[v])
-        frame_centres = frame_sums / float(T)
-        video_centre = frame_sums.sum(dim=0) / float(max(1, F * T))
-        dots = centre_dots(features, layout, v, keep[v], frame_centres, video_centre)
-        inv = 1.0 / norms.view(F, T).clamp_min(NORM_EPS)
-        self_dot = (norms.view(F, T) * inv).square()
-        frame_sq = frame_centres.square().sum(dim=1, keepdim=True)  # ||c_f||^2 (F, 1)
-        sv = gaussian_similarity((self_dot - 2 * dots[1] * inv + video_centre.dot(video_centre)).clamp_min(0))
-        sf = gaussian_similarity((self_dot - 2 * dots[0] * inv + frame_sq).clamp_min(0))
-        scores.append((sv + sf).flatten())
-        uniqueness.append(-sv.mean(dim=1))
-    return nan_as_inf(torch.cat(scores)), torch.cat(uniqueness)
-
-
-def dycoke_similarity(features: torch.Tensor, layout: VideoLayout, anchors: np.ndarray, validate: bool, out=None):
-    """DyCoke's scores (N,): cosine similarity with the same-position token of the frame's anchor
-    (0 without one); and (V,) bool, the video holds a value out of range (:func:`out_of_range`;
-    None unless ``validate``). Native CPU kernels: one pass over the rows (each anchor row read
-    again beside its row). Otherwise per chunk: the anchor frames gathered, both sides in float32
-    scratch buffers."""
-    scores, nonfinite = [], []
-    device_anchors = request_arrays(layout, features.device, anchors=anchors).anchors
-    for v in range(layout.num_videos):
-        F, T = int(layout.num_frames[v]), int(layout.tokens_per_frame[v])
-        f_start = int(layout.frame_start[v])
-        local = device_anchors[f_start : f_start + F]
-        local = torch.where(local >= 0, local - f_start, local)  # frame numbers inside the video
-        video = features[int(layout.row_start[v]) : int(layout.row_start[v + 1])]
-        if cpu.usable(features):
-            sim, bad = cpu.dycoke_similarity(video, F, T, local, COSINE_EPS, float(MAX_ABS))
-            scores.append(sim)
-            nonfinite.append(bad if validate else None)
-            continue
-        video = video.view(F, T, -1)
-        bad = []
-        for f0, x in _video_chunks(features, layout, v):
-            f = x.shape[0] // T
-            a = local[f0 : f0 + f]
-            x = as_float32(x.view(f, T, -1), "dycoke_x")
-            y = as_float32(video.index_select(0, a.clamp(min=0)), "dycoke_y")
-            if validate:
-                bad.append(out_of_range(x))
-            norms = torch.linalg.vector_norm(x, dim=2).clamp_min(COSINE_EPS)
-            norms *= torch.linalg.vector_norm(y, dim=2).clamp_min(COSINE_EPS)
-            sim = torch.linalg.vecdot(x, y, dim=2) / norms
-            scores.append(torch.where((a >= 0)[:, None], sim, torch.zeros_like(sim)).flatten())
-        nonfinite.append(torch.stack(bad).any() if validate else None)
-    return nan_as_inf(torch.cat(scores)), write_out(out, torch.stack(nonfinite) if validate else None)
 
 
 # ---------------------------------------------------------------------------------- step 5

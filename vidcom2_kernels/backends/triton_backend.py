@@ -2,7 +2,8 @@
 no Python loop over videos or frames, no host read (the pipeline's one read sizes the output).
 The features are read with their strides; the small inputs the kernels index by position (keep,
 scores, budgets, uniqueness, indices) are made contiguous here, at the boundary.
-Implements :mod:`.contract`; the kernels live in :mod:`vidcom2_kernels.ops`, one file per stage.
+Implements :mod:`.contract` (the shared stages); the kernels live in :mod:`vidcom2_kernels.ops`,
+one file per stage, and each method's triton scorer in its folder (``methods/<name>/triton_ops.py``).
 
 Launches of a VidCom2 call through :func:`vidcom2_kernels.pipeline.run` (7 in budget mode, 12
 in exact mode, for any batch of videos; nothing else runs on the device but the one host read):
@@ -25,13 +26,9 @@ import torch
 from ..buffers import new_output
 from ..layout import VideoLayout
 from ..ops import attention_row as attention_row_op
-from ..ops import centres as centres_op
-from ..ops import dycoke_similarity as dycoke_similarity_op
 from ..ops import frame_budgets as frame_budgets_op
 from ..ops import gather_rows as gather_rows_op
-from ..ops import select_channels as select_channels_op
 from ..ops import select_tokens as select_tokens_op
-from ..ops import token_scores as token_scores_op
 from ..ops.common import device_layout, is_interpreter, request_arrays
 from ..records import Selection
 
@@ -45,46 +42,20 @@ def supports(device: torch.device) -> bool:
     return device.type == "cuda" or is_interpreter()
 
 
-def _check_rows(layout: VideoLayout) -> None:
+def check_rows(layout: VideoLayout) -> None:
     if layout.num_tokens > MAX_ROWS:
         raise ValueError(f"features has {layout.num_tokens} rows; the triton backend takes at most {MAX_ROWS}")
 
 
-def _per_video_out(out: Optional[torch.Tensor], layout: VideoLayout, device) -> torch.Tensor:
+def per_video_out(out: Optional[torch.Tensor], layout: VideoLayout, device) -> torch.Tensor:
     """The caller's (V,) int64 output, or a new one."""
     return out if out is not None else new_output(layout.num_videos, torch.int64, device)
-
-
-def select_channels(features: torch.Tensor, layout: VideoLayout, validate: bool, out=None) -> tuple:
-    _check_rows(layout)
-    meta = device_layout(layout, features.device)
-    nonfinite = _per_video_out(out, layout, features.device)
-    keep = select_channels_op.select_channels(features, meta, nonfinite)
-    return keep, nonfinite if validate else None  # the flags cost nothing here
-
-
-def token_scores(features: torch.Tensor, layout: VideoLayout, keep: torch.Tensor):
-    _check_rows(layout)
-    meta = device_layout(layout, features.device)
-    keep = keep.contiguous()
-    arrivals = new_output(layout.total_frames, torch.int32, features.device)  # zeroed by the centres launch
-    centres = centres_op.centres(features, keep, meta, arrivals)
-    return token_scores_op.token_scores(features, keep, *centres, arrivals, meta)
-
-
-def dycoke_similarity(features: torch.Tensor, layout: VideoLayout, anchors: np.ndarray, validate: bool, out=None):
-    _check_rows(layout)
-    meta = device_layout(layout, features.device)
-    request = request_arrays(layout, features.device, anchors=anchors)
-    nonfinite = _per_video_out(out, layout, features.device).zero_()  # the kernel only sets flags
-    scores = dycoke_similarity_op.dycoke_similarity(features, meta, request.anchors, nonfinite)
-    return scores, nonfinite if validate else None
 
 
 def frame_budgets(uniqueness: torch.Tensor, layout: VideoLayout, retention: np.ndarray, out=None):
     meta = device_layout(layout, uniqueness.device)
     request = request_arrays(layout, uniqueness.device, retention=retention)
-    counts = _per_video_out(out, layout, uniqueness.device)
+    counts = per_video_out(out, layout, uniqueness.device)
     budgets = frame_budgets_op.frame_budgets(uniqueness.float().contiguous(), meta, request.retention, counts)
     return budgets, counts
 
@@ -103,7 +74,7 @@ def select_and_gather(
     num_kept: int,
     tensors: Sequence[torch.Tensor],
 ) -> tuple:
-    _check_rows(layout)
+    check_rows(layout)
     meta = device_layout(layout, scores.device)
     request = request_arrays(layout, scores.device, targets=targets)
     scores, budgets = scores.float().contiguous(), budgets.long().contiguous()

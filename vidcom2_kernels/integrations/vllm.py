@@ -20,9 +20,10 @@ the plugin. It raises only for a setting the user gave (below), checked in ``reg
 
 Environment (read once, at ``register``):
     VIDCOM2_VLLM=1                 0: the plugin does nothing
-    VIDCOM2_VLLM_METHOD=vidcom2    vidcom2 (default) | dycoke | dycoke+fca (VidCom2's frame
-                                   budgets over DyCoke's token scores) | vllm (vLLM's own mask
-                                   function; the rest of the plugin stays on)
+    VIDCOM2_VLLM_METHOD=vidcom2    a registered method: vidcom2 (default) | dycoke | ...; or
+                                   <method>+fca for a method with budgets of its own (VidCom2's
+                                   frame budgets over its token scores, e.g. dycoke+fca) | vllm
+                                   (vLLM's own mask function; the rest of the plugin stays on)
     VIDCOM2_VLLM_BACKEND=auto      compress()'s backend
 
 Select VidCom2 in vLLM as usual: ``--video-pruning-method vidcom2 --video-pruning-rate q`` (the
@@ -48,13 +49,23 @@ from types import ModuleType
 
 import torch
 
-from .. import pipeline
+from .. import methods, pipeline
 from ..api import prepare
 from ..backends import BACKENDS, resolve
 
 logger = logging.getLogger(__name__)
 
-METHODS = {"vidcom2": ("vidcom2", None), "dycoke": ("dycoke", None), "dycoke+fca": ("dycoke", "vidcom2"), "vllm": None}
+
+def method_choices() -> dict:
+    """``VIDCOM2_VLLM_METHOD`` -> (method, frame_budgets), read off the method registry: every
+    method, ``<method>+fca`` for each with budgets of its own; "vllm" (None): vLLM's own mask."""
+    return {
+        **{name: (name, None) for name in methods.names()},
+        **{f"{name}+fca": (name, "vidcom2") for name in methods.with_own_budgets()},
+        "vllm": None,
+    }
+
+
 #: where vLLM keeps its video pruning modules, newest first (its main branch moves them under
 #: ``vllm.frontend``, leaving shims at the old path)
 PRUNE_PACKAGES = ("vllm.frontend.processing.multimodal.video_prune", "vllm.multimodal.video_prune")
@@ -115,7 +126,7 @@ def retention_mask(
         )
     if not 0.0 <= q < 1.0:
         raise ValueError(f"q (the video pruning rate) must be in [0, 1), got {q}")
-    method, frame_budgets = METHODS[_state["method"]]
+    method, frame_budgets = method_choices()[_state["method"]]
     req = prepare(
         video_embeds,
         [(T, tokens_per_frame)],
@@ -140,8 +151,14 @@ def settings_from_env(environ=None) -> dict | None:
     if enabled == "0":
         return None
     method = env.get("VIDCOM2_VLLM_METHOD", "vidcom2")
-    if method not in METHODS:
-        raise ValueError(f"VIDCOM2_VLLM_METHOD must be one of {sorted(METHODS)}, got {method!r}")
+    choices = method_choices()
+    if method not in choices:
+        raise ValueError(f"VIDCOM2_VLLM_METHOD must be one of {sorted(choices)}, got {method!r}")
+    if choices[method] is not None and methods.get(choices[method][0]).merge is not None:
+        raise ValueError(
+            f"VIDCOM2_VLLM_METHOD={method} merges tokens, but vLLM's pruning hook takes a mask of kept "
+            "rows (vLLM gathers the unchanged features itself); use a method that merges nothing"
+        )
     backend = env.get("VIDCOM2_VLLM_BACKEND", "auto")
     if backend not in BACKENDS:
         raise ValueError(f"VIDCOM2_VLLM_BACKEND must be one of {list(BACKENDS)}, got {backend!r}")

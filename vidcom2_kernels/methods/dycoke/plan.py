@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layout import VideoLayout
+from ...layout import VideoLayout
 
 WINDOW = 4
 NO_ANCHOR = -1
