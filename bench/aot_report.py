@@ -30,6 +30,8 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 from vidcom2_kernels.layout import VideoLayout  # noqa: E402
+from vidcom2_kernels.methods.visionzip.kernels import density_config, density_kernel  # noqa: E402
+from vidcom2_kernels.methods.visionzip.plan import DEFAULTS  # noqa: E402
 from vidcom2_kernels.ops import (  # noqa: E402
     attention_row,
     centres,
@@ -99,6 +101,9 @@ def _variants(layout: VideoLayout, C: int):
             w,
             {},
         )
+        w, cfg = split(density_config(C, DEFAULTS["k_neighbors"] + 1))
+        fp = {"dominant_ptr": "*i8", "score_ptr": "*fp32", "eps": "fp32"}
+        yield density_kernel, dt, {**x, **fp}, {**cfg, "stride_c": 1}, w, {}
         w, cfg = split(gather_rows.gather_config(C))
         one = {"idx_ptr": "*i64", **{f"src{i}": f"*{dt}" for i in range(4)}, **{f"dst{i}": f"*{dt}" for i in range(4)}}
         ones = {f"sc{i}": 1 for i in range(4)}

@@ -113,3 +113,37 @@ def vllm_mask(v: torch.Tensor, F: int, T: int, retention: float) -> torch.Tensor
 
 def vllm_port(x: torch.Tensor, frames, retention: float = 0.25) -> torch.Tensor:
     return torch.cat([v[vllm_mask(v, F, T, retention)] for v, F, T in _videos(x, frames)])
+
+
+def visionzip_released_shape(
+    x: torch.Tensor, frames, retention: float = 0.25, dominant_ratio: float = 0.6, k_neighbors: int = 5
+) -> torch.Tensor:
+    """VisionZip with the released code's structure, one video at a time: the dominant tokens of
+    all frames by one batched top-k of the norms, then a Python loop over frames (the density of
+    the remaining tokens, the anchors) and inside it a loop over anchors (each group's mean)."""
+    out = []
+    for v, F, T in _videos(x, frames):
+        keep = max(1, int(T * retention))
+        d = max(1, int(keep * dominant_ratio))
+        rows = v.view(F, T, -1)
+        dominant = torch.topk(rows.norm(dim=-1), d, dim=1).indices.sort(dim=1).values
+        for f in range(F):
+            rest_mask = torch.ones(T, dtype=torch.bool)
+            rest_mask[dominant[f]] = False
+            rest = rows[f][rest_mask]
+            kept = [rows[f][dominant[f]]]
+            if keep - d > 0 and len(rest):
+                xn = torch.nn.functional.normalize(rest, dim=-1)
+                k = min(k_neighbors + 1, len(rest))
+                density = torch.topk(xn @ xn.T, k, dim=1).values[:, 1:].mean(dim=1)
+                anchors = torch.topk(density, min(keep - d, len(rest))).indices.sort().values
+                if len(anchors) < len(rest):
+                    assign = (xn @ xn[anchors].T).argmax(dim=1)
+                    groups = [
+                        rest[assign == i].mean(dim=0) if (assign == i).any() else rest[a] for i, a in enumerate(anchors)
+                    ]
+                    kept.append(torch.stack(groups))
+                else:
+                    kept.append(rest[anchors])
+            out.append(torch.cat(kept))
+    return torch.cat(out)

@@ -24,7 +24,7 @@ def case(request):
     return request.param, shapes.features(request.param), shapes.SHAPES[request.param][0]
 
 
-@pytest.mark.parametrize("method", ["vidcom2", "dycoke"])
+@pytest.mark.parametrize("method", ["vidcom2", "dycoke", "visionzip"])
 @pytest.mark.parametrize("backend", ["reference", "torch"])
 def test_compress(benchmark, case, backend, method):
     name, x, frames = case

@@ -15,4 +15,5 @@ VIDCOM2_NATIVE_CPU=0 python3 -m pytest -q -k "torch and not native" tests
 python3 bench/aot_report.py --arch 80 90
 python3 -m pytest bench/bench_cpu.py -q --benchmark-disable
 python3 bench/bench_stages.py --shapes smoke --rounds 1 > /dev/null
+python3 bench/bench_methods.py --shapes smoke --rounds 1 > /dev/null
 "$(bash ci/vllm_env.sh)" bench/bench_vllm.py --shapes smoke --dtypes float32 --rounds 1 > /dev/null

@@ -31,7 +31,7 @@ LAYERS = [
         "cpu",
     },
     {"backends.contract", "backends.reference", "backends.torch_backend", "backends.triton_backend", "backends"},
-    {"methods.base", "methods.dycoke.plan"},
+    {"methods.base", *(f"methods.{m}.{part}" for m in methods.names() for part in ("plan", "kernels"))},
     {f"methods.{m}.{part}" for m in methods.names() for part in ("reference", "torch_ops", "triton_ops")},
     {f"methods.{m}" for m in methods.names()},
     {"methods"},

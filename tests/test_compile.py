@@ -20,6 +20,7 @@ CALLS = {
     "videos": dict(frames=[(5, 16), (3, 16)], retention=[0.2, 0.6], exact=True),
     "dycoke": dict(frames=16, retention=0.5, method="dycoke"),
     "dycoke_fca": dict(frames=16, retention=0.4, method="dycoke", frame_budgets="vidcom2", exact=True),
+    "visionzip": dict(frames=16, retention=0.4, method="visionzip", options={"dominant_ratio": 0.5, "k_neighbors": 3}),
     "not_exact": dict(frames=16, retention=0.25),
 }
 
@@ -80,7 +81,7 @@ def test_tensor_arguments_are_refused_by_name():
         torch.compile(lambda x: compress(x, frames, exact=True).indices, fullgraph=True)(x)
 
 
-@pytest.mark.parametrize("call", ["exact", "target", "dycoke", "not_exact"])
+@pytest.mark.parametrize("call", ["exact", "target", "dycoke", "visionzip", "not_exact"])
 def test_opcheck(call):
     kw = CALLS[call]
     frames = kw["frames"] if isinstance(kw["frames"], list) else [(8, kw["frames"])]
@@ -99,5 +100,6 @@ def test_opcheck(call):
         kw.get("method", "vidcom2"),
         kw.get("frame_budgets"),
         False,
+        list(kw.get("options", {}).values()),  # the method's options, in the order of its defaults
     )
     torch.library.opcheck(compress_op, args)

@@ -84,7 +84,7 @@ def test_model_name_parsing():
 @pytest.mark.parametrize(
     "env, message",
     [
-        ({"COMPRESSOR": "fastv"}, "COMPRESSOR must be one of vidcom2, dycoke or none, got 'fastv'"),
+        ({"COMPRESSOR": "fastv"}, "COMPRESSOR must be one of vidcom2, dycoke, visionzip or none, got 'fastv'"),
         ({"COMPRESSOR": "vidcom2", "R_RATIO": "2"}, r"R_RATIO must be a number in \(0, 1\], got '2'"),
         ({"COMPRESSOR": "vidcom2", "R_RATIO": "quarter"}, r"R_RATIO must be a number in \(0, 1\], got 'quarter'"),
         ({"COMPRESSOR": "vidcom2", "VIDCOM2_EXACT": "maybe"}, "VIDCOM2_EXACT must be 1/true/yes/on"),
@@ -347,6 +347,18 @@ def test_launcher_runs_dycoke_with_vidcom2_budgets(side_python, material, tmp_pa
     assert_ok(done)
     [(calls, before, after)] = token_totals(done.stderr)
     assert "vidcom2 [rank 0] dycoke, retention 0.3:" in done.stderr
+    assert calls == ITEMS and after < before and all(a.strip() for a in answers.values())
+
+
+@pytest.mark.lmms_eval
+def test_launcher_runs_visionzip_with_its_options(side_python, material, tmp_path):
+    """``COMPRESSOR=visionzip`` with the released fork's option variables: merged tokens reach
+    the model through the real lmms-eval."""
+    env = {"COMPRESSOR": "visionzip", "R_RATIO": "0.3", "visionzip_dominant_ratio": "0.5", "visionzip_k_neighbors": "3"}
+    done, answers = lmms_eval_run(side_python, material, CASES[0], tmp_path, env)
+    assert_ok(done)
+    [(calls, before, after)] = token_totals(done.stderr)
+    assert "vidcom2 [rank 0] visionzip, retention 0.3, dominant_ratio 0.5, k_neighbors 3:" in done.stderr
     assert calls == ITEMS and after < before and all(a.strip() for a in answers.values())
 
 

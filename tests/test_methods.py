@@ -12,6 +12,7 @@ of itself and the frame's dropped rows). Its expected results are computed indep
 from __future__ import annotations
 
 import ast
+import dataclasses
 import inspect
 import pathlib
 import types
@@ -41,9 +42,10 @@ def norm_scores(features, layout, validate, out=None):
     return nan_as_inf(-torch.linalg.vector_norm(x, dim=1)), write_out(out, bad if validate else None)
 
 
-def norm_merge_rows(req, kernels, indices, rows):
+def norm_merge_rows(req, kernels, scores, selection, rows):
     """Each frame's first kept row -> the mean of itself and the frame's dropped rows."""
-    layout, kept = req.layout, indices.tolist()
+    layout, indices = req.layout, selection.indices
+    kept = indices.tolist()
     out = [t.clone() for t in rows]
     merged = torch.zeros(len(kept), dtype=torch.bool)
     position = {row: k for k, row in enumerate(kept)}
@@ -74,23 +76,18 @@ def score(req, kernels, flags):
     return Scored(scores, None, nonfinite)
 
 
+NORM = Method(
+    name="norm",
+    summary="toy: largest row norms",
+    kernels={name: KERNELS for name in backends.REGISTRY},
+    kernel_names=("norm_scores",),
+    score=score,
+    budgets=norm_budgets,
+)
 TOYS = {
-    "norm": Method(
-        name="norm",
-        summary="toy: largest row norms",
-        kernels={name: KERNELS for name in backends.REGISTRY},
-        kernel_names=("norm_scores",),
-        score=score,
-        budgets=norm_budgets,
-    ),
-    "norm_merge": Method(
-        name="norm_merge",
-        summary="toy: largest row norms, dropped rows merged",
-        kernels={name: KERNELS for name in backends.REGISTRY},
-        kernel_names=("norm_scores",),
-        score=score,
-        budgets=norm_budgets,
-        merge=norm_merge_rows,
+    "norm": NORM,
+    "norm_merge": dataclasses.replace(
+        NORM, name="norm_merge", summary="toy: largest row norms, dropped rows merged", merge=norm_merge_rows
     ),
 }
 
@@ -140,11 +137,16 @@ def test_method_kernels_do_not_import_a_reference():
 
 
 def test_method_errors_list_the_registry(toys):
-    with pytest.raises(ValueError, match=r"method must be one of \('vidcom2', 'dycoke', 'norm', 'norm_merge'\)"):
+    with pytest.raises(
+        ValueError, match=r"method must be one of \('vidcom2', 'dycoke', 'visionzip', 'norm', 'norm_merge'\)"
+    ):
         vk.compress(torch.randn(8, 4), 4, method="visionzip_typo")
     with pytest.raises(ValueError, match="quirks=True only applies to method='dycoke'"):
         vk.compress(torch.randn(8, 4), 4, method="norm", quirks=True)
-    with pytest.raises(ValueError, match="only applies to method='dycoke' or method='norm' or method='norm_merge'"):
+    with pytest.raises(
+        ValueError,
+        match="only applies to method='dycoke' or method='visionzip' or method='norm' or method='norm_merge'",
+    ):
         vk.compress(torch.randn(8, 4), 4, method="vidcom2", frame_budgets="vidcom2")
 
 
@@ -225,9 +227,14 @@ def test_plugin_through_settings_and_the_environment(toys):
     assert adapters.Settings(method="norm").method == "norm"
     settings = adapters.settings_from_env({"COMPRESSOR": "Norm", "R_RATIO": "0.5", "FRAME_BUDGETS": "vidcom2"})
     assert settings == adapters.Settings(method="norm", retention=0.5, frame_budgets="vidcom2")
-    with pytest.raises(ValueError, match="FRAME_BUDGETS=vidcom2 only applies to COMPRESSOR=dycoke or COMPRESSOR=norm"):
+    with pytest.raises(
+        ValueError,
+        match="FRAME_BUDGETS=vidcom2 only applies to COMPRESSOR=dycoke or COMPRESSOR=visionzip or COMPRESSOR=norm",
+    ):
         adapters.settings_from_env({"COMPRESSOR": "vidcom2", "FRAME_BUDGETS": "vidcom2"})
-    with pytest.raises(ValueError, match="COMPRESSOR must be one of vidcom2, dycoke, norm, norm_merge or none"):
+    with pytest.raises(
+        ValueError, match="COMPRESSOR must be one of vidcom2, dycoke, visionzip, norm, norm_merge or none"
+    ):
         adapters.settings_from_env({"COMPRESSOR": "fastv"})
 
 

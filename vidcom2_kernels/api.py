@@ -7,7 +7,7 @@ but the package face and the reference twins.
 from __future__ import annotations
 
 import numbers
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import torch
 
@@ -31,9 +31,11 @@ def prepare(
     method: str = "vidcom2",
     frame_budgets: Optional[str] = None,
     quirks: bool = False,
+    options: Optional[Mapping] = None,
 ) -> Request:
     """Check the arguments of :func:`compress` (before any tensor work) into a :class:`Request`."""
     spec = methods.check_method(method, frame_budgets, quirks)
+    options = methods.check_options(spec, options)
     exact, validate = check_flag(exact, "exact"), check_flag(validate, "validate")
     fca = spec.budgets is None or frame_budgets == "vidcom2"
     features = check_features(features)
@@ -46,7 +48,7 @@ def prepare(
     else:  # a method's own counts are known on the host up front: already exact
         targets = None
     extras = check_extras(extras, features.shape[0], features.device)
-    return Request(features, layout, ratios, targets, validate, extras, method, fca, bool(quirks))
+    return Request(features, layout, ratios, targets, validate, extras, method, fca, bool(quirks), options)
 
 
 @torch.no_grad()  # inference only: no autograd graph, and inputs that require grad are fine
@@ -63,6 +65,7 @@ def compress(
     method: str = "vidcom2",
     frame_budgets: Optional[str] = None,
     quirks: bool = False,
+    options: Optional[Mapping] = None,
 ) -> Compression:
     """Keep the most distinctive visual tokens of one or more videos (VidCom2, or another
     registered method).
@@ -90,6 +93,8 @@ def compress(
         Compression Adjustment over the method's token scores (for a method whose own budgets
         are not FCA already).
     quirks : with ``method="dycoke"``, reproduce the released DyCoke code's frame quirks.
+    options : the method's own options (its ``defaults`` in the registry; e.g. VisionZip's
+        ``{"dominant_ratio": 0.6, "k_neighbors": 5}``); None: its defaults.
 
     Returns
     -------
@@ -106,7 +111,18 @@ def compress(
     """
     if torch.compiler.is_compiling():  # one opaque op in the graph: see compress_op
         return _compress_traced(
-            features, frames, retention, exact, target, backend, validate, extras, method, frame_budgets, quirks
+            features,
+            frames,
+            retention,
+            exact,
+            target,
+            backend,
+            validate,
+            extras,
+            method,
+            frame_budgets,
+            quirks,
+            options,
         )
     req = prepare(
         features,
@@ -119,6 +135,7 @@ def compress(
         method=method,
         frame_budgets=frame_budgets,
         quirks=quirks,
+        options=options,
     )
     return pipeline.run(req, resolve(backend, req.features.device))
 
@@ -148,6 +165,7 @@ def compress_op(
     method: str,
     frame_budgets: Optional[str],
     quirks: bool,
+    option_values: list[float],
 ) -> tuple[
     torch.Tensor,
     torch.Tensor,
@@ -162,7 +180,9 @@ def compress_op(
     """:func:`compress` as a torch.library op: the seven tensors of :class:`Compression` in the
     order of ``_OUTPUTS``, then ``merged`` as a list ([] for None), then the gathered ``extras``.
     Outputs never alias the inputs."""
-    req = _op_request(features, extras, frames, retention, target, exact, validate, method, frame_budgets, quirks)
+    req = _op_request(
+        features, extras, frames, retention, target, exact, validate, method, frame_budgets, quirks, option_values
+    )
     out = pipeline.run(req, resolve(backend, req.features.device))
     inputs = {t.untyped_storage().data_ptr() for t in (features, *extras)}
     merged = [] if out.merged is None else [out.merged]
@@ -173,9 +193,11 @@ def compress_op(
 
 @compress_op.register_fake
 def _compress_fake(
-    features, extras, frames, retention, target, exact, backend, validate, method, frame_budgets, quirks
+    features, extras, frames, retention, target, exact, backend, validate, method, frame_budgets, quirks, option_values
 ):
-    req = _op_request(features, extras, frames, retention, target, exact, validate, method, frame_budgets, quirks)
+    req = _op_request(
+        features, extras, frames, retention, target, exact, validate, method, frame_budgets, quirks, option_values
+    )
     N, F, V = req.layout.num_tokens, req.layout.total_frames, req.layout.num_videos
     K = pipeline.known_kept(req)
     if K is None:  # FCA budgets, not exact: the size depends on the scores
@@ -195,9 +217,14 @@ def _compress_fake(
     )
 
 
-def _op_request(features, extras, frames, retention, target, exact, validate, method, frame_budgets, quirks):
-    """The op's schema-typed arguments back into a checked :class:`Request`."""
+def _op_request(
+    features, extras, frames, retention, target, exact, validate, method, frame_budgets, quirks, option_values
+):
+    """The op's schema-typed arguments back into a checked :class:`Request`. The method's options
+    travel as floats in the order of its defaults and come back in the types of its defaults."""
     pairs = [frames[i : i + 2] for i in range(0, len(frames), 2)]
+    defaults = methods.get(method).defaults
+    options = {name: type(default)(v) for (name, default), v in zip(defaults.items(), option_values)}
     return prepare(
         features,
         pairs,
@@ -209,6 +236,7 @@ def _op_request(features, extras, frames, retention, target, exact, validate, me
         method=method,
         frame_budgets=frame_budgets,
         quirks=quirks,
+        options=options,
     )
 
 
@@ -225,7 +253,7 @@ def _schema_list(value, kind, name: str) -> list:
 
 
 def _compress_traced(
-    features, frames, retention, exact, target, backend, validate, extras, method, frame_budgets, quirks
+    features, frames, retention, exact, target, backend, validate, extras, method, frame_budgets, quirks, options
 ):
     """compress() while torch.compile traces it: the arguments become the op's schema types
     (plain Python the compiler folds away), the op runs, and its outputs become a Compression."""
@@ -237,8 +265,10 @@ def _compress_traced(
     flat = [int(n) for pair in frames for n in pair]
     target = [] if target is None else _schema_list(target, int, "target")
     retention = _schema_list(retention, float, "retention")
+    spec = methods.check_method(method, frame_budgets, quirks)
+    values = [float(v) for v in methods.check_options(spec, options).values()]  # in the order of its defaults
     *tensors, merged, kept_extras = compress_op(
-        features, list(extras), flat, retention, target, exact, backend, validate, method, frame_budgets, quirks
+        features, list(extras), flat, retention, target, exact, backend, validate, method, frame_budgets, quirks, values
     )
     return Compression(
         *tensors,

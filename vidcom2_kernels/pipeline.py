@@ -93,11 +93,17 @@ def read_back(req: Request, plan: Budgets, readback: torch.Tensor) -> int:
 
 
 def prepare(req: Request, backend: ModuleType) -> tuple[Scored, Budgets, int]:
-    """Scores, budgets and the host read of a checked request with at least one token."""
+    """Scores, budgets and the host read of a checked request with at least one token; the
+    method's refined scores when it refines them once the budgets are known."""
     readback = new_output((2, req.layout.num_videos), torch.int64, req.features.device)
     scored = score(req, backend, readback[1])
     plan = plan_budgets(req, backend, scored.uniqueness, readback[0])
-    return scored, plan, read_back(req, plan, readback)
+    num_kept = read_back(req, plan, readback)
+    method = methods.get(req.method)
+    if method.refine is not None:  # the final order keys, now that the budgets are known
+        kernels = method.kernels_on(name_of(backend))
+        scored = scored._replace(scores=method.refine(req, kernels, scored.scores, plan.budgets))
+    return scored, plan, num_kept
 
 
 def select(req: Request, backend: ModuleType) -> tuple[Scored, Selection]:
@@ -119,7 +125,7 @@ def run(req: Request, backend: ModuleType) -> Compression:
     )
     method, merged = methods.get(req.method), None
     if method.merge is not None:
-        kept, merged = method.merge(req, method.kernels_on(name_of(backend)), selection.indices, kept)
+        kept, merged = method.merge(req, method.kernels_on(name_of(backend)), scored.scores, selection, kept)
     return Compression(
         indices=selection.indices,
         features=kept[0],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import NamedTuple, Optional, Sequence
+from typing import Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ class Request:
     method: str = "vidcom2"
     fca: bool = True
     quirks: bool = False  # DyCoke: reproduce the released code's frame quirks
+    options: Mapping = field(default_factory=dict)  # the method's options, defaults filled in, read-only
 
 
 class Selection(NamedTuple):

@@ -24,6 +24,7 @@ def compress(
     method="vidcom2",
     frame_budgets=None,
     quirks=False,
+    options=None,
 ):
     """Reference twin of :func:`vidcom2_kernels.compress` (same arguments but ``backend``)."""
     return api.compress(
@@ -38,6 +39,7 @@ def compress(
         method=method,
         frame_budgets=frame_budgets,
         quirks=quirks,
+        options=options,
     )
 
 

@@ -1,4 +1,5 @@
-"""Run lmms-eval with VidCom2 (or DyCoke), the upstream way: ``COMPRESSOR=vidcom2 R_RATIO=0.25``.
+"""Run lmms-eval with VidCom2 (or another registered method: DyCoke, VisionZip), the upstream way:
+``COMPRESSOR=vidcom2 R_RATIO=0.25``.
 
     COMPRESSOR=vidcom2 R_RATIO=0.25 accelerate launch --num_processes=8 -m vidcom2_kernels.adapters.lmms_eval \\
         --model qwen2_vl --model_args pretrained=Qwen/Qwen2-VL-7B-Instruct --tasks videomme --batch_size 1
@@ -187,6 +188,7 @@ def summary(settings: Settings, handles: list) -> str:
     after = sum(h.video_tokens_after for h in handles)
     calls = sum(h.calls for h in handles)
     what = f"{settings.method}, retention {settings.retention:g}{', exact' if settings.exact else ''}"
+    what += "".join(f", {name} {value:g}" for name, value in (settings.options or {}).items())
     share = f" ({100.0 * after / before:.1f}%)" if before else ""
     return f"vidcom2 [rank {rank}] {what}: {calls} generate() calls with video, video tokens {before} -> {after}{share}"
 

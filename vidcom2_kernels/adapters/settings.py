@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import Mapping, Optional
 
 from .. import methods
 from ..api import compress
@@ -21,6 +21,7 @@ class Settings:
     :data:`vidcom2_kernels.methods.REGISTRY`); ``retention`` in (0, 1] (DyCoke: the kept fraction
     ``1 - p`` of pruned frames); ``exact`` / ``target`` exact counts; ``frame_budgets="vidcom2"``
     VidCom2's frame budgets over the method's scores; ``quirks`` DyCoke's released quirks;
+    ``options`` the method's own options (VisionZip's ``dominant_ratio``, ``k_neighbors``);
     ``backend`` as in ``compress``."""
 
     retention: float = 0.25
@@ -30,11 +31,13 @@ class Settings:
     method: str = "vidcom2"
     frame_budgets: Optional[str] = None
     quirks: bool = False
+    options: Optional[Mapping] = None
 
     def __post_init__(self):
         """Every option's values, as ``compress`` checks them, except what needs the videos (a
         per-video list's length, a target's upper bound): those are checked per call."""
-        methods.check_method(self.method, self.frame_budgets, self.quirks)
+        spec = methods.check_method(self.method, self.frame_budgets, self.quirks)
+        methods.check_options(spec, self.options)
         check_flag(self.exact, "exact")
         check_flag(self.quirks, "quirks")
         if not isinstance(self.backend, str) or self.backend not in BACKENDS:
@@ -55,6 +58,7 @@ class Settings:
             method=self.method,
             frame_budgets=self.frame_budgets,
             quirks=self.quirks,
+            options=self.options,
         )
 
 
@@ -76,8 +80,9 @@ def settings_from_env(environ=None) -> Settings | None:
     method name (``vidcom2``, ``dycoke``, ...; unset or ``none``: None, no compression),
     ``R_RATIO`` (retention in (0, 1], default 0.25; for DyCoke the kept fraction ``1 - p`` of
     pruned frames), ``VIDCOM2_EXACT`` (1/true/yes/on for exact counts), ``FRAME_BUDGETS=vidcom2``
-    (VidCom2's frame budgets over a method with budgets of its own). A ValueError names the
-    variable that is wrong."""
+    (VidCom2's frame budgets over a method with budgets of its own), and the method's options
+    under the released fork's names (``visionzip_dominant_ratio``, ``visionzip_k_neighbors``).
+    A ValueError names the variable that is wrong."""
     env = os.environ if environ is None else environ
     method = env.get("COMPRESSOR", "").strip().lower()
     if method in ("", "none"):
@@ -103,4 +108,26 @@ def settings_from_env(environ=None) -> Settings | None:
     if frame_budgets is not None and method not in methods.with_own_budgets():
         which = " or ".join(f"COMPRESSOR={m}" for m in methods.with_own_budgets())
         raise ValueError(f"FRAME_BUDGETS={env['FRAME_BUDGETS']} only applies to {which}")
-    return Settings(method=method, retention=retention, exact=ENV_FLAGS[exact], frame_budgets=frame_budgets)
+    spec = methods.get(method)
+    options = {
+        name: _env_option(env, variable, spec.defaults[name]) for name, variable in spec.env.items() if variable in env
+    }
+    try:
+        methods.check_options(spec, options)
+    except ValueError as e:  # the same check, said with the variable the user set
+        message = str(e)
+        for name, variable in spec.env.items():
+            message = message.replace(f"options[{name!r}]", variable)
+        raise ValueError(message) from None
+    return Settings(
+        method=method, retention=retention, exact=ENV_FLAGS[exact], frame_budgets=frame_budgets, options=options or None
+    )
+
+
+def _env_option(env, variable: str, default):
+    """The value of ``variable`` as the type of the option's ``default`` (int or float)."""
+    try:
+        return type(default)(env[variable])
+    except ValueError:
+        kind = "an integer" if isinstance(default, int) else "a number"
+        raise ValueError(f"{variable} must be {kind}, got {env[variable]!r}") from None

@@ -121,15 +121,29 @@ def _exclusive_rank(flags: torch.Tensor, segment_start: torch.Tensor, segment: t
     return before - before.index_select(0, segment_start).index_select(0, segment)
 
 
-def _select_mask(scores, layout: VideoLayout, budgets, targets, ids: DeviceLayout) -> torch.Tensor:
-    """(N,) bool kept mask: per-frame lowest ``budgets`` scores, then the exact-mode reconcile."""
-    scores = nan_as_inf(scores.float())
-    by_score = torch.sort(scores, stable=True).indices  # ascending score, lower index first
+def frame_order(scores: torch.Tensor, layout: VideoLayout, ids: DeviceLayout) -> tuple:
+    """Rows by ascending (score, index) (N,), the same grouped by frame (N,), and the rank (N,)
+    inside its frame of each position of the grouped order (NaN scores as +inf)."""
+    by_score = torch.sort(nan_as_inf(scores.float()), stable=True).indices  # lower index first on ties
     # rows are grouped by frame (and video), so a stable sort by segment keeps (score, index) order
     by_frame = by_score.index_select(0, torch.sort(ids.row_frame.index_select(0, by_score), stable=True).indices)
     # position i of by_frame lies in frame row_frame[i]: frames are contiguous row ranges
     position = torch.arange(layout.num_tokens, device=scores.device)
-    rank = position - ids.frame_row_start[:-1].index_select(0, ids.row_frame)
+    return by_score, by_frame, position - ids.frame_row_start[:-1].index_select(0, ids.row_frame)
+
+
+def lowest_per_frame(scores: torch.Tensor, layout: VideoLayout, budgets: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: each frame's ``budgets[f]`` lowest scores (lower index first on ties)."""
+    ids = device_layout(layout, scores.device)
+    _, by_frame, rank = frame_order(scores, layout, ids)
+    k = budgets.clamp(min=0).index_select(0, ids.row_frame)
+    return torch.zeros(layout.num_tokens, dtype=torch.bool, device=scores.device).scatter_(0, by_frame, rank < k)
+
+
+def _select_mask(scores, layout: VideoLayout, budgets, targets, ids: DeviceLayout) -> torch.Tensor:
+    """(N,) bool kept mask: per-frame lowest ``budgets`` scores, then the exact-mode reconcile."""
+    scores = nan_as_inf(scores.float())
+    by_score, by_frame, rank = frame_order(scores, layout, ids)
     k = budgets.clamp(min=0).index_select(0, ids.row_frame)
     mask = torch.zeros(layout.num_tokens, dtype=torch.bool, device=scores.device)
     mask.scatter_(0, by_frame, rank < k)

@@ -9,14 +9,15 @@ names methods reads this registry: :func:`~vidcom2_kernels.compress`'s checks, t
 
 from __future__ import annotations
 
-from typing import Optional
+from types import MappingProxyType
+from typing import Mapping, Optional
 
 from ..records import FRAME_BUDGETS, check_flag
-from . import dycoke, vidcom2
+from . import dycoke, vidcom2, visionzip
 from .base import Method, Scored
 
 #: name -> Method, in the order the docs list them
-REGISTRY: dict = {m.name: m for m in (vidcom2.METHOD, dycoke.METHOD)}
+REGISTRY: dict = {m.name: m for m in (vidcom2.METHOD, dycoke.METHOD, visionzip.METHOD)}
 
 
 def names() -> tuple:
@@ -29,9 +30,9 @@ def with_own_budgets() -> tuple:
     return tuple(name for name, m in REGISTRY.items() if m.budgets is not None)
 
 
-def taking(option: str) -> tuple:
-    """The methods that take the method-specific keyword ``option``."""
-    return tuple(name for name, m in REGISTRY.items() if option in m.options)
+def taking(keyword: str) -> tuple:
+    """The methods that take the method-specific keyword ``keyword``."""
+    return tuple(name for name, m in REGISTRY.items() if keyword in m.keywords)
 
 
 def get(name: str) -> Method:
@@ -56,9 +57,34 @@ def check_method(method: str, frame_budgets: Optional[str], quirks: bool) -> Met
             f"frame_budgets='vidcom2' only applies to {_only(with_own_budgets())} "
             f"(method={method!r}'s own budgets are VidCom2's FCA)"
         )
-    if check_flag(quirks, "quirks") and "quirks" not in spec.options:
+    if check_flag(quirks, "quirks") and "quirks" not in spec.keywords:
         raise ValueError(f"quirks=True only applies to {_only(taking('quirks'))}")
     return spec
 
 
-__all__ = ["Method", "REGISTRY", "Scored", "check_method", "get", "names", "taking", "with_own_budgets"]
+def check_options(spec: Method, options: Optional[Mapping]) -> Mapping:
+    """``options`` of the method ``spec`` with its defaults filled in, checked, read-only. An
+    option the method does not take is an error naming what it takes."""
+    if options is None:
+        options = {}
+    if not isinstance(options, Mapping):
+        raise TypeError(f"options must be a dict of the method's options, got {type(options).__name__}")
+    unknown = sorted(set(options) - set(spec.defaults))
+    if unknown:
+        takes = ", ".join(spec.defaults) or "none"
+        raise ValueError(f"options: method {spec.name!r} has no option {unknown[0]!r} (its options: {takes})")
+    merged = {**spec.defaults, **options}
+    return MappingProxyType(spec.check_options(merged) if spec.check_options else merged)
+
+
+__all__ = [
+    "Method",
+    "REGISTRY",
+    "Scored",
+    "check_method",
+    "check_options",
+    "get",
+    "names",
+    "taking",
+    "with_own_budgets",
+]

@@ -11,14 +11,14 @@ gather -> merge (optional); the selection, FCA and the gather are the backends' 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Callable, Mapping, NamedTuple, Optional
 
 import numpy as np
 import torch
 
-from ..records import Request
+from ..records import Request, Selection
 
 
 class Scored(NamedTuple):
@@ -35,10 +35,15 @@ class Scored(NamedTuple):
 Scorer = Callable[[Request, ModuleType, torch.Tensor], Scored]
 #: (request) -> (F,) int64 kept count per frame, known on the host before any tensor work
 Planner = Callable[[Request], np.ndarray]
-#: (request, kernel module, indices (K,) ascending, kept rows [(K, ...)] of features and extras)
-#: -> (rows [(K, ...)] with the merges applied, merged (K,) bool: the rows that are merges). The
-#: method documents what it does to the extras (merged alike, or left as the anchor row's).
-Merger = Callable[[Request, ModuleType, torch.Tensor, list], tuple]
+#: (request, kernel module, scores (N,), budgets (F,) int64 on the device) -> the final order keys
+#: (N,) float32, once the frame budgets are known (VisionZip: dominant tokens first, then density)
+Refiner = Callable[[Request, ModuleType, torch.Tensor, torch.Tensor], torch.Tensor]
+#: (request, kernel module, scores (N,), the Selection, kept rows [(K, ...)] of features and
+#: extras) -> (rows [(K, ...)] with the merges applied, merged (K,) bool: the rows that are
+#: merges). The method documents what it does to the extras (merged alike, or the anchor's own).
+Merger = Callable[[Request, ModuleType, torch.Tensor, Selection, list], tuple]
+#: the method's options, all present (its defaults filled in) -> the same, checked and typed
+OptionCheck = Callable[[dict], dict]
 
 
 @dataclass(frozen=True)
@@ -49,9 +54,12 @@ class Method:
     backend (``kernel_names``; None where the backend is not installed). ``budgets`` is the
     method's own per-frame plan, known on the host; None means its own budgets are VidCom2's FCA
     over the frame uniqueness (``gives_uniqueness``: its scorer computes that uniqueness itself;
-    otherwise ``frame_budgets="vidcom2"`` runs VidCom2's scorer for it). ``merge`` None: every
-    output row is an input row. ``options``: the :func:`~vidcom2_kernels.compress` keywords only
-    this method takes.
+    otherwise ``frame_budgets="vidcom2"`` runs VidCom2's scorer for it). ``refine`` (optional)
+    turns the scores into the final order keys once the budgets are known. ``merge`` None: every
+    output row is an input row. ``keywords``: the :func:`~vidcom2_kernels.compress` keywords only
+    this method takes (DyCoke's ``quirks``). ``defaults``: its ``options=`` with their defaults,
+    checked by ``check_options``; ``env``: the environment variable of each option in the
+    released lmms-eval fork.
     """
 
     name: str
@@ -60,9 +68,13 @@ class Method:
     kernel_names: tuple
     score: Scorer
     budgets: Optional[Planner] = None
+    refine: Optional[Refiner] = None
     merge: Optional[Merger] = None
     gives_uniqueness: bool = False
-    options: tuple = ()
+    keywords: tuple = ()
+    defaults: Mapping = field(default_factory=dict)
+    check_options: Optional[OptionCheck] = None
+    env: Mapping = field(default_factory=dict)
 
     def kernels_on(self, backend: str) -> ModuleType:
         """The method's kernel module on the backend named ``backend``."""

@@ -47,5 +47,5 @@ METHOD = Method(
     kernel_names=("dycoke_similarity",),
     score=score,
     budgets=budgets,
-    options=("quirks",),
+    keywords=("quirks",),
 )
