@@ -65,8 +65,8 @@ def check_method(method: str, frame_budgets: Optional[str], quirks: bool) -> Met
 def check_options(spec: Method, options: Optional[Mapping]) -> Mapping:
     """``options`` of the method ``spec`` with its defaults filled in, checked, read-only. An
     option the method does not take is an error naming what it takes."""
-    if options is None or (isinstance(options, Mapping) and not options):
-        return spec.default_options
+    if options is None:
+        options = {}
     if not isinstance(options, Mapping):
         raise TypeError(f"options must be a dict of the method's options, got {type(options).__name__}")
     unknown = sorted(set(options) - set(spec.defaults))

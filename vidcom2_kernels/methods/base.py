@@ -12,8 +12,7 @@ gather -> merge (optional); the selection, FCA and the gather are the backends' 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
-from types import MappingProxyType, ModuleType
+from types import ModuleType
 from typing import Callable, Mapping, NamedTuple, Optional
 
 import numpy as np
@@ -76,12 +75,6 @@ class Method:
     defaults: Mapping = field(default_factory=dict)
     check_options: Optional[OptionCheck] = None
     env: Mapping = field(default_factory=dict)
-
-    @cached_property
-    def default_options(self) -> Mapping:
-        """The checked defaults, read-only, computed once (a call that passes no options)."""
-        checked = self.check_options(dict(self.defaults)) if self.check_options else dict(self.defaults)
-        return MappingProxyType(checked)
 
     def kernels_on(self, backend: str) -> ModuleType:
         """The method's kernel module on the backend named ``backend``."""
