@@ -147,3 +147,70 @@ def visionzip_released_shape(
                     kept.append(rest[anchors])
             out.append(torch.cat(kept))
     return torch.cat(out)
+
+
+def _fastvid_dpc(x: torch.Tensor, count: int) -> torch.Tensor:
+    """``count`` DPC-kNN centres of the rows of x, ascending (torch.cdist, 4 nearest, random
+    jitter on the density as in the released helper)."""
+    dist = torch.cdist(x[None], x[None])[0] / x.shape[1] ** 0.5
+    density = torch.exp(-(torch.topk(dist, min(4, len(x)), dim=1, largest=False).values ** 2).mean(dim=1))
+    density = density + torch.rand(density.shape) * 1e-6
+    denser = density[None, :] > density[:, None]
+    delta = torch.where(denser, dist, dist.max()).min(dim=1).values
+    return torch.topk(delta * density, min(count, len(x))).indices.sort().values
+
+
+def fastvid_released_shape(x: torch.Tensor, frames, retention: float = 0.25, c=8, tau=0.84, d=0.5, p=4, beta=0.5):
+    """FastVID with the released code's structure, one video at a time, default options: segments
+    from host reads of the frame similarities, then Python loops over segments, over their frames
+    (a top-k of the norms, a DPC-kNN over the rest) and over the frames with context tokens (one
+    merge product each); rows in position order."""
+    out = []
+    for v, F, T in _videos(x, frames):
+        rows = v.view(F, T, -1)
+        means = torch.nn.functional.normalize(rows.mean(dim=1).float(), dim=-1)
+        sim = (means[:-1] * means[1:]).sum(dim=1).tolist()
+        cuts = set(sorted(range(F - 1), key=lambda i: sim[i])[: min(c - 1, F - 1)]) | {
+            i for i in range(F - 1) if sim[i] < tau
+        }
+        bounds = [0, *sorted(i + 1 for i in cuts), F]
+        retain = max(1, min(T, int(T * retention)))
+        for f0, f1 in zip(bounds[:-1], bounds[1:]):
+            L = f1 - f0
+            total = retain * L
+            n_ctx = max(1, int(total * d)) if total > 1 else 0
+            inner = [f0, *[f + 1 for f in range(f0, f1 - 1) if sim[f] < 0.99], f1] if L > 1 else [f0, f1]
+            n = len(inner) - 1
+            give = [0] * n
+            shares = -(-n // p)
+            for t, i in enumerate(range(0, n, p)):
+                give[i] = min(n_ctx // shares + (t < n_ctx % shares), T // 2) if L > 1 else n_ctx
+            give.reverse()
+            n_sal = total - n_ctx
+            flat = rows[f0:f1].reshape(L * T, -1)
+            salient, context = [], []
+            for i in range(n):
+                f = inner[i + 1] - 1
+                s = min(n_sal // n + (i < n_sal % n), T - give[i])
+                top = torch.topk(rows[f].float().norm(dim=-1), s).indices
+                rest = torch.ones(T, dtype=torch.bool)
+                rest[top] = False
+                salient.append(top + (f - f0) * T)
+                if give[i] > 0:
+                    remaining = torch.nonzero(rest).flatten()
+                    context.append(remaining[_fastvid_dpc(rows[f][remaining].float(), give[i])] + (f - f0) * T)
+            salient = torch.cat(salient)
+            unit = torch.nn.functional.normalize(flat.float(), dim=-1)
+            kept = {int(i): flat[i] for i in salient}
+            for anchors in context:
+                pool = torch.ones(L * T, dtype=torch.bool)
+                pool[salient] = False
+                pool[anchors] = False
+                assign = (unit[pool] @ unit[anchors].T).argmax(dim=1)
+                onehot = torch.nn.functional.one_hot(assign, len(anchors)).float().T
+                counts = onehot.sum(dim=1, keepdim=True)
+                w = (1 / (counts + 1)).clamp(min=beta)
+                merged = w * flat[anchors] + (1 - w) * (onehot @ flat[pool]) / counts.clamp(min=1)
+                kept.update({int(a): merged[j] for j, a in enumerate(anchors)})
+            out.append(torch.stack([kept[i] for i in sorted(kept)]))
+    return torch.cat(out)

@@ -54,3 +54,13 @@ def test_table_runner_smoke(tmp_path):
     assert len(lines) == 3 and lines[0].startswith("shape,dtype")
     text = md.read_text()
     assert "<!-- bench_baselines cpu begin -->" in text and text.count("| smoke (") == 2
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_fastvid_released_shape_computes_fastvid(case, seed):
+    """The FastVID baseline gives the reference's rows (its random density jitter only decides
+    exact ties, which these inputs do not have)."""
+    x, frames = inputs(case, seed)
+    expect = vk.compress(x, frames, 0.25, backend="reference", method="fastvid")
+    torch.testing.assert_close(baselines.fastvid_released_shape(x, frames, 0.25), expect.features, atol=1e-5, rtol=0)

@@ -21,6 +21,8 @@ CALLS = {
     "dycoke": dict(frames=16, retention=0.5, method="dycoke"),
     "dycoke_fca": dict(frames=16, retention=0.4, method="dycoke", frame_budgets="vidcom2", exact=True),
     "visionzip": dict(frames=16, retention=0.4, method="visionzip", options={"dominant_ratio": 0.5, "k_neighbors": 3}),
+    "fastvid": dict(frames=16, retention=0.4, method="fastvid", options={"dyseg_c": 4}),
+    "fastvid_exact": dict(frames=16, retention=0.4, method="fastvid", exact=True),
     "not_exact": dict(frames=16, retention=0.25),
 }
 
@@ -81,7 +83,7 @@ def test_tensor_arguments_are_refused_by_name():
         torch.compile(lambda x: compress(x, frames, exact=True).indices, fullgraph=True)(x)
 
 
-@pytest.mark.parametrize("call", ["exact", "target", "dycoke", "visionzip", "not_exact"])
+@pytest.mark.parametrize("call", ["exact", "target", "dycoke", "visionzip", "fastvid", "not_exact"])
 def test_opcheck(call):
     kw = CALLS[call]
     frames = kw["frames"] if isinstance(kw["frames"], list) else [(8, kw["frames"])]

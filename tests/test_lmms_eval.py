@@ -363,6 +363,18 @@ def test_launcher_runs_visionzip_with_its_options(side_python, material, tmp_pat
 
 
 @pytest.mark.lmms_eval
+def test_launcher_runs_fastvid_with_its_options(side_python, material, tmp_path):
+    """``COMPRESSOR=fastvid`` with two of the released fork's option variables, through the real
+    lmms-eval: its segments and merges reach the model."""
+    env = {"COMPRESSOR": "fastvid", "R_RATIO": "0.3", "fastvid_DySeg_c": "4", "fastvid_DTM_beta": "0.4"}
+    done, answers = lmms_eval_run(side_python, material, CASES[0], tmp_path, env)
+    assert_ok(done)
+    [(calls, before, after)] = token_totals(done.stderr)
+    assert "vidcom2 [rank 0] fastvid, retention 0.3, " in done.stderr and "dyseg_c 4" in done.stderr
+    assert calls == ITEMS and after < before and all(a.strip() for a in answers.values())
+
+
+@pytest.mark.lmms_eval
 def test_launcher_under_torchrun_two_processes(side_python, material, tmp_path):
     """``accelerate launch --num_processes=N -m`` starts N processes through torch.distributed.run
     (on GPUs); torchrun is that same launcher on the CPU. Each process compresses its share."""

@@ -43,7 +43,7 @@ def prepare(
     ratios = parse_retention(retention, layout)
     if target is not None:
         targets = parse_target(target, layout)
-    elif exact and fca:
+    elif exact and (fca or spec.plan is not None):
         targets = exact_targets(layout, ratios)
     else:  # a method's own counts are known on the host up front: already exact
         targets = None
@@ -200,8 +200,10 @@ def _compress_fake(
     )
     N, F, V = req.layout.num_tokens, req.layout.total_frames, req.layout.num_videos
     K = pipeline.known_kept(req)
-    if K is None:  # FCA budgets, not exact: the size depends on the scores
-        K = torch.library.get_ctx().new_dynamic_size(min=min(F, N), max=N)
+    if K is None:  # FCA budgets or a host plan, not exact: the size depends on the features
+        # at least a token a frame, or with a host plan (FastVID) a token a video
+        fewest = V if methods.get(method).plan is not None else F
+        K = torch.library.get_ctx().new_dynamic_size(min=min(fewest, N), max=N)
     i64, f32 = torch.int64, torch.float32
     merges = methods.get(method).merge is not None
     return (

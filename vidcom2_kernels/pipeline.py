@@ -12,6 +12,7 @@ backends write the kept counts and the non-finite flags into (``out=``).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import ModuleType
 from typing import NamedTuple, Optional
 
@@ -45,7 +46,7 @@ def score(req: Request, backend: ModuleType, flags: torch.Tensor) -> Scored:
         fca = methods.vidcom2.METHOD.score(req, methods.vidcom2.METHOD.kernels_on(name), flags)
     scored = method.score(req, method.kernels_on(name), flags)
     if fca is not None:
-        return Scored(scored.scores, fca.uniqueness, fca.nonfinite)
+        return Scored(scored.scores, fca.uniqueness, fca.nonfinite, scored.stats)
     if scored.uniqueness is None:
         zeros = torch.zeros(req.layout.total_frames, dtype=torch.float32, device=req.features.device)
         return scored._replace(uniqueness=zeros)
@@ -70,10 +71,11 @@ def plan_budgets(req: Request, backend: ModuleType, uniqueness: torch.Tensor, co
 
 def known_kept(req: Request) -> Optional[int]:
     """The number of output rows when the host knows it before any tensor work (exact mode, or
-    a method's own counts); None when it depends on the scores (FCA budgets, not exact)."""
+    a method's own counts); None when it depends on the features (FCA budgets or a method's host
+    plan, not exact)."""
     if req.targets is not None:
         return int(req.targets.sum())
-    if not req.fca:
+    if not req.fca and methods.get(req.method).plan is None:
         return int(own_budgets(req).sum())
     return None
 
@@ -92,24 +94,52 @@ def read_back(req: Request, plan: Budgets, readback: torch.Tensor) -> int:
     return num_kept
 
 
-def prepare(req: Request, backend: ModuleType) -> tuple[Scored, Budgets, int]:
+def host_plan(req: Request, backend: ModuleType, scored: Scored, readback: torch.Tensor) -> tuple:
+    """The budgets of a method with a host plan (:attr:`~vidcom2_kernels.methods.Method.plan`):
+    its per-frame statistics, the base budgets when FCA plans them on the device, and the
+    validation flags come to the host in the call's one read (as float64: exact for all three);
+    the plan's per-frame counts then go to the device. Returns (the request carrying the plan,
+    :class:`Budgets`, the number of kept tokens)."""
+    layout, method = req.layout, methods.get(req.method)
+    parts = [scored.stats.double()]
+    if req.fca:
+        parts.append(plan_budgets(req, backend, scored.uniqueness, readback[0]).budgets.double())
+    if req.validate:
+        parts.append(readback[1].double())
+    host = torch.cat(parts).cpu().numpy()
+    F = layout.total_frames
+    if req.validate:
+        raise_nonfinite(np.flatnonzero(host[len(host) - layout.num_videos :]).tolist())
+    base = host[F : 2 * F].astype(np.int64) if req.fca else own_budgets(req)
+    budgets, plan = method.plan(req, host[:F], base)
+    device_budgets = request_arrays(layout, req.features.device, budgets=budgets).budgets
+    num_kept = int(req.targets.sum()) if req.targets is not None else int(budgets.sum())
+    return replace(req, plan=plan), Budgets(device_budgets, None, layout.per_video_sum(budgets)), num_kept
+
+
+def prepare(req: Request, backend: ModuleType) -> tuple[Request, Scored, Budgets, int]:
     """Scores, budgets and the host read of a checked request with at least one token; the
-    method's refined scores when it refines them once the budgets are known."""
+    method's refined scores when it refines them once the budgets are known. Returns the request
+    (carrying the method's host plan, if it makes one), the scores, the budgets and the number
+    of kept tokens."""
     readback = new_output((2, req.layout.num_videos), torch.int64, req.features.device)
     scored = score(req, backend, readback[1])
-    plan = plan_budgets(req, backend, scored.uniqueness, readback[0])
-    num_kept = read_back(req, plan, readback)
     method = methods.get(req.method)
+    if method.plan is not None:
+        req, plan, num_kept = host_plan(req, backend, scored, readback)
+    else:
+        plan = plan_budgets(req, backend, scored.uniqueness, readback[0])
+        num_kept = read_back(req, plan, readback)
     if method.refine is not None:  # the final order keys, now that the budgets are known
         kernels = method.kernels_on(name_of(backend))
         scored = scored._replace(scores=method.refine(req, kernels, scored.scores, plan.budgets))
-    return scored, plan, num_kept
+    return req, scored, plan, num_kept
 
 
 def select(req: Request, backend: ModuleType) -> tuple[Scored, Selection]:
     """Everything but the gather: :func:`prepare` and the kept tokens (callers that apply the
     mask themselves stop here)."""
-    scored, plan, num_kept = prepare(req, backend)
+    req, scored, plan, num_kept = prepare(req, backend)
     return scored, backend.select_tokens(scored.scores, req.layout, plan.budgets, req.targets, num_kept)
 
 
@@ -119,7 +149,7 @@ def run(req: Request, backend: ModuleType) -> Compression:
     x, layout = req.features, req.layout
     if layout.num_tokens == 0:
         return empty(req, backend)
-    scored, plan, num_kept = prepare(req, backend)
+    req, scored, plan, num_kept = prepare(req, backend)
     selection, kept = backend.select_and_gather(
         scored.scores, layout, plan.budgets, req.targets, num_kept, (x, *req.extras)
     )

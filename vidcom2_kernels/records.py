@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Mapping, NamedTuple, Optional, Sequence
+from typing import Any, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -43,6 +43,7 @@ class Request:
     fca: bool = True
     quirks: bool = False  # DyCoke: reproduce the released code's frame quirks
     options: Mapping = field(default_factory=dict)  # the method's options, defaults filled in, read-only
+    plan: Any = None  # a method's host plan, once made (FastVID's segments): see Method.plan
 
 
 class Selection(NamedTuple):

@@ -13,11 +13,11 @@ from types import MappingProxyType
 from typing import Mapping, Optional
 
 from ..records import FRAME_BUDGETS, check_flag
-from . import dycoke, vidcom2, visionzip
+from . import dycoke, fastvid, vidcom2, visionzip
 from .base import Method, Scored
 
 #: name -> Method, in the order the docs list them
-REGISTRY: dict = {m.name: m for m in (vidcom2.METHOD, dycoke.METHOD, visionzip.METHOD)}
+REGISTRY: dict = {m.name: m for m in (vidcom2.METHOD, dycoke.METHOD, visionzip.METHOD, fastvid.METHOD)}
 
 
 def names() -> tuple:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Callable, Mapping, NamedTuple, Optional
+from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -23,11 +23,13 @@ from ..records import Request, Selection
 
 class Scored(NamedTuple):
     """Scores (N,) float32 (low = kept first), frame uniqueness (F,) float32 (None: the scorer has
-    none), non-finite videos (V,) flags (None unless validating)."""
+    none), non-finite videos (V,) flags (None unless validating), and per-frame statistics (F,)
+    float32 a method's host plan reads (None: it has no host plan)."""
 
     scores: torch.Tensor
     uniqueness: Optional[torch.Tensor]
     nonfinite: Optional[torch.Tensor]
+    stats: Optional[torch.Tensor] = None
 
 
 #: (request, the method's kernel module on the call's backend, flags (V,) int64 to write the
@@ -35,6 +37,10 @@ class Scored(NamedTuple):
 Scorer = Callable[[Request, ModuleType, torch.Tensor], Scored]
 #: (request) -> (F,) int64 kept count per frame, known on the host before any tensor work
 Planner = Callable[[Request], np.ndarray]
+#: (request, the scorer's ``stats`` (F,) float64 and the base budgets (F,) int64 (the method's own
+#: or FCA's), both read to the host in the call's one read) -> ((F,) int64 kept count per frame,
+#: the method's plan, carried to its refine and merge as ``Request.plan``)
+HostPlanner = Callable[[Request, np.ndarray, np.ndarray], tuple[np.ndarray, Any]]
 #: (request, kernel module, scores (N,), budgets (F,) int64 on the device) -> the final order keys
 #: (N,) float32, once the frame budgets are known (VisionZip: dominant tokens first, then density)
 Refiner = Callable[[Request, ModuleType, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -54,7 +60,10 @@ class Method:
     backend (``kernel_names``; None where the backend is not installed). ``budgets`` is the
     method's own per-frame plan, known on the host; None means its own budgets are VidCom2's FCA
     over the frame uniqueness (``gives_uniqueness``: its scorer computes that uniqueness itself;
-    otherwise ``frame_budgets="vidcom2"`` runs VidCom2's scorer for it). ``refine`` (optional)
+    otherwise ``frame_budgets="vidcom2"`` runs VidCom2's scorer for it). ``plan`` (optional): a
+    plan that depends on the features (FastVID's segments): it turns the scorer's ``stats`` and
+    the base budgets into the kept count of every frame after the call's one host read, so the
+    count is not known up front (``exact`` then reconciles to vLLM's counts). ``refine`` (optional)
     turns the scores into the final order keys once the budgets are known. ``merge`` None: every
     output row is an input row. ``keywords``: the :func:`~vidcom2_kernels.compress` keywords only
     this method takes (DyCoke's ``quirks``). ``defaults``: its ``options=`` with their defaults,
@@ -68,6 +77,7 @@ class Method:
     kernel_names: tuple
     score: Scorer
     budgets: Optional[Planner] = None
+    plan: Optional[HostPlanner] = None
     refine: Optional[Refiner] = None
     merge: Optional[Merger] = None
     gives_uniqueness: bool = False
