@@ -30,6 +30,7 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 from vidcom2_kernels.layout import VideoLayout  # noqa: E402
+from vidcom2_kernels.methods.fastvid import kernels as fastvid  # noqa: E402
 from vidcom2_kernels.methods.visionzip.kernels import density_config, density_kernel  # noqa: E402
 from vidcom2_kernels.methods.visionzip.plan import DEFAULTS  # noqa: E402
 from vidcom2_kernels.ops import (  # noqa: E402
@@ -104,6 +105,15 @@ def _variants(layout: VideoLayout, C: int):
         w, cfg = split(density_config(C, DEFAULTS["k_neighbors"] + 1))
         fp = {"dominant_ptr": "*i8", "score_ptr": "*fp32", "eps": "fp32"}
         yield density_kernel, dt, {**x, **fp}, {**cfg, "stride_c": 1}, w, {}
+        w, cfg = split(fastvid.distance_config(C))
+        fp = {"rest_ptr": "*i8", "d2_ptr": "*fp32", "density_ptr": "*fp32", "bad_ptr": "*i32", "inv_c": "fp32"}
+        yield fastvid.dpc_distance_kernel, dt, {**x, **fp}, {**cfg, "stride_c": 1}, w, {}
+        w, cfg = split(fastvid.assign_config(C))
+        fp = {"joins_ptr": "*i8", "eps": "fp32"}
+        yield fastvid.assign_kernel, dt, {**x, **fp}, {**cfg, "stride_c": 1}, w, {}
+        w, cfg = split(fastvid.merge_config(C))
+        fp = {"out_ptr": f"*{dt}", "merged_ptr": "*i1", "beta": "fp32"}
+        yield fastvid.merge_kernel, dt, {**x, **fp}, {**cfg, "stride_c": 1}, w, {}
         w, cfg = split(gather_rows.gather_config(C))
         one = {"idx_ptr": "*i64", **{f"src{i}": f"*{dt}" for i in range(4)}, **{f"dst{i}": f"*{dt}" for i in range(4)}}
         ones = {f"sc{i}": 1 for i in range(4)}
@@ -133,6 +143,10 @@ def _variants(layout: VideoLayout, C: int):
                         {},
                     )
 
+    w, cfg = split(fastvid.distance_config(C))
+    fp = {n: "*fp32" for n in ("d2_ptr", "density_ptr", "delta_ptr", "frame_max_ptr")}
+    delta_cfg = {"BLOCK_M": cfg["BLOCK_M"], "BLOCK_N": cfg["BLOCK_N"]}
+    yield fastvid.dpc_delta_kernel, "", {**fp, "rest_ptr": "*i8"}, delta_cfg, w, {}
     w, cfg = split(select_channels.keep_config(C))
     fp = {"mean_ptr": "*fp32", "m2_ptr": "*fp32", "var_ptr": "*fp32", "flag_ptr": "*i32", "keep_ptr": "*i1"}
     yield select_channels.channel_keep_kernel, "", fp, cfg, w, {}

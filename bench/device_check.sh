@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The prepared device check: on a machine with a CUDA GPU, in at most 8 minutes, from a checkout
+# The prepared device check: on a machine with a CUDA GPU, in at most 9 minutes, from a checkout
 # (no install, no network: the package is imported from the working tree).
 #
 #   bash bench/device_check.sh [OUT_DIR]        (default: bench/device_check_out)
 #
 # 1. python -m pytest --device=cuda over the stage, compress, launch-budget and sync tests (no
-#    side environments): compiled kernels against the reference, every dtype and layout;
+#    side environments): compiled kernels against the reference, every dtype and layout; then
+#    FastVID's kernels against its reference;
 # 2. bench/bench_gpu.py: every method against its bandwidth floor, eager and CUDA-graph replay of
 #    every sized path (each also run once under torch.cuda.set_sync_debug_mode("error")), vLLM's
 #    own function where vLLM is installed;
@@ -45,6 +46,9 @@ tests/test_syncs.py tests/test_launches.py tests/test_api.py"
 # shellcheck disable=SC2086
 step pytest 270 python -m pytest --device=cuda -q -p no:cacheprovider -x $TESTS \
     -m "not lmms_eval and not vllm and not transformers_versions"
+# FastVID's four Triton kernels (DPC distances and deltas, assignments, merge) against the reference
+step fastvid 60 python -m pytest --device=cuda -q -p no:cacheprovider -x tests/test_fastvid.py \
+    -k "backends_match or exact_counts or strided or nonfinite"
 step bench_gpu 150 python bench/bench_gpu.py --csv "$OUT/results_gpu.csv" --results "$OUT/RESULTS.md" --repeats 20
 step bench_stages 50 python bench/bench_stages.py --csv "$OUT/stages.csv" --results "$OUT/RESULTS.md"
 cp "$OUT/bench_stages.log" "$OUT/stages.txt" 2>/dev/null

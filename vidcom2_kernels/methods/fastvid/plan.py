@@ -187,3 +187,28 @@ def segment_plan(layout: VideoLayout, retention: np.ndarray, sim: np.ndarray, ba
             next_id += 1
     salient, context = np.asarray(salient, dtype=np.int64), np.asarray(context, dtype=np.int64)
     return Plan(salient + context, salient, context, np.asarray(segment, dtype=np.int64))
+
+
+class ContextFrames(NamedTuple):
+    """The frames with context tokens (the merge's targets), host arrays. Per context frame (Cn,):
+    ``frame`` (its global frame), ``first`` (its first context token among all of them, ascending
+    by row) and ``count``, ``slot`` (its place among its segment's context frames); ``table``
+    (S, J): each segment's context frames by slot (-1 padding), J >= 1."""
+
+    frame: np.ndarray
+    first: np.ndarray
+    count: np.ndarray
+    slot: np.ndarray
+    table: np.ndarray
+
+
+def context_frames(segment: np.ndarray, per_frame: np.ndarray) -> ContextFrames:
+    """:class:`ContextFrames` from each frame's segment (F,) and its count of context tokens (F,)."""
+    frame = np.flatnonzero(per_frame > 0)
+    first = (np.cumsum(per_frame) - per_frame)[frame]
+    seg = segment[frame]  # ascending: segments are runs of frames
+    slot = np.arange(len(frame)) - np.searchsorted(seg, seg, side="left")
+    num_segments = int(segment.max(initial=-1)) + 1
+    table = np.full((num_segments, int(slot.max(initial=0)) + 1), -1, dtype=np.int64)
+    table[seg, slot] = np.arange(len(frame))
+    return ContextFrames(frame, first.astype(np.int64), per_frame[frame].astype(np.int64), slot, table)

@@ -59,8 +59,9 @@ def context_scores(
 ) -> torch.Tensor:
     """(N,) float32 order keys once the plan is known: -inf for each frame's ``salient[f]``
     lowest ``scores`` (its largest norms, the lower row first on ties); in a frame with
-    ``context[f] > 0`` tokens to choose, ``-dpc_score`` of its other tokens among themselves;
-    +inf elsewhere. NaN as +inf."""
+    ``context[f] > 0`` tokens to choose, ``-dpc_score`` of its other tokens among themselves
+    (+inf for all of them when one's float32 squared norm is not finite: NaN, Inf or overflow);
+    +inf elsewhere."""
     out = torch.full((layout.num_tokens,), float("inf"), dtype=torch.float32, device=features.device)
     for f in range(layout.total_frames):
         rows = frame_rows(layout, f)
@@ -69,7 +70,9 @@ def context_scores(
         frame[order[: int(salient[f])]] = float("-inf")
         rest = torch.sort(order[int(salient[f]) :]).values
         if int(context[f]) > 0 and len(rest):
-            frame[rest] = -dpc_scores(features[rows][rest].float())
+            x = features[rows][rest].float()
+            finite = bool(torch.isfinite((x * x).sum(dim=1)).all())
+            frame[rest] = -dpc_scores(x) if finite else float("inf")
     return nan_as_inf(out)
 
 

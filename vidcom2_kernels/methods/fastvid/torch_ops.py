@@ -18,7 +18,7 @@ from ...backends.contract import nan_as_inf, write_out
 from ...backends.torch_backend import as_float32, lowest_per_frame, out_of_range, video_chunks
 from ...device_layout import device_layout
 from ...layout import VideoLayout
-from .plan import DPC_NEIGHBOURS, NORMALIZE_EPS
+from .plan import DPC_NEIGHBOURS, NORMALIZE_EPS, context_frames
 
 #: elements of one temporary block (a group's g x T x T distances; a chunk's rows x context tokens)
 BLOCK_ELEMENTS = 1 << 22
@@ -92,31 +92,17 @@ def context_scores(features, layout: VideoLayout, scores, salient: np.ndarray, c
             rest = ~is_salient[rows]
             n_rest = torch.as_tensor(T - salient[group], device=device)
             dpc = _dpc_group(x, rest, n_rest)
-            out[rows[rest]] = -dpc[rest]
+            # a frame whose rest tokens are not all finite (their float32 squared norms): +inf
+            bad = (~torch.isfinite((x * x).sum(dim=2)) & rest).any(dim=1)
+            out[rows[rest]] = torch.where(bad[:, None], float("inf"), -dpc)[rest]
     return nan_as_inf(out)
-
-
-def _context_table(layout: VideoLayout, v: int, segment: np.ndarray, per_frame: np.ndarray) -> tuple:
-    """Video v's context frames (those with context tokens), host arrays: a (S, J) table of each
-    segment's context frames (their numbers c among the video's; -1 padding), and per context
-    frame its frame in the video, its first context token (among the video's, ascending) and its
-    count; plus the segment of every frame of the video (0-based)."""
-    frames = slice(int(layout.frame_start[v]), int(layout.frame_start[v + 1]))
-    seg = segment[frames] - segment[frames][0]
-    counts = per_frame[frames]
-    ctx_frames = np.flatnonzero(counts > 0)
-    first = np.concatenate([[0], np.cumsum(counts)])[ctx_frames]
-    ctx_seg = seg[ctx_frames]  # ascending: segments are runs of frames
-    j = np.arange(len(ctx_frames)) - np.searchsorted(ctx_seg, ctx_seg, side="left")
-    table = np.full((int(seg[-1]) + 1, max(1, int(j.max(initial=0)) + 1)), -1, dtype=np.int64)
-    table[ctx_seg, j] = np.arange(len(ctx_frames))
-    return table, ctx_frames, first, counts[ctx_frames], seg
 
 
 def merge_context(features, layout: VideoLayout, scores, mask, indices, rows, segment: np.ndarray, beta: float):
     """The reference's merge (:func:`.reference.merge_context`) per video: each chunk of rows
     against all the video's context tokens in one product, the argmax restricted to one context
-    frame of the row's segment at a time, the group sums by ``index_add_``."""
+    frame of the row's segment at a time, the group sums by ``index_add_``. Reads the context
+    tokens' count per frame (F,) once."""
     device, K = features.device, indices.shape[0]
     slot = torch.full((layout.num_tokens,), -1, dtype=torch.int64, device=device)
     slot[indices] = torch.arange(K, device=device)
@@ -125,37 +111,37 @@ def merge_context(features, layout: VideoLayout, scores, mask, indices, rows, se
     anchor = mask & ~salient
     ids = device_layout(layout, device)
     per_frame = torch.zeros(layout.total_frames, dtype=torch.int64, device=device)
-    per_frame = per_frame.index_add_(0, ids.row_frame, anchor.long()).cpu().numpy()  # one small read
+    ctx = context_frames(segment, per_frame.index_add_(0, ids.row_frame, anchor.long()).cpu().numpy())
+    anchors = torch.nonzero(anchor).flatten()  # every context token, ascending
+    table, frame_of, first, count = (
+        torch.as_tensor(t, device=device) for t in (ctx.table, ctx.frame, ctx.first, ctx.count)
+    )
     for v in range(layout.num_videos):
         a, b = int(layout.row_start[v]), int(layout.row_start[v + 1])
-        A = torch.nonzero(anchor[a:b]).flatten() + a  # the video's context tokens, ascending
-        if len(A) == 0:
+        mine = (ctx.frame >= layout.frame_start[v]) & (ctx.frame < layout.frame_start[v + 1])
+        if not mine.any():
             continue
-        table, ctx_frame, first, count, seg = _context_table(layout, v, segment, per_frame)
-        table, ctx_frame, first, count = (torch.as_tensor(t, device=device) for t in (table, ctx_frame, first, count))
+        lo, hi = int(ctx.first[mine][0]), int(ctx.first[mine][-1] + ctx.count[mine][-1])  # the video's context tokens
+        A = anchors[lo:hi]
         xa = features[A].float()
         an = xa / torch.linalg.vector_norm(xa, dim=1, keepdim=True).clamp_min(NORMALIZE_EPS)
-        sums = torch.zeros_like(xa)
-        n = torch.zeros(len(A), dtype=torch.int64, device=device)
-        T, f0 = int(layout.tokens_per_frame[v]), int(layout.frame_start[v])
-        row_seg = torch.as_tensor(np.repeat(seg, T), device=device)
-        col = torch.arange(len(A), device=device)
-        step = max(T, BLOCK_ELEMENTS // len(A) // T * T)
+        sums, n = torch.zeros_like(xa), torch.zeros(len(A), dtype=torch.int64, device=device)
+        col = torch.arange(lo, hi, device=device)
+        step = max(1, BLOCK_ELEMENTS // len(A))
         for r0 in range(a, b, step):
             r1 = min(b, r0 + step)
             x = features[r0:r1].float()
             xn = x / torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(NORMALIZE_EPS)
             sim = xn @ an.T  # (n, A) cosines (a non-finite row: NaN, which joins its first context token)
-            free = ~salient[r0:r1]
-            frame = ids.row_frame[r0:r1] - f0
-            for j in range(table.shape[1]):
-                c = table[row_seg[r0 - a : r1 - a], j]  # (n,) the row's j-th context frame, -1: none
-                has = c >= 0
-                lo, cnt = first[c.clamp(min=0)], count[c.clamp(min=0)]
-                inside = (col[None, :] >= lo[:, None]) & (col[None, :] < (lo + cnt)[:, None])
+            frame = ids.row_frame[r0:r1]
+            row_table = table[torch.as_tensor(segment, device=device)[frame]]  # (n, J)
+            for j in range(ctx.table.shape[1]):
+                c = row_table[:, j]  # the row's j-th context frame, -1: none
+                has, c = c >= 0, c.clamp(min=0)
+                inside = (col[None, :] >= first[c][:, None]) & (col[None, :] < (first[c] + count[c])[:, None])
                 pick = torch.argmax(torch.where(inside, sim, float("-inf")), dim=1)
-                own = anchor[r0:r1] & (frame == ctx_frame[c.clamp(min=0)])  # the context frame's own
-                join = has & free & ~own
+                own = anchor[r0:r1] & (frame == frame_of[c])  # that frame's own context tokens
+                join = has & ~salient[r0:r1] & ~own
                 sums.index_add_(0, pick[join], x[join])
                 n.index_add_(0, pick[join], torch.ones_like(pick[join]))
         w = (1.0 / (n + 1).float()).clamp(min=beta)[:, None]
