@@ -105,6 +105,9 @@ def _variants(layout: VideoLayout, C: int):
         w, cfg = split(density_config(C, DEFAULTS["k_neighbors"] + 1))
         fp = {"dominant_ptr": "*i8", "score_ptr": "*fp32", "eps": "fp32"}
         yield density_kernel, dt, {**x, **fp}, {**cfg, "stride_c": 1}, w, {}
+        w, cfg = split(fastvid.stats_config(C))
+        fp = {"score_ptr": "*fp32", "partial_ptr": "*fp32", "max_abs": "fp32"}
+        yield fastvid.frame_stats_kernel, dt, {**x, **fp}, {**cfg, "stride_c": 1}, w, {}
         w, cfg = split(fastvid.distance_config(C))
         fp = {"rest_ptr": "*i8", "d2_ptr": "*fp32", "density_ptr": "*fp32", "bad_ptr": "*i32", "inv_c": "fp32"}
         yield fastvid.dpc_distance_kernel, dt, {**x, **fp}, {**cfg, "stride_c": 1}, w, {}
@@ -143,6 +146,9 @@ def _variants(layout: VideoLayout, C: int):
                         {},
                     )
 
+    w, cfg = split(fastvid.similarity_config(C))
+    fp = {"partial_ptr": "*fp32", "similarity_ptr": "*fp32", "eps": "fp32"}
+    yield fastvid.frame_similarity_kernel, "", fp, cfg, w, {}
     w, cfg = split(fastvid.distance_config(C))
     fp = {n: "*fp32" for n in ("d2_ptr", "density_ptr", "delta_ptr", "frame_max_ptr")}
     delta_cfg = {"BLOCK_M": cfg["BLOCK_M"], "BLOCK_N": cfg["BLOCK_N"]}

@@ -163,7 +163,7 @@ def _select_mask(scores, layout: VideoLayout, budgets, targets, ids: DeviceLayou
     return torch.zeros_like(mask).scatter_(0, by_video, final)
 
 
-def _indices_from_mask(mask: torch.Tensor, num_kept: int) -> torch.Tensor:
+def indices_from_mask(mask: torch.Tensor, num_kept: int) -> torch.Tensor:
     """Ascending positions of True in ``mask`` into a (num_kept,) tensor, without a host sync."""
     m = mask.long()
     slot = torch.where(mask, torch.cumsum(m, 0) - 1, num_kept)  # not-kept rows land in a spare slot
@@ -182,7 +182,7 @@ def select_tokens(scores, layout: VideoLayout, budgets, targets: Optional[np.nda
     mask = _select_mask(scores, layout, budgets, targets, ids)
     final_budgets = _segment_sum(mask.long(), ids.row_frame, layout.total_frames)
     counts = _segment_sum(mask.long(), ids.row_video, layout.num_videos)
-    return Selection(_indices_from_mask(mask, num_kept), mask, final_budgets, counts)
+    return Selection(indices_from_mask(mask, num_kept), mask, final_budgets, counts)
 
 
 def gather_rows(indices: torch.Tensor, tensors: Sequence[torch.Tensor]) -> list:

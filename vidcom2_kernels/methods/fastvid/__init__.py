@@ -24,10 +24,11 @@ Kernels (``reference.py``, ``torch_ops.py``, ``triton_ops.py``, one signature):
 
 ``frame_scores``    (features (N, C), layout, validate, out=None) -> scores (N,) float32 ``-||x||``,
                     similarity (F,) float32 of each frame with the next, nonfinite (V,) flags
-``context_scores``  (features, layout, scores, salient (F,), context (F,) int64 numpy) -> (N,) float32: -inf
-                    for the salient tokens, ``-dpc_score`` for the others of a frame with context
-``merge_context``   (features, layout, scores, mask, indices, rows, segment (F,) int64 numpy, beta) -> (rows,
-                    merged (K,))
+``context_scores``  (features, layout, scores, salient (F,), context (F,) int64 numpy) -> (N,) float32:
+                    -inf for the salient tokens, ``-dpc_score`` for the others of a frame with context
+``merge_context``   (features, layout, scores, mask, indices, rows, segment (F,) int64 numpy, per_frame
+                    (F,) int64 numpy or None: the context tokens a frame when the host knows them,
+                    beta) -> (rows, merged (K,))
 """
 
 from __future__ import annotations
@@ -71,16 +72,12 @@ def refine(req: Request, kernels: ModuleType, scores: torch.Tensor, frame_budget
 
 
 def merge(req: Request, kernels: ModuleType, scores: torch.Tensor, selection: Selection, rows: list) -> tuple:
-    """The context tokens absorb the rest of their segment."""
+    """The context tokens absorb the rest of their segment. Their count per frame is the plan's
+    (known on the host) unless exact counts moved the selection."""
+    per_frame = req.plan.context if req.targets is None else None
+    mask, indices, beta = selection.mask, selection.indices, req.options["dtm_beta"]
     return kernels.merge_context(
-        req.features,
-        req.layout,
-        scores,
-        selection.mask,
-        selection.indices,
-        rows,
-        req.plan.segment,
-        req.options["dtm_beta"],
+        req.features, req.layout, scores, mask, indices, rows, req.plan.segment, per_frame, beta
     )
 
 

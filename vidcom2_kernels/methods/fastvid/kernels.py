@@ -1,4 +1,12 @@
-"""FastVID's Triton kernels: the DPC-kNN scores of the context frames and the segment merge.
+"""FastVID's Triton kernels: the frame statistics, the DPC-kNN scores of the context frames and
+the segment merge.
+
+``frame_stats_kernel``  grid (U,), one program per row unit: one read of its rows, in channel
+    blocks: each row's score ``-||x||`` (NaN as +inf), the unit's column sums (U, C) float32, and
+    its video's validation flag (NaN, Inf or a magnitude >= max_abs; an integer atomic max).
+``frame_similarity_kernel``  grid (F,): a frame's mean (its units' column sums in unit order, over
+    T), and its next frame's, in channel blocks: their cosine ``dot / (max(|a|, eps) * max(|b|,
+    eps))`` (0 for a video's last frame).
 
 ``dpc_distance_kernel``  grid (U,), one program per row unit (<= UNIT_ROWS rows of one frame) of a
     frame with context tokens (others return at once): streams the frame's rows in tiles of BLOCK_N,
@@ -29,6 +37,86 @@ import triton.language as tl
 
 from ...ops.common import UNIT_ROWS, clamp_min, launch_config, next_pow2, precise_exp, unit_rows
 from .plan import DPC_NEIGHBOURS
+
+
+@triton.jit
+def frame_stats_kernel(
+    x_ptr,
+    score_ptr,
+    partial_ptr,
+    flag_ptr,
+    unit_row_start_ptr,
+    unit_rows_ptr,
+    unit_video_ptr,
+    C,
+    stride_n,
+    stride_c,
+    max_abs,
+    BLOCK_M: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
+    i_u, row0, o_m, m_m = unit_rows(unit_row_start_ptr, unit_rows_ptr, BLOCK_M)
+    p_x = x_ptr + (row0 + o_m).to(tl.int64)[:, None] * stride_n
+    sq = tl.zeros([BLOCK_M], dtype=tl.float32)
+    n_bad = tl.zeros([BLOCK_M], dtype=tl.int32)
+    for c0 in range(0, C, BLOCK_C):
+        o_c = c0 + tl.arange(0, BLOCK_C)
+        m_c = o_c < C
+        b = tl.load(p_x + o_c[None, :].to(tl.int64) * stride_c, mask=m_m[:, None] & m_c[None, :], other=0.0)
+        b = b.to(tl.float32)
+        sq += tl.sum(b * b, axis=1)
+        n_bad += tl.sum((~(tl.abs(b) < max_abs)).to(tl.int32), axis=1)
+        tl.store(partial_ptr + i_u.to(tl.int64) * C + o_c, tl.sum(b, axis=0), mask=m_c)
+    score = -tl.sqrt_rn(sq)
+    tl.store(score_ptr + row0 + o_m, tl.where(score == score, score, float("inf")), mask=m_m)
+    tl.atomic_max(flag_ptr + tl.load(unit_video_ptr + i_u), (tl.sum(n_bad, axis=0) > 0).to(tl.int64))
+
+
+@triton.jit
+def frame_similarity_kernel(
+    partial_ptr,
+    similarity_ptr,
+    frame_unit_start_ptr,
+    frame_video_ptr,
+    frame_start_ptr,
+    frame_tokens_ptr,
+    C,
+    eps,
+    BLOCK_U: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
+    i_f = tl.program_id(0)
+    last = tl.load(frame_start_ptr + tl.load(frame_video_ptr + i_f) + 1) == i_f + 1  # a video's last frame
+    if last:
+        tl.store(similarity_ptr + i_f, 0.0)
+    else:
+        u0 = tl.load(frame_unit_start_ptr + i_f)
+        u1 = tl.load(frame_unit_start_ptr + i_f + 1)
+        u2 = tl.load(frame_unit_start_ptr + i_f + 2)
+        dot = tl.zeros([BLOCK_C], dtype=tl.float32)
+        aa = tl.zeros([BLOCK_C], dtype=tl.float32)
+        bb = tl.zeros([BLOCK_C], dtype=tl.float32)
+        for c0 in range(0, C, BLOCK_C):
+            o_c = c0 + tl.arange(0, BLOCK_C)
+            m_c = o_c < C
+            a = tl.zeros([BLOCK_C], dtype=tl.float32)
+            b = tl.zeros([BLOCK_C], dtype=tl.float32)
+            for v0 in range(u0, u1, BLOCK_U):
+                o_u = v0 + tl.arange(0, BLOCK_U)
+                m = (o_u < u1)[:, None] & m_c[None, :]
+                a += tl.sum(tl.load(partial_ptr + o_u.to(tl.int64)[:, None] * C + o_c[None, :], mask=m, other=0.0), 0)
+            for v0 in range(u1, u2, BLOCK_U):
+                o_u = v0 + tl.arange(0, BLOCK_U)
+                m = (o_u < u2)[:, None] & m_c[None, :]
+                b += tl.sum(tl.load(partial_ptr + o_u.to(tl.int64)[:, None] * C + o_c[None, :], mask=m, other=0.0), 0)
+            T = tl.load(frame_tokens_ptr + i_f).to(tl.float32)  # frames of a video have equal T
+            a = tl.div_rn(a, T)
+            b = tl.div_rn(b, T)
+            dot += a * b
+            aa += a * a
+            bb += b * b
+        norms = clamp_min(tl.sqrt_rn(tl.sum(aa, axis=0)), eps) * clamp_min(tl.sqrt_rn(tl.sum(bb, axis=0)), eps)
+        tl.store(similarity_ptr + i_f, tl.div_rn(tl.sum(dot, axis=0), norms))
 
 
 @triton.jit
@@ -276,6 +364,16 @@ def merge_kernel(
         tl.store(out_ptr + slot * stride_on + o_c, blend.to(out_ptr.dtype.element_ty), mask=m_c)
     if i_c == 0:
         tl.store(merged_ptr + slot, change)
+
+
+@launch_config
+def stats_config(C: int) -> dict:
+    return {"BLOCK_M": UNIT_ROWS, "BLOCK_C": min(128, next_pow2(C)), "num_warps": 4}
+
+
+@launch_config
+def similarity_config(C: int) -> dict:
+    return {"BLOCK_U": 8, "BLOCK_C": min(256, next_pow2(C)), "num_warps": 4}
 
 
 @launch_config

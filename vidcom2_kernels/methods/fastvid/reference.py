@@ -84,6 +84,7 @@ def merge_context(
     indices: torch.Tensor,
     rows: list,
     segment: np.ndarray,
+    per_frame,
     beta: float,
 ) -> tuple:
     """FastVID's token merge. In each segment (``segment`` (F,) the segment of every frame), for
@@ -92,11 +93,17 @@ def merge_context(
     token it is most cosine-similar to (the first by position on ties); a context token joined by
     n tokens becomes ``w * itself + (1 - w) * their mean``, ``w = max(1 / (n + 1), beta)``. A
     token joins once per context frame of its segment. Only the features (``rows[0]``) change:
-    the extras stay the context tokens' own rows. Returns (rows, merged (K,) bool)."""
+    the extras stay the context tokens' own rows. ``per_frame`` (F,) the context tokens of each
+    frame when the caller knows them (checked here against the mask), or None. Returns (rows,
+    merged (K,) bool)."""
     slot = {int(r): k for k, r in enumerate(indices.tolist())}
     merged_rows = rows[0].clone()
     merged = torch.zeros(len(slot), dtype=torch.bool, device=features.device)
     frames = segment.tolist()
+    if per_frame is not None:
+        anchors = mask & (scores != float("-inf"))
+        counted = [int(anchors[frame_rows(layout, f)].sum()) for f in range(layout.total_frames)]
+        assert counted == list(per_frame), "merge_context: per_frame disagrees with the mask"
     for s in sorted(set(frames)):
         f0, f1 = frames.index(s), len(frames) - frames[::-1].index(s)
         a, b = int(layout.frame_row_start[f0]), int(layout.frame_row_start[f1])

@@ -1,12 +1,13 @@
-"""FastVID's kernels on the ``torch`` backend: no loop over frames, tokens or context tokens.
+"""FastVID's kernels on the ``torch`` backend: no loop over tokens; the products are batched over
+groups of frames (the distances) or done once a segment (the merge), which on the CPU is the work.
 
 ``frame_scores``: per video, frame-aligned chunks (the norms and the frame sums of one read).
 ``context_scores``: the frames with context tokens, in groups whose (g, T, T) distance block stays
 under :data:`BLOCK_ELEMENTS`: one batched product a group for the distances, a top-k for the
 density, a masked minimum for the distance to the nearest denser token.
-``merge_context``: per video, rows in chunks against all the video's context tokens (one product),
-one masked argmax per context frame of a segment (at most ``ceil(L / dtm_p)`` a segment), the sums
-as one ``index_add_`` each.
+``merge_context``: per segment with context tokens, its rows against its context tokens (one
+product), one masked argmax per context frame of the segment (``ceil(inner segments / dtm_p)`` of
+them), the sums as one ``index_add_`` each.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import numpy as np
 import torch
 
 from ...backends.contract import nan_as_inf, write_out
-from ...backends.torch_backend import as_float32, lowest_per_frame, out_of_range, video_chunks
-from ...device_layout import device_layout
+from ...backends.torch_backend import as_float32, indices_from_mask, lowest_per_frame, out_of_range, video_chunks
+from ...device_layout import DeviceLayout, device_layout
 from ...layout import VideoLayout
 from .plan import DPC_NEIGHBOURS, NORMALIZE_EPS, context_frames
 
@@ -51,12 +52,12 @@ def frame_scores(features: torch.Tensor, layout: VideoLayout, validate: bool, ou
     return nan_as_inf(torch.cat(scores)), similarity, write_out(out, nonfinite)
 
 
-def _dpc_group(x: torch.Tensor, rest: torch.Tensor, n_rest: torch.Tensor) -> torch.Tensor:
-    """(g, T) float32 DPC-kNN scores of a group of frames ``x`` (g, T, C) among their ``rest``
-    (g, T) bool tokens (``n_rest`` (g,) of them): the reference's :func:`.reference.dpc_scores`,
-    batched, the squared distances from one product (``|a|^2 + |b|^2 - 2 a.b``, 0 on the diagonal)."""
+def _dpc_group(x: torch.Tensor, sq: torch.Tensor, rest: torch.Tensor, n_rest: torch.Tensor) -> torch.Tensor:
+    """(g, T) float32 DPC-kNN scores of a group of frames ``x`` (g, T, C) of squared norms ``sq``
+    (g, T) among their ``rest`` (g, T) bool tokens (``n_rest`` (g,) of them): the reference's
+    :func:`.reference.dpc_scores`, batched, the squared distances from one product
+    (``|a|^2 + |b|^2 - 2 a.b``, 0 on the diagonal)."""
     g, T, C = x.shape
-    sq = (x * x).sum(dim=2)
     d2 = torch.baddbmm(sq[:, :, None] + sq[:, None, :], x, x.transpose(1, 2), alpha=-2.0).clamp_min_(0.0).div_(C)
     d2.diagonal(dim1=1, dim2=2).zero_()
     pair = rest[:, :, None] & rest[:, None, :]
@@ -88,21 +89,36 @@ def context_scores(features, layout: VideoLayout, scores, salient: np.ndarray, c
         for g0 in range(0, len(frames), step):
             group = frames[g0 : g0 + step]
             rows = torch.as_tensor(layout.frame_row_start[group][:, None] + np.arange(T), device=device)  # (g, T)
-            x = features[rows].float()
+            if group[-1] - group[0] == len(group) - 1:  # consecutive frames: a view, no gather
+                r0 = int(layout.frame_row_start[group[0]])
+                x = features[r0 : r0 + len(group) * T].float().view(len(group), T, -1)
+            else:
+                x = features[rows].float()
             rest = ~is_salient[rows]
             n_rest = torch.as_tensor(T - salient[group], device=device)
-            dpc = _dpc_group(x, rest, n_rest)
+            sq = torch.linalg.vector_norm(x, dim=2).square()  # one fused pass, no (g, T, C) temporary
+            dpc = _dpc_group(x, sq, rest, n_rest)
             # a frame whose rest tokens are not all finite (their float32 squared norms): +inf
-            bad = (~torch.isfinite((x * x).sum(dim=2)) & rest).any(dim=1)
+            bad = (~torch.isfinite(sq) & rest).any(dim=1)
             out[rows[rest]] = torch.where(bad[:, None], float("inf"), -dpc)[rest]
     return nan_as_inf(out)
 
 
-def merge_context(features, layout: VideoLayout, scores, mask, indices, rows, segment: np.ndarray, beta: float):
-    """The reference's merge (:func:`.reference.merge_context`) per video: each chunk of rows
-    against all the video's context tokens in one product, the argmax restricted to one context
-    frame of the row's segment at a time, the group sums by ``index_add_``. Reads the context
-    tokens' count per frame (F,) once."""
+def context_per_frame(anchor: torch.Tensor, ids: DeviceLayout, per_frame) -> np.ndarray:
+    """(F,) int64 context tokens of each frame: ``per_frame`` when the host knows it (the plan's,
+    in budget mode), else counted from the ``anchor`` (N,) mask and read (exact mode's one more read)."""
+    if per_frame is not None:
+        return np.asarray(per_frame, dtype=np.int64)
+    counts = torch.zeros(ids.layout.total_frames, dtype=torch.int64, device=anchor.device)
+    return counts.index_add_(0, ids.row_frame, anchor.long()).cpu().numpy()
+
+
+def merge_context(
+    features, layout: VideoLayout, scores, mask, indices, rows, segment: np.ndarray, per_frame, beta: float
+):
+    """The reference's merge (:func:`.reference.merge_context`) per segment with context tokens:
+    its rows against its context tokens in one product, the argmax restricted to one context
+    frame of the segment at a time, the group sums by ``index_add_``."""
     device, K = features.device, indices.shape[0]
     slot = torch.full((layout.num_tokens,), -1, dtype=torch.int64, device=device)
     slot[indices] = torch.arange(K, device=device)
@@ -110,40 +126,28 @@ def merge_context(features, layout: VideoLayout, scores, mask, indices, rows, se
     salient = mask & (scores == float("-inf"))
     anchor = mask & ~salient
     ids = device_layout(layout, device)
-    per_frame = torch.zeros(layout.total_frames, dtype=torch.int64, device=device)
-    ctx = context_frames(segment, per_frame.index_add_(0, ids.row_frame, anchor.long()).cpu().numpy())
-    anchors = torch.nonzero(anchor).flatten()  # every context token, ascending
-    table, frame_of, first, count = (
-        torch.as_tensor(t, device=device) for t in (ctx.table, ctx.frame, ctx.first, ctx.count)
-    )
-    for v in range(layout.num_videos):
-        a, b = int(layout.row_start[v]), int(layout.row_start[v + 1])
-        mine = (ctx.frame >= layout.frame_start[v]) & (ctx.frame < layout.frame_start[v + 1])
-        if not mine.any():
-            continue
-        lo, hi = int(ctx.first[mine][0]), int(ctx.first[mine][-1] + ctx.count[mine][-1])  # the video's context tokens
+    ctx = context_frames(segment, context_per_frame(anchor, ids, per_frame))
+    anchors = indices_from_mask(anchor, int(ctx.count.sum()))  # every context token, ascending
+    for s in np.flatnonzero(ctx.table[:, 0] >= 0):  # the segments with context tokens
+        cs = ctx.table[s][ctx.table[s] >= 0]  # its context frames
+        lo, hi = int(ctx.first[cs[0]]), int(ctx.first[cs[-1]] + ctx.count[cs[-1]])
+        frames = np.flatnonzero(segment == s)
+        r0, r1 = int(layout.frame_row_start[frames[0]]), int(layout.frame_row_start[frames[-1] + 1])
         A = anchors[lo:hi]
-        xa = features[A].float()
+        x, xa = features[r0:r1].float(), features[A].float()
+        xn = x / torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(NORMALIZE_EPS)
         an = xa / torch.linalg.vector_norm(xa, dim=1, keepdim=True).clamp_min(NORMALIZE_EPS)
+        sim = xn @ an.T  # (rows, A) cosines (a non-finite row: NaN, which joins its first context token)
+        col = torch.arange(lo, hi, device=device)[None, :]
         sums, n = torch.zeros_like(xa), torch.zeros(len(A), dtype=torch.int64, device=device)
-        col = torch.arange(lo, hi, device=device)
-        step = max(1, BLOCK_ELEMENTS // len(A))
-        for r0 in range(a, b, step):
-            r1 = min(b, r0 + step)
-            x = features[r0:r1].float()
-            xn = x / torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(NORMALIZE_EPS)
-            sim = xn @ an.T  # (n, A) cosines (a non-finite row: NaN, which joins its first context token)
-            frame = ids.row_frame[r0:r1]
-            row_table = table[torch.as_tensor(segment, device=device)[frame]]  # (n, J)
-            for j in range(ctx.table.shape[1]):
-                c = row_table[:, j]  # the row's j-th context frame, -1: none
-                has, c = c >= 0, c.clamp(min=0)
-                inside = (col[None, :] >= first[c][:, None]) & (col[None, :] < (first[c] + count[c])[:, None])
-                pick = torch.argmax(torch.where(inside, sim, float("-inf")), dim=1)
-                own = anchor[r0:r1] & (frame == frame_of[c])  # that frame's own context tokens
-                join = has & ~salient[r0:r1] & ~own
-                sums.index_add_(0, pick[join], x[join])
-                n.index_add_(0, pick[join], torch.ones_like(pick[join]))
+        frame = ids.row_frame[r0:r1]
+        free = ~salient[r0:r1]
+        for c in cs:  # the segment's context frames (ceil(inner segments / dtm_p) of them)
+            inside = (col >= int(ctx.first[c])) & (col < int(ctx.first[c] + ctx.count[c]))
+            pick = torch.argmax(torch.where(inside, sim, float("-inf")), dim=1)
+            join = free & ~(anchor[r0:r1] & (frame == int(ctx.frame[c])))  # not that frame's own
+            sums.index_add_(0, pick[join], x[join])
+            n.index_add_(0, pick[join], torch.ones_like(pick[join]))
         w = (1.0 / (n + 1).float()).clamp(min=beta)[:, None]
         change = (n > 0) & (w[:, 0] < 1.0)
         blend = w * xa + (1 - w) * (sums / n.clamp(min=1)[:, None].float())

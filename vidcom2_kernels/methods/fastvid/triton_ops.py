@@ -1,9 +1,10 @@
-"""FastVID's kernels on the ``triton`` backend: the DPC-kNN scores in two fused launches over the
-whole batch (the distances, written once and read back, and the densities; then the distance to
-the nearest denser token) and the merge in two (the assignments, then one program per context
-token and channel block summing its group in row order), :mod:`.kernels`. The salient tokens come
-from the torch backend's per-frame sorts on the device; the norms and the frame means are the
-torch backend's (:mod:`.torch_ops`), on the device.
+"""FastVID's kernels on the ``triton`` backend (:mod:`.kernels`), each over the whole batch: the
+norms, the validation flags and the frame similarities in two launches (one read of the
+features); the DPC-kNN scores in two (the distances, written once and read back, and the
+densities; then the distance to the nearest denser token); the merge in two (the assignments,
+then one program per context token and channel block summing its group in row order). The salient
+tokens come from the torch backend's per-frame sorts on the device. No host read in budget mode
+beyond the pipeline's one (the plan gives every count).
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import numpy as np
 import torch
 
 from ...backends.contract import nan_as_inf
-from ...backends.torch_backend import lowest_per_frame
-from ...backends.triton_backend import check_rows
+from ...backends.torch_backend import indices_from_mask, lowest_per_frame
+from ...backends.triton_backend import check_rows, per_video_out
 from ...buffers import new_output
+from ...constants import MAX_ABS
 from ...layout import VideoLayout
 from ...ops.common import cdiv, device_layout
 from .kernels import (
@@ -24,11 +26,53 @@ from .kernels import (
     distance_config,
     dpc_delta_kernel,
     dpc_distance_kernel,
+    frame_similarity_kernel,
+    frame_stats_kernel,
     merge_config,
     merge_kernel,
+    similarity_config,
+    stats_config,
 )
 from .plan import NORMALIZE_EPS, context_frames
-from .torch_ops import frame_scores
+from .torch_ops import context_per_frame
+
+
+def frame_scores(features: torch.Tensor, layout: VideoLayout, validate: bool, out=None) -> tuple:
+    """(N,) float32 ``-||x||`` (NaN as +inf); (F,) float32 similarity of each frame's normalised
+    mean with the next one's (0 for a video's last frame); (V,) non-finite videos (into ``out``)."""
+    check_rows(layout)
+    device, (N, C) = features.device, features.shape
+    meta = device_layout(layout, device)
+    scores = new_output(N, torch.float32, device)
+    partial = new_output((meta.num_units, C), torch.float32, device)
+    similarity = new_output(layout.total_frames, torch.float32, device)
+    flags = per_video_out(out, layout, device).zero_()
+    frame_stats_kernel[(meta.num_units,)](
+        features,
+        scores,
+        partial,
+        flags,
+        meta.unit_row_start,
+        meta.unit_rows,
+        meta.unit_video,
+        C,
+        features.stride(0),
+        features.stride(1),
+        MAX_ABS,
+        **stats_config(C),
+    )
+    frame_similarity_kernel[(layout.total_frames,)](
+        partial,
+        similarity,
+        meta.frame_unit_start,
+        meta.frame_video,
+        meta.frame_start,
+        meta.frame_tokens,
+        C,
+        NORMALIZE_EPS,
+        **similarity_config(C),
+    )
+    return scores, similarity, flags if validate else None
 
 
 def context_scores(features, layout: VideoLayout, scores, salient: np.ndarray, context: np.ndarray):
@@ -89,10 +133,11 @@ def context_scores(features, layout: VideoLayout, scores, salient: np.ndarray, c
     return nan_as_inf(torch.where(is_salient, float("-inf"), keys))
 
 
-def merge_context(features, layout: VideoLayout, scores, mask, indices, rows, segment: np.ndarray, beta: float):
+def merge_context(
+    features, layout: VideoLayout, scores, mask, indices, rows, segment: np.ndarray, per_frame, beta: float
+):
     """The reference's merge (:func:`.reference.merge_context`): the assignments of every row to
-    a context token of each context frame of its segment, then each context token's blend.
-    Reads the context tokens' count per frame (F,) once."""
+    a context token of each context frame of its segment, then each context token's blend."""
     check_rows(layout)
     device, (N, C), K = features.device, features.shape, indices.shape[0]
     meta = device_layout(layout, device)
@@ -100,12 +145,11 @@ def merge_context(features, layout: VideoLayout, scores, mask, indices, rows, se
     merged = torch.zeros(K, dtype=torch.bool, device=device)
     salient = mask & (scores == float("-inf"))
     anchor = mask & ~salient
-    per_frame = torch.zeros(layout.total_frames, dtype=torch.int64, device=device)
-    ctx = context_frames(segment, per_frame.index_add_(0, meta.row_frame, anchor.long()).cpu().numpy())
+    ctx = context_frames(segment, context_per_frame(anchor, meta, per_frame))
     A = int(ctx.count.sum())
     if A == 0:
         return [merged_rows, *rows[1:]], merged
-    anchors = torch.nonzero(anchor).flatten()  # every context token, ascending
+    anchors = indices_from_mask(anchor, A)  # every context token, ascending
     joins = torch.where(salient, 0, torch.where(anchor, 2, 1)).to(torch.int8)
     J = ctx.table.shape[1]
     assign = new_output(N * J, torch.int64, device)
