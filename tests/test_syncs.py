@@ -57,3 +57,16 @@ def test_reference_reads_freely():
     with HostReadCounter() as c:
         vk.compress(x, FRAMES, 0.3, backend="reference")
     assert c.total > 1
+
+
+@pytest.mark.parametrize(
+    "kwargs,expected",
+    [({}, 1), ({"validate": False}, 1), ({"frame_budgets": "vidcom2"}, 1), ({"exact": True}, 2)],
+    ids=["budgets", "budgets-novalidate", "fca", "exact"],
+)
+def test_fastvid_sync_budget(kwargs, expected, device):
+    """FastVID's plan needs the frame similarities on the host: that read is the call's one (with
+    the validation flags and FCA's budgets); exact counts move the selection, and the merge then
+    reads the context tokens' count per frame once more."""
+    counter = reads("triton", device, method="fastvid", **kwargs)
+    assert counter.total == expected, dict(counter.reads)

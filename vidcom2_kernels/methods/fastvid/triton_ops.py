@@ -127,9 +127,10 @@ def context_scores(features, layout: VideoLayout, scores, salient: np.ndarray, c
         num_warps=cfg["num_warps"],
     )
     frame = meta.row_frame
-    scored = as_tensor(active, device).bool()[frame] & ~is_salient
-    delta = torch.where(delta == float("inf"), frame_max[frame], delta)  # the densest: the frame's largest
-    keys = torch.where(scored & (bad[frame] == 0), -(delta * density), float("inf"))
+    scored = as_tensor(active, device).index_select(0, frame).bool() & ~is_salient
+    furthest = frame_max.index_select(0, frame)
+    delta = torch.where(delta == float("inf"), furthest, delta)  # the densest: the frame's largest distance
+    keys = torch.where(scored & (bad.index_select(0, frame) == 0), -(delta * density), float("inf"))
     return nan_as_inf(torch.where(is_salient, float("-inf"), keys))
 
 
