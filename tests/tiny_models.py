@@ -226,6 +226,29 @@ def split_batch(family: str, batch: dict, b: int, samples) -> dict:
     return out
 
 
+def check_merging_method(family: str, method: str) -> None:
+    """A merging method through ``generate()`` on the tiny model of ``family``: retention 1.0 keeps
+    the plain model's outputs; at 0.5 the prefill is shorter, merged rows are reported, each row
+    of a left-padded batch equals its sample alone, and every row starts with the caller's ids."""
+    from vidcom2_kernels import adapters  # the package after conftest has configured Triton
+
+    model = build(family)
+    samples = samples_for(family)
+    batch = make_batch(family, model, samples)
+    kw = dict(max_new_tokens=3, do_sample=False)
+    plain = model.generate(**batch, **kw)
+    with adapters.apply_compression(model, method, 1.0):
+        assert torch.equal(model.generate(**batch, **kw), plain)
+    with adapters.apply_compression(model, method, 0.5) as handle:
+        together = model.generate(**batch, **kw)
+        assert handle.last.video_tokens_after < handle.last.video_tokens_before
+        assert handle.last.compression.merged.any()
+        for b in range(len(samples)):
+            alone = model.generate(**split_batch(family, batch, b, samples), **kw)
+            assert torch.equal(together[b, -3:], alone[0, -3:])
+    assert torch.equal(together[:, : batch["input_ids"].shape[1]], batch["input_ids"])
+
+
 def make_mixed_batch(rows, seed: int = 0) -> dict:
     """Qwen2-VL inputs from rows of parts: ints are text tokens, ("video", (t, h, w)) and
     ("image", (h, w)) are media (images are one temporal patch group, t = 1). Left-padded."""

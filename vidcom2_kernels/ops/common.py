@@ -103,4 +103,35 @@ def unit_rows(unit_row_start_ptr, unit_rows_ptr, BLOCK_N: tl.constexpr):
     return i_u, tl.load(unit_row_start_ptr + i_u), o_n, o_n < tl.load(unit_rows_ptr + i_u)
 
 
+@triton.jit
+def row_squares(p_rows, m_rows, C, stride_c, BLOCK: tl.constexpr, BLOCK_C: tl.constexpr):
+    """(BLOCK,) float32 squared norms of the rows whose first elements ``p_rows`` (BLOCK, 1)
+    points at (``m_rows`` (BLOCK,) masks them), read in channel blocks."""
+    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    for c0 in range(0, C, BLOCK_C):
+        o_c = c0 + tl.arange(0, BLOCK_C)
+        b = tl.load(p_rows + o_c[None, :].to(tl.int64) * stride_c, mask=m_rows[:, None] & (o_c < C)[None, :], other=0.0)
+        b = b.to(tl.float32)
+        acc += tl.sum(b * b, axis=1)
+    return acc
+
+
+@triton.jit
+def tile_products(p_i, m_i, p_j, m_j, C, stride_c, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
+    """(BLOCK_M, BLOCK_N) float32 dot products of the rows at ``p_i`` (BLOCK_M, 1) with those at
+    ``p_j`` (BLOCK_N, 1), one ``tl.dot`` per channel block in IEEE float32 (no TF32: the products
+    decide kept sets), and (BLOCK_N,) the squared norms of the ``p_j`` rows from the same loads."""
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    jj = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for c0 in range(0, C, BLOCK_C):
+        o_c = c0 + tl.arange(0, BLOCK_C)
+        m_c = (o_c < C)[None, :]
+        off_c = o_c[None, :].to(tl.int64) * stride_c
+        a = tl.load(p_i + off_c, mask=m_i[:, None] & m_c, other=0.0).to(tl.float32)
+        b = tl.load(p_j + off_c, mask=m_j[:, None] & m_c, other=0.0).to(tl.float32)
+        acc += tl.dot(a, tl.trans(b), input_precision="ieee")
+        jj += tl.sum(b * b, axis=1)
+    return acc, jj
+
+
 __all__ = ["SPLIT_ROWS", "UNIT_ROWS", "DeviceLayout", "RequestArrays", "device_layout", "request_arrays"]

@@ -35,7 +35,16 @@ import torch
 import triton
 import triton.language as tl
 
-from ...ops.common import UNIT_ROWS, clamp_min, launch_config, next_pow2, precise_exp, unit_rows
+from ...ops.common import (
+    UNIT_ROWS,
+    clamp_min,
+    launch_config,
+    next_pow2,
+    precise_exp,
+    row_squares,
+    tile_products,
+    unit_rows,
+)
 from .plan import DPC_NEIGHBOURS
 
 
@@ -150,12 +159,7 @@ def dpc_distance_kernel(
         T = f1 - f0
         o_i = row0 + o_m
         p_i = x_ptr + o_i.to(tl.int64)[:, None] * stride_n
-        ii = tl.zeros([BLOCK_M], dtype=tl.float32)
-        for c0 in range(0, C, BLOCK_C):
-            o_c = c0 + tl.arange(0, BLOCK_C)
-            b = tl.load(p_i + o_c[None, :].to(tl.int64) * stride_c, mask=m_m[:, None] & (o_c < C)[None, :], other=0.0)
-            b = b.to(tl.float32)
-            ii += tl.sum(b * b, axis=1)
+        ii = row_squares(p_i, m_m, C, stride_c, BLOCK_M, BLOCK_C)
         rest_i = tl.load(rest_ptr + o_i, mask=m_m, other=0) != 0
         bad = rest_i & m_m & ~(tl.abs(ii) < float("inf"))  # NaN or Inf in a rest row
         tl.atomic_max(bad_ptr + i_f, tl.max(bad.to(tl.int32), axis=0))
@@ -167,16 +171,7 @@ def dpc_distance_kernel(
             o_j = j0 + o_t
             m_j = o_j < f1
             p_j = x_ptr + o_j.to(tl.int64)[:, None] * stride_n
-            acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-            jj = tl.zeros([BLOCK_N], dtype=tl.float32)
-            for c0 in range(0, C, BLOCK_C):
-                o_c = c0 + tl.arange(0, BLOCK_C)
-                m_c = (o_c < C)[None, :]
-                off_c = o_c[None, :].to(tl.int64) * stride_c
-                a = tl.load(p_i + off_c, mask=m_m[:, None] & m_c, other=0.0).to(tl.float32)
-                b = tl.load(p_j + off_c, mask=m_j[:, None] & m_c, other=0.0).to(tl.float32)
-                acc += tl.dot(a, tl.trans(b), input_precision="ieee")
-                jj += tl.sum(b * b, axis=1)
+            acc, jj = tile_products(p_i, m_m, p_j, m_j, C, stride_c, BLOCK_M, BLOCK_N, BLOCK_C)
             d2 = clamp_min((ii[:, None] + jj[None, :] - 2.0 * acc) * inv_c, 0.0)
             d2 = tl.where(o_i[:, None] == o_j[None, :], 0.0, d2)
             tl.store(p_d2 + (o_j - f0).to(tl.int64)[None, :], d2, mask=m_m[:, None] & m_j[None, :])
@@ -274,12 +269,7 @@ def assign_kernel(
         first = tl.load(context_first_ptr + c)
         count = tl.load(context_count_ptr + c)
         p_i = x_ptr + o_i.to(tl.int64)[:, None] * stride_n
-        ii = tl.zeros([BLOCK_M], dtype=tl.float32)
-        for c0 in range(0, C, BLOCK_C):
-            o_c = c0 + tl.arange(0, BLOCK_C)
-            b = tl.load(p_i + o_c[None, :].to(tl.int64) * stride_c, mask=m_m[:, None] & (o_c < C)[None, :], other=0.0)
-            b = b.to(tl.float32)
-            ii += tl.sum(b * b, axis=1)
+        ii = row_squares(p_i, m_m, C, stride_c, BLOCK_M, BLOCK_C)
         inv_i = 1.0 / clamp_min(tl.sqrt_rn(ii), eps)
         best = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
         pick = tl.zeros([BLOCK_M], dtype=tl.int32)  # the anchor's place among all (int32: A < 2**31)
@@ -288,16 +278,7 @@ def assign_kernel(
             m_a = o_a < count
             rows_a = tl.load(anchor_rows_ptr + first + o_a, mask=m_a, other=0)
             p_a = x_ptr + rows_a[:, None] * stride_n
-            acc = tl.zeros([BLOCK_M, BLOCK_A], dtype=tl.float32)
-            aa = tl.zeros([BLOCK_A], dtype=tl.float32)
-            for c0 in range(0, C, BLOCK_C):
-                o_c = c0 + tl.arange(0, BLOCK_C)
-                m_c = (o_c < C)[None, :]
-                off_c = o_c[None, :].to(tl.int64) * stride_c
-                a = tl.load(p_i + off_c, mask=m_m[:, None] & m_c, other=0.0).to(tl.float32)
-                b = tl.load(p_a + off_c, mask=m_a[:, None] & m_c, other=0.0).to(tl.float32)
-                acc += tl.dot(a, tl.trans(b), input_precision="ieee")
-                aa += tl.sum(b * b, axis=1)
+            acc, aa = tile_products(p_i, m_m, p_a, m_a, C, stride_c, BLOCK_M, BLOCK_A, BLOCK_C)
             cos = acc * inv_i[:, None] * (1.0 / clamp_min(tl.sqrt_rn(aa), eps))[None, :]
             cos = tl.where(cos == cos, cos, float("inf"))  # NaN ranks first, as in torch.argmax
             cos = tl.where(m_a[None, :], cos, float("-inf"))

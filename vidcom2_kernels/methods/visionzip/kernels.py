@@ -19,7 +19,16 @@ import triton
 import triton.language as tl
 
 from ...buffers import new_output
-from ...ops.common import UNIT_ROWS, DeviceLayout, clamp_min, launch_config, next_pow2, unit_rows
+from ...ops.common import (
+    UNIT_ROWS,
+    DeviceLayout,
+    clamp_min,
+    launch_config,
+    next_pow2,
+    row_squares,
+    tile_products,
+    unit_rows,
+)
 from .plan import NORMALIZE_EPS
 
 
@@ -48,12 +57,7 @@ def density_kernel(
     f0 = tl.load(frame_row_start_ptr + i_f)
     f1 = tl.load(frame_row_start_ptr + i_f + 1)
     p_i = x_ptr + (row0 + o_m).to(tl.int64)[:, None] * stride_n
-    ii = tl.zeros([BLOCK_M], dtype=tl.float32)
-    for c0 in range(0, C, BLOCK_C):
-        o_c = c0 + tl.arange(0, BLOCK_C)
-        b = tl.load(p_i + o_c[None, :].to(tl.int64) * stride_c, mask=m_m[:, None] & (o_c < C)[None, :], other=0.0)
-        b = b.to(tl.float32)
-        ii += tl.sum(b * b, axis=1)
+    ii = row_squares(p_i, m_m, C, stride_c, BLOCK_M, BLOCK_C)
     inv_i = 1.0 / clamp_min(tl.sqrt(ii), eps)
     o_k = tl.arange(0, KP)
     o_t = tl.arange(0, BLOCK_N)
@@ -62,16 +66,7 @@ def density_kernel(
         o_j = j0 + o_t
         m_j = o_j < f1
         p_j = x_ptr + o_j.to(tl.int64)[:, None] * stride_n
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        jj = tl.zeros([BLOCK_N], dtype=tl.float32)
-        for c0 in range(0, C, BLOCK_C):
-            o_c = c0 + tl.arange(0, BLOCK_C)
-            m_c = (o_c < C)[None, :]
-            off_c = o_c[None, :].to(tl.int64) * stride_c
-            a = tl.load(p_i + off_c, mask=m_m[:, None] & m_c, other=0.0).to(tl.float32)
-            b = tl.load(p_j + off_c, mask=m_j[:, None] & m_c, other=0.0).to(tl.float32)
-            acc += tl.dot(a, tl.trans(b), input_precision="ieee")
-            jj += tl.sum(b * b, axis=1)
+        acc, jj = tile_products(p_i, m_m, p_j, m_j, C, stride_c, BLOCK_M, BLOCK_N, BLOCK_C)
         sim = acc * inv_i[:, None] * (1.0 / clamp_min(tl.sqrt(jj), eps))[None, :]
         dominant_j = tl.load(dominant_ptr + o_j, mask=m_j, other=1)
         valid = m_j[None, :] & (dominant_j == 0)[None, :]
