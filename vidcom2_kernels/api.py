@@ -79,22 +79,25 @@ def compress(
     retention : float in (0, 1], or one per video. Fraction of tokens kept.
     exact : keep exactly ``max(F, min(int(N_v * r), N_v))`` tokens per video (vLLM's rule), so the
         output size is known before the call and no host sync is needed (with ``validate=False``).
-        DyCoke's own per-frame counts are known up front anyway, so there ``exact`` changes nothing.
+        DyCoke's and VisionZip's own per-frame counts are known up front anyway, so there ``exact``
+        changes nothing; FastVID's depend on its segments, so there it reconciles to that count.
     target : int or one int per video in ``[F_v, N_v]``: explicit kept counts; implies ``exact``.
     backend : "auto" (triton on CUDA, torch otherwise), "triton", "torch" or "reference".
     validate : raise ``ValueError`` naming the video when its features hold NaN or Inf. Checked on
         the device and read back together with the kept counts (no extra sync).
     extras : row-aligned (N, ...) tensors (e.g. Qwen3-VL deepstack features) gathered with the same
         indices, in the same launch as ``features``; returned in ``Compression.extras``.
-    method : a name of :data:`vidcom2_kernels.methods.REGISTRY`: "vidcom2" (default) or "dycoke"
+    method : a name of :data:`vidcom2_kernels.methods.REGISTRY`: "vidcom2" (default), "dycoke"
         (DyCoke's temporal token merging: ``retention`` is then the kept fraction ``1 - p`` of
-        every frame but a window's first; see :mod:`vidcom2_kernels.methods.dycoke.plan`).
+        every frame but a window's first; see :mod:`vidcom2_kernels.methods.dycoke.plan`),
+        "visionzip" or "fastvid" (both merge: see ``Compression.merged``).
     frame_budgets : None (the method's own per-frame counts) or "vidcom2": VidCom2's Frame
         Compression Adjustment over the method's token scores (for a method whose own budgets
         are not FCA already).
     quirks : with ``method="dycoke"``, reproduce the released DyCoke code's frame quirks.
     options : the method's own options (its ``defaults`` in the registry; e.g. VisionZip's
-        ``{"dominant_ratio": 0.6, "k_neighbors": 5}``); None: its defaults.
+        ``{"dominant_ratio": 0.6, "k_neighbors": 5}``, FastVID's ``dyseg_c`` ... ``dtm_beta``);
+        None: its defaults.
 
     Returns
     -------
