@@ -31,10 +31,12 @@ the segment merge.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import triton
 import triton.language as tl
 
+from ...buffers import to_device
 from ...ops.common import (
     UNIT_ROWS,
     clamp_min,
@@ -373,5 +375,5 @@ def merge_config(C: int) -> dict:
 
 
 def as_tensor(values, device) -> torch.Tensor:
-    """Host int64 values on ``device``."""
-    return torch.as_tensor(values, dtype=torch.int64, device=device)
+    """Host values as int64 on ``device``, without waiting for the GPU (:func:`to_device`)."""
+    return to_device(np.asarray(values, dtype=np.int64), device)

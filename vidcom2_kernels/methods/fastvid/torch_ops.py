@@ -17,6 +17,7 @@ import torch
 
 from ...backends.contract import nan_as_inf, write_out
 from ...backends.torch_backend import as_float32, indices_from_mask, lowest_per_frame, out_of_range, video_chunks
+from ...buffers import to_device
 from ...device_layout import DeviceLayout, device_layout
 from ...layout import VideoLayout
 from .plan import DPC_NEIGHBOURS, NORMALIZE_EPS, context_frames
@@ -47,7 +48,7 @@ def frame_scores(features: torch.Tensor, layout: VideoLayout, validate: bool, ou
     means = means / torch.linalg.vector_norm(means, dim=1, keepdim=True).clamp_min(NORMALIZE_EPS)
     similarity = torch.zeros(layout.total_frames, dtype=torch.float32, device=device)
     similarity[:-1] = (means[:-1] * means[1:]).sum(dim=1)
-    similarity[torch.as_tensor(layout.frame_start[1:] - 1, device=device)] = 0.0  # a video's last frame
+    similarity[to_device(layout.frame_start[1:] - 1, device)] = 0.0  # a video's last frame
     nonfinite = torch.stack(bad).to(device) if validate else None
     return nan_as_inf(torch.cat(scores)), similarity, write_out(out, nonfinite)
 
@@ -80,7 +81,7 @@ def context_scores(features, layout: VideoLayout, scores, salient: np.ndarray, c
     other tokens of a frame with ``context[f] > 0``, +inf elsewhere (the reference's definition,
     :func:`.reference.context_scores`), NaN as +inf."""
     device = features.device
-    is_salient = lowest_per_frame(scores, layout, torch.as_tensor(salient, device=device))
+    is_salient = lowest_per_frame(scores, layout, to_device(salient, device))
     out = torch.where(is_salient, float("-inf"), float("inf"))
     for v in range(layout.num_videos):
         T, f0 = int(layout.tokens_per_frame[v]), int(layout.frame_start[v])
@@ -88,14 +89,14 @@ def context_scores(features, layout: VideoLayout, scores, salient: np.ndarray, c
         step = max(1, BLOCK_ELEMENTS // max(1, T * T))
         for g0 in range(0, len(frames), step):
             group = frames[g0 : g0 + step]
-            rows = torch.as_tensor(layout.frame_row_start[group][:, None] + np.arange(T), device=device)  # (g, T)
+            rows = to_device(layout.frame_row_start[group][:, None] + np.arange(T), device)  # (g, T)
             if group[-1] - group[0] == len(group) - 1:  # consecutive frames: a view, no gather
                 r0 = int(layout.frame_row_start[group[0]])
                 x = features[r0 : r0 + len(group) * T].float().view(len(group), T, -1)
             else:
                 x = features[rows].float()
             rest = ~is_salient[rows]
-            n_rest = torch.as_tensor(T - salient[group], device=device)
+            n_rest = to_device(T - salient[group], device)
             sq = torch.linalg.vector_norm(x, dim=2).square()  # one fused pass, no (g, T, C) temporary
             dpc = _dpc_group(x, sq, rest, n_rest)
             # a frame whose rest tokens are not all finite (their float32 squared norms): +inf
