@@ -128,7 +128,7 @@ def _segment_frames(inner: list, T: int, salient: int, context: int, p: int) -> 
     for size, s, c in zip(inner, salient_by_inner, context_by_inner):
         sal += [0] * (size - 1)
         ctx += [0] * (size - 1)
-        sal.append(min(s, T) if c == 0 else min(s, T - c))
+        sal.append(min(s, T - c))  # a frame with context keeps room for it
         ctx.append(c)
     return sal, ctx
 
