@@ -101,7 +101,8 @@ def context_scores(features, layout: VideoLayout, scores, salient: np.ndarray, c
             dpc = _dpc_group(x, sq, rest, n_rest)
             # a frame whose rest tokens are not all finite (their float32 squared norms): +inf
             bad = (~torch.isfinite(sq) & rest).any(dim=1)
-            out[rows[rest]] = torch.where(bad[:, None], float("inf"), -dpc)[rest]
+            keys = torch.where(rest, torch.where(bad[:, None], float("inf"), -dpc), float("-inf"))
+            out.index_put_((rows.flatten(),), keys.flatten())  # the group's salient rows stay -inf
     return nan_as_inf(out)
 
 
@@ -147,8 +148,8 @@ def merge_context(
             inside = (col >= int(ctx.first[c])) & (col < int(ctx.first[c] + ctx.count[c]))
             pick = torch.argmax(torch.where(inside, sim, float("-inf")), dim=1)
             join = free & ~(anchor[r0:r1] & (frame == int(ctx.frame[c])))  # not that frame's own
-            sums.index_add_(0, pick[join], x[join])
-            n.index_add_(0, pick[join], torch.ones_like(pick[join]))
+            sums.index_add_(0, pick, torch.where(join[:, None], x, 0.0))  # no boolean indexing: no sync
+            n.index_add_(0, pick, join.long())
         w = (1.0 / (n + 1).float()).clamp(min=beta)[:, None]
         change = (n > 0) & (w[:, 0] < 1.0)
         blend = w * xa + (1 - w) * (sums / n.clamp(min=1)[:, None].float())
