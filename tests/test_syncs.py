@@ -64,9 +64,10 @@ def test_reference_reads_freely():
     [({}, 1), ({"validate": False}, 1), ({"frame_budgets": "vidcom2"}, 1), ({"exact": True}, 2)],
     ids=["budgets", "budgets-novalidate", "fca", "exact"],
 )
-def test_fastvid_sync_budget(kwargs, expected, device):
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_fastvid_sync_budget(backend, kwargs, expected, device):
     """FastVID's plan needs the frame similarities on the host: that read is the call's one (with
     the validation flags and FCA's budgets); exact counts move the selection, and the merge then
     reads the context tokens' count per frame once more."""
-    counter = reads("triton", device, method="fastvid", **kwargs)
+    counter = reads(backend, device, method="fastvid", **kwargs)
     assert counter.total == expected, dict(counter.reads)

@@ -48,7 +48,7 @@ def frame_scores(features: torch.Tensor, layout: VideoLayout, validate: bool, ou
     means = means / torch.linalg.vector_norm(means, dim=1, keepdim=True).clamp_min(NORMALIZE_EPS)
     similarity = torch.zeros(layout.total_frames, dtype=torch.float32, device=device)
     similarity[:-1] = (means[:-1] * means[1:]).sum(dim=1)
-    similarity[to_device(layout.frame_start[1:] - 1, device)] = 0.0  # a video's last frame
+    similarity.index_fill_(0, to_device(layout.frame_start[1:] - 1, device), 0.0)  # a video's last frame
     nonfinite = torch.stack(bad).to(device) if validate else None
     return nan_as_inf(torch.cat(scores)), similarity, write_out(out, nonfinite)
 
@@ -89,20 +89,20 @@ def context_scores(features, layout: VideoLayout, scores, salient: np.ndarray, c
         step = max(1, BLOCK_ELEMENTS // max(1, T * T))
         for g0 in range(0, len(frames), step):
             group = frames[g0 : g0 + step]
-            rows = to_device(layout.frame_row_start[group][:, None] + np.arange(T), device)  # (g, T)
+            rows = to_device(layout.frame_row_start[group][:, None] + np.arange(T), device).flatten()  # (g * T,)
             if group[-1] - group[0] == len(group) - 1:  # consecutive frames: a view, no gather
                 r0 = int(layout.frame_row_start[group[0]])
                 x = features[r0 : r0 + len(group) * T].float().view(len(group), T, -1)
             else:
-                x = features[rows].float()
-            rest = ~is_salient[rows]
+                x = features.index_select(0, rows).float().view(len(group), T, -1)
+            rest = ~is_salient.index_select(0, rows).view(len(group), T)
             n_rest = to_device(T - salient[group], device)
             sq = torch.linalg.vector_norm(x, dim=2).square()  # one fused pass, no (g, T, C) temporary
             dpc = _dpc_group(x, sq, rest, n_rest)
             # a frame whose rest tokens are not all finite (their float32 squared norms): +inf
             bad = (~torch.isfinite(sq) & rest).any(dim=1)
             keys = torch.where(rest, torch.where(bad[:, None], float("inf"), -dpc), float("-inf"))
-            out.index_put_((rows.flatten(),), keys.flatten())  # the group's salient rows stay -inf
+            out.index_copy_(0, rows, keys.flatten())  # the group's salient rows stay -inf
     return nan_as_inf(out)
 
 
@@ -123,7 +123,7 @@ def merge_context(
     frame of the segment at a time, the group sums by ``index_add_``."""
     device, K = features.device, indices.shape[0]
     slot = torch.full((layout.num_tokens,), -1, dtype=torch.int64, device=device)
-    slot[indices] = torch.arange(K, device=device)
+    slot.index_copy_(0, indices, torch.arange(K, device=device))
     merged_rows, merged = rows[0].clone(), torch.zeros(K, dtype=torch.bool, device=device)
     salient = mask & (scores == float("-inf"))
     anchor = mask & ~salient
@@ -136,7 +136,7 @@ def merge_context(
         frames = np.flatnonzero(segment == s)
         r0, r1 = int(layout.frame_row_start[frames[0]]), int(layout.frame_row_start[frames[-1] + 1])
         A = anchors[lo:hi]
-        x, xa = features[r0:r1].float(), features[A].float()
+        x, xa = features[r0:r1].float(), features.index_select(0, A).float()
         xn = x / torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(NORMALIZE_EPS)
         an = xa / torch.linalg.vector_norm(xa, dim=1, keepdim=True).clamp_min(NORMALIZE_EPS)
         sim = xn @ an.T  # (rows, A) cosines (a non-finite row: NaN, which joins its first context token)
@@ -153,6 +153,8 @@ def merge_context(
         w = (1.0 / (n + 1).float()).clamp(min=beta)[:, None]
         change = (n > 0) & (w[:, 0] < 1.0)
         blend = w * xa + (1 - w) * (sums / n.clamp(min=1)[:, None].float())
-        merged_rows[slot[A[change]]] = blend[change].to(merged_rows.dtype)
-        merged[slot[A[change]]] = True
+        k = slot.index_select(0, A)  # the context tokens' output rows
+        own = merged_rows.index_select(0, k)
+        merged_rows.index_copy_(0, k, torch.where(change[:, None], blend.to(merged_rows.dtype), own))
+        merged.index_copy_(0, k, change)
     return [merged_rows, *rows[1:]], merged
