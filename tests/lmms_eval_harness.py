@@ -8,8 +8,9 @@ processors need):
 The checkpoint is what ``from_pretrained`` loads from a hub: config, random weights, a byte-level
 tokenizer with the family's special tokens, its image and video processors and a chat template, so
 lmms-eval's own model classes load and prompt it as they would a real one. The language model's
-output rows of special tokens are zero, so greedy answers are printable text (never empty because
-of a special token)."""
+output rows of special tokens, of bytes that decode to whitespace and of bytes that decode to no
+ASCII character are zero, so greedy answers are never empty: not through a special token, and not
+through whitespace that lmms-eval strips."""
 
 from __future__ import annotations
 
@@ -82,6 +83,12 @@ def checkpoint(family: str, out: str, text_overrides: dict | None = None) -> Non
     model = type(tiny)(config)
     with torch.no_grad():
         model.lm_head.weight[256:] = 0  # special tokens never win a greedy step: answers are text
+        # nor does a byte that decodes to whitespace or to no ASCII character: a random model's
+        # greedy answer can repeat one token, and 12 x "\x1c" strips to "" (lmms-eval strips answers)
+        for i in range(256):
+            piece = tokenizer.decode([i])
+            if not piece.isascii() or not piece.strip():
+                model.lm_head.weight[i] = 0
     model.generation_config = tf.GenerationConfig(pad_token_id=text.pad_token_id, eos_token_id=text.eos_token_id)
     model.save_pretrained(out)
     processor(family, config, tokenizer).save_pretrained(out)
