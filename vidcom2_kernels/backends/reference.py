@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..constants import MAX_ABS, TEMPERATURE
+from ..constants import MAX_ABS, NORM_EPS, TEMPERATURE
 from ..layout import VideoLayout
 from ..records import Selection
 from .contract import nan_as_inf, select_then_gather, write_out
@@ -31,6 +31,11 @@ def video_rows(layout: VideoLayout, v: int) -> slice:
 
 def frame_rows(layout: VideoLayout, f: int) -> slice:
     return slice(int(layout.frame_row_start[f]), int(layout.frame_row_start[f + 1]))
+
+
+def normalized(x: torch.Tensor) -> torch.Tensor:
+    """Rows of ``x`` over ``max(||x||, 1e-12)`` (``F.normalize``)."""
+    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(NORM_EPS)
 
 
 def nonfinite_videos(features: torch.Tensor, layout: VideoLayout) -> torch.Tensor:

@@ -43,8 +43,6 @@ ENV = {
 }
 #: the nearest neighbours (the token itself included) of the released DPC-kNN density
 DPC_NEIGHBOURS = 4
-#: ``F.normalize``'s epsilon (the frame means)
-NORMALIZE_EPS = 1e-12
 
 
 def _integer(options: dict, name: str) -> int:

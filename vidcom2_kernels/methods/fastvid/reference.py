@@ -11,14 +11,9 @@ import numpy as np
 import torch
 
 from ...backends.contract import nan_as_inf, write_out
-from ...backends.reference import frame_rows, nonfinite_videos, video_rows
+from ...backends.reference import frame_rows, nonfinite_videos, normalized, video_rows
 from ...layout import VideoLayout
-from .plan import DPC_NEIGHBOURS, NORMALIZE_EPS
-
-
-def normalized(x: torch.Tensor) -> torch.Tensor:
-    """Rows of ``x`` over ``max(||x||, 1e-12)``."""
-    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(NORMALIZE_EPS)
+from .plan import DPC_NEIGHBOURS
 
 
 def frame_scores(features: torch.Tensor, layout: VideoLayout, validate: bool, out=None) -> tuple:

@@ -18,12 +18,18 @@ import torch
 from ...backends.contract import nan_as_inf, write_out
 from ...backends.torch_backend import as_float32, indices_from_mask, lowest_per_frame, out_of_range, video_chunks
 from ...buffers import to_device
+from ...constants import NORM_EPS
 from ...device_layout import DeviceLayout, device_layout
 from ...layout import VideoLayout
-from .plan import DPC_NEIGHBOURS, NORMALIZE_EPS, context_frames
+from .plan import DPC_NEIGHBOURS, context_frames
 
 #: elements of one temporary block (a group's g x T x T distances; a chunk's rows x context tokens)
 BLOCK_ELEMENTS = 1 << 22
+
+
+def unit(x: torch.Tensor) -> torch.Tensor:
+    """Rows of ``x`` over ``max(||x||, 1e-12)`` (a non-finite row: NaN)."""
+    return x / torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(NORM_EPS)
 
 
 def frame_scores(features: torch.Tensor, layout: VideoLayout, validate: bool, out=None) -> tuple:
@@ -45,7 +51,7 @@ def frame_scores(features: torch.Tensor, layout: VideoLayout, validate: bool, ou
         empty = torch.empty(0, dtype=torch.float32, device=device)
         return empty, empty, write_out(out, torch.zeros(layout.num_videos, dtype=torch.bool, device=device))
     means = torch.cat(means)
-    means = means / torch.linalg.vector_norm(means, dim=1, keepdim=True).clamp_min(NORMALIZE_EPS)
+    means = unit(means)
     similarity = torch.zeros(layout.total_frames, dtype=torch.float32, device=device)
     similarity[:-1] = (means[:-1] * means[1:]).sum(dim=1)
     similarity.index_fill_(0, to_device(layout.frame_start[1:] - 1, device), 0.0)  # a video's last frame
@@ -137,9 +143,7 @@ def merge_context(
         r0, r1 = int(layout.frame_row_start[frames[0]]), int(layout.frame_row_start[frames[-1] + 1])
         A = anchors[lo:hi]
         x, xa = features[r0:r1].float(), features.index_select(0, A).float()
-        xn = x / torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(NORMALIZE_EPS)
-        an = xa / torch.linalg.vector_norm(xa, dim=1, keepdim=True).clamp_min(NORMALIZE_EPS)
-        sim = xn @ an.T  # (rows, A) cosines (a non-finite row: NaN, which joins its first context token)
+        sim = unit(x) @ unit(xa).T  # (rows, A) cosines (a non-finite row: NaN, which joins its first context token)
         col = torch.arange(lo, hi, device=device)[None, :]
         sums, n = torch.zeros_like(xa), torch.zeros(len(A), dtype=torch.int64, device=device)
         frame = ids.row_frame[r0:r1]

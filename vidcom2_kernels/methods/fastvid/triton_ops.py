@@ -16,7 +16,7 @@ from ...backends.contract import nan_as_inf
 from ...backends.torch_backend import indices_from_mask, lowest_per_frame
 from ...backends.triton_backend import check_rows, per_video_out
 from ...buffers import new_output
-from ...constants import MAX_ABS
+from ...constants import MAX_ABS, NORM_EPS
 from ...layout import VideoLayout
 from ...ops.common import cdiv, device_layout
 from .kernels import (
@@ -33,7 +33,7 @@ from .kernels import (
     similarity_config,
     stats_config,
 )
-from .plan import NORMALIZE_EPS, context_frames
+from .plan import context_frames
 from .torch_ops import context_per_frame
 
 
@@ -69,7 +69,7 @@ def frame_scores(features: torch.Tensor, layout: VideoLayout, validate: bool, ou
         meta.frame_start,
         meta.frame_tokens,
         C,
-        NORMALIZE_EPS,
+        NORM_EPS,
         **similarity_config(C),
     )
     return scores, similarity, flags if validate else None
@@ -172,7 +172,7 @@ def merge_context(
         J,
         features.stride(0),
         features.stride(1),
-        NORMALIZE_EPS,
+        NORM_EPS,
         **cfg,
     )
     # per context token: its segment's rows and its context frame's slot

@@ -7,14 +7,9 @@ from __future__ import annotations
 import torch
 
 from ...backends.contract import nan_as_inf, write_out
-from ...backends.reference import frame_rows, nonfinite_videos
+from ...backends.reference import frame_rows, nonfinite_videos, normalized
 from ...layout import VideoLayout
-from .plan import NORMALIZE_EPS, dominant_counts
-
-
-def normalized(x: torch.Tensor) -> torch.Tensor:
-    """Rows of ``x`` over ``max(||x||, 1e-12)``."""
-    return x / torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(NORMALIZE_EPS)
+from .plan import dominant_counts
 
 
 def row_norm_scores(features: torch.Tensor, layout: VideoLayout, validate: bool, out=None) -> tuple:
