@@ -3,11 +3,14 @@
     python bench/bench_e2e.py                          # CPU: small configuration, batch 1
     python bench/bench_e2e.py --size 7b --batch 1 8    # GPU: Qwen2-VL-7B-size configuration, bf16
 
-Per configuration: time to first token (vision encoding + selection + prefill), LLM generation time
-(time spent inside the language model, prefill and decoding), total ``generate()`` time, peak GPU
-memory, and token counts (prompt length and video tokens the language model sees), for no
-compression and VidCom2 at retention 1.0 (exact: must change nothing), 0.25 and 0.15. Medians over
-``--repeats``. Writes a CSV and, on a GPU, a table into bench/RESULTS.md.
+Every figure comes from the adapters' timing record (``vidcom2_kernels.adapters.timing``, the one
+the lmms-eval launcher prints): per ``generate()`` call the vision encoder, the selection, the
+prefill and the decoding (they add up to the call), so time to first token = encoder + selection +
+prefill and the language model's time = prefill + decoding; peak memory (CUDA: allocated; CPU:
+the process's resident set); token counts. Settings: no compression (``apply_timing``) and VidCom2
+at retention 1.0 (exact: must change nothing), 0.25 and 0.15, ALTERNATED: every repeat runs each
+setting once, so drift on a shared machine spreads over all of them. Medians over ``--repeats``,
+with the smallest and largest value. Writes a CSV and a table into bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -97,55 +99,33 @@ def make_inputs(model, batch: int, frames: int, height: int, width: int, device,
     }
 
 
-class LLMTimer:
-    """Accumulates wall time spent inside the language model (synchronised on CUDA)."""
-
-    def __init__(self, module, device):
-        self.total, self.device = 0.0, device
-        self.hooks = [module.register_forward_pre_hook(self.start), module.register_forward_hook(self.stop)]
-
-    def sync(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-
-    def start(self, *_):
-        self.sync()
-        self._t = time.perf_counter()
-
-    def stop(self, *_):
-        self.sync()
-        self.total += time.perf_counter() - self._t
-
-    def close(self):
-        for h in self.hooks:
-            h.remove()
+#: the record's parts and what the table calls them; ttft and lm are sums of parts
+PARTS = {"encoder": "encoder_s", "selection": "selection_s", "prefill": "prefill_s", "decode": "decode_s"}
+SUMS = {"ttft": ("encoder", "selection", "prefill"), "lm": ("prefill", "decode"), "total": tuple(PARTS)}
 
 
-def measure(model, inputs, new_tokens: int, device, repeats: int) -> dict:
-    def timed(n):
-        timer = LLMTimer(model.model.language_model, device)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        out = model.generate(**inputs, max_new_tokens=n, do_sample=False)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        timer.close()
-        return time.perf_counter() - t0, timer.total, out
+def timed_call(model, inputs, setting: str, new_tokens: int) -> tuple:
+    """One ``generate()`` under ``setting`` ("none" or a retention); returns (the call's
+    CallTiming, the handle's peak memory in MiB, the handle's last Pruned, the output)."""
+    if setting == "none":
+        handle = adapters.apply_timing(model)
+    else:
+        r = float(setting)
+        handle = adapters.apply_vidcom2(model, r, exact=r == 1.0)
+    with handle:
+        out = model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False)
+    return handle.last_timing, handle.timing.peak_mem_mb, handle.last, out
 
-    timed(1)  # warm-up
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    ttft = statistics.median(timed(1)[0] for _ in range(repeats))
-    runs = [timed(new_tokens) for _ in range(repeats)]
-    return {
-        "ttft_ms": ttft * 1e3,
-        "total_ms": statistics.median(r[0] for r in runs) * 1e3,
-        "llm_ms": statistics.median(r[1] for r in runs) * 1e3,
-        "peak_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan"),
-        # generate() returns the caller's prompt rows + the new tokens, compressed or not
-        "generated": runs[0][2].shape[1] - inputs["input_ids"].shape[1],
-    }
+
+def summarise(calls: list) -> dict:
+    """Median, min and max in ms of every part and sum over ``calls`` (CallTiming records)."""
+    out = {}
+    for name in (*PARTS, *SUMS):
+        parts = SUMS.get(name, (name,))
+        values = [1e3 * sum(getattr(c, PARTS[p]) for p in parts) for c in calls]
+        out[f"{name}_ms"] = statistics.median(values)
+        out[f"{name}_ms_min"], out[f"{name}_ms_max"] = min(values), max(values)
+    return out
 
 
 def run(args) -> list[dict]:
@@ -161,41 +141,73 @@ def run(args) -> list[dict]:
             attn = "sdpa"
     model = build_model(args.size, device, dtype, attn)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    settings = ["none"] + [str(r) for r in args.retentions]
     rows = []
     for batch in args.batch:
         inputs = make_inputs(model, batch, args.frames, args.height, args.width, device, dtype)
         video_tokens = int((inputs["input_ids"] == model.config.video_token_id).sum()) // batch
-        for setting in ["none"] + [str(r) for r in args.retentions]:
-            if setting == "none":
-                handle, prompt, seen = None, inputs["input_ids"].shape[1], video_tokens
-                res = measure(model, inputs, args.new_tokens, device, args.repeats)
-            else:
-                r = float(setting)
-                handle = adapters.apply_vidcom2(model, r, exact=r == 1.0)
-                res = measure(model, inputs, args.new_tokens, device, args.repeats)
-                prompt = handle.last.kwargs["input_ids"].shape[1]
-                seen = handle.last.video_tokens_after // batch
-                kept = int(handle.last.compression.counts.sum()) // batch
+        for setting in settings:  # warm-up, one call each
+            timed_call(model, inputs, setting, args.new_tokens)
+        calls, peaks, last = {s: [] for s in settings}, {s: 0.0 for s in settings}, {}
+        for _ in range(args.repeats):
+            for setting in settings:  # alternated
+                call, peak, pruned, out = timed_call(model, inputs, setting, args.new_tokens)
+                calls[setting].append(call)
+                peaks[setting] = max(peaks[setting], peak)
+                last[setting] = (call, pruned, out)
+        for setting in settings:
+            call, pruned, out = last[setting]
+            seen = call.video_tokens_after // batch
+            if pruned.compression is not None:
+                kept = int(pruned.compression.counts.sum()) // batch
                 assert seen == kept, "the language model must see exactly the kept tokens"
-                handle.remove()
             row = dict(
                 device=name,
                 size=args.size,
                 attn=attn,
                 batch=batch,
                 setting=setting,
-                prompt_tokens=prompt,
+                repeats=args.repeats,
+                prompt_tokens=call.prompt_tokens // batch,
                 video_tokens=seen,
-                **res,
+                video_tokens_before=video_tokens,
+                **summarise(calls[setting]),
+                peak_mb=peaks[setting],
+                # generate() returns the caller's prompt rows + the new tokens, compressed or not
+                generated=out.shape[1] - inputs["input_ids"].shape[1],
             )
             rows.append(row)
             print(
-                f"{name} {args.size} {attn} batch {batch:2d} {setting:>5s}: prompt {prompt:5d} tok, video {seen:5d} tok, "
-                f"TTFT {res['ttft_ms']:9.1f} ms, LLM {res['llm_ms']:9.1f} ms, total {res['total_ms']:9.1f} ms, "
-                f"peak {res['peak_gb']:.2f} GB",
+                f"{name} {args.size} {attn} batch {batch:2d} {setting:>5s}: prompt {row['prompt_tokens']:5d} tok, "
+                f"video {seen:5d} tok, TTFT {row['ttft_ms']:8.1f} ms, LM {row['lm_ms']:8.1f} ms, "
+                f"total {row['total_ms']:8.1f} ms [{row['total_ms_min']:.1f}, {row['total_ms_max']:.1f}], "
+                f"encoder {row['encoder_ms']:.1f} selection {row['selection_ms']:.1f} prefill {row['prefill_ms']:.1f} "
+                f"decode {row['decode_ms']:.1f} ms, peak {row['peak_mb']:.0f} MiB",
                 flush=True,
             )
     return rows
+
+
+def table(rows: list, args) -> list:
+    """The RESULTS.md section: medians with [min, max] of the total and the language model's time."""
+    name = rows[0]["device"]
+    what = "bf16" if name != "cpu" else "fp32"
+    lines = [
+        f"### {name}, Qwen2-VL {args.size} random weights {what}, `python bench/bench_e2e.py "
+        f"--repeats {args.repeats} --new-tokens {args.new_tokens}`, settings alternated",
+        "",
+        "| attention | batch | setting | prompt tokens | video tokens | encoder ms | selection ms | prefill ms "
+        "| decode ms | TTFT ms | LM ms [min, max] | total ms [min, max] | peak MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['attn']} | {r['batch']} | {r['setting']} | {r['prompt_tokens']} | {r['video_tokens']} | "
+        f"{r['encoder_ms']:.1f} | {r['selection_ms']:.1f} | {r['prefill_ms']:.1f} | {r['decode_ms']:.1f} | "
+        f"{r['ttft_ms']:.1f} | {r['lm_ms']:.1f} [{r['lm_ms_min']:.1f}, {r['lm_ms_max']:.1f}] | "
+        f"{r['total_ms']:.1f} [{r['total_ms_min']:.1f}, {r['total_ms_max']:.1f}] | {r['peak_mb']:.0f} |"
+        for r in rows
+    ]
+    return lines
 
 
 def parse_args(argv=None):
@@ -211,7 +223,7 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--attn", default="auto", choices=["auto", "sdpa", "eager", "flash_attention_2"])
     p.add_argument("--csv", default="bench/results_e2e.csv")
-    p.add_argument("--results", default="bench/RESULTS.md", help="table written here on a GPU")
+    p.add_argument("--results", default="bench/RESULTS.md", help="table written here ('' for none)")
     args = p.parse_args(argv)
     args.size = args.size or ("7b" if args.device == "cuda" else "small")
     return args
@@ -222,20 +234,8 @@ def main(argv=None) -> int:
     rows = run(args)
     if args.csv:
         write_csv(args.csv, rows)
-    if args.results and args.device == "cuda":
-        name = rows[0]["device"]
-        lines = [
-            f"### {name}, Qwen2-VL {args.size} random weights bf16, `python bench/bench_e2e.py`",
-            "",
-            "| attention | batch | setting | prompt tokens | video tokens | TTFT ms | LLM ms | total ms | peak GB |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        lines += [
-            f"| {r['attn']} | {r['batch']} | {r['setting']} | {r['prompt_tokens']} | {r['video_tokens']} | "
-            f"{r['ttft_ms']:.1f} | {r['llm_ms']:.1f} | {r['total_ms']:.1f} | {r['peak_gb']:.2f} |"
-            for r in rows
-        ]
-        update_section(args.results, f"bench_e2e {name} {args.size}", lines)
+    if args.results:
+        update_section(args.results, f"bench_e2e {rows[0]['device']} {args.size}", table(rows, args))
     return 0
 
 

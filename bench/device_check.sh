@@ -7,6 +7,7 @@
 # 1. python -m pytest --device=cuda over the stage, compress, launch-budget and sync tests (no
 #    side environments): compiled kernels against the reference, every dtype and layout; then
 #    FastVID's kernels against its reference;
+#    and the adapters' timing record with CUDA events (tests/test_timing.py on a tiny Qwen2-VL);
 # 2. bench/bench_gpu.py: every method against its bandwidth floor, eager and CUDA-graph replay of
 #    every sized path (each also run once under torch.cuda.set_sync_debug_mode("error")), vLLM's
 #    own function where vLLM is installed;
@@ -44,11 +45,13 @@ TESTS="tests/test_compress.py tests/test_select_channels.py tests/test_token_sco
 tests/test_select_tokens.py tests/test_gather_rows.py tests/test_attention_row.py tests/test_dycoke.py
 tests/test_syncs.py tests/test_launches.py tests/test_api.py"
 # shellcheck disable=SC2086
-step pytest 270 python -m pytest --device=cuda -q -p no:cacheprovider -x $TESTS \
+step pytest 250 python -m pytest --device=cuda -q -p no:cacheprovider -x $TESTS \
     -m "not lmms_eval and not vllm and not transformers_versions"
 # FastVID's four Triton kernels (DPC distances and deltas, assignments, merge) against the reference
 step fastvid 60 python -m pytest --device=cuda -q -p no:cacheprovider -x tests/test_fastvid.py \
     -k "backends_match or exact_counts or strided or nonfinite"
+# the timing record's CUDA events: parts add up to the call, peak memory read
+step timing 30 python -m pytest -q -p no:cacheprovider -x tests/test_timing.py -k cuda
 step bench_gpu 150 python bench/bench_gpu.py --csv "$OUT/results_gpu.csv" --results "$OUT/RESULTS.md" --repeats 20
 step bench_stages 50 python bench/bench_stages.py --csv "$OUT/stages.csv" --results "$OUT/RESULTS.md"
 cp "$OUT/bench_stages.log" "$OUT/stages.txt" 2>/dev/null

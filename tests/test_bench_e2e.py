@@ -1,4 +1,5 @@
-"""Smoke-size run of the end-to-end benchmark: it must finish and report consistent token counts."""
+"""Smoke-size run of the end-to-end benchmark: it must finish and report consistent token counts
+and timing summaries (medians inside their spread, the baseline selecting nothing)."""
 
 import bench_e2e
 
@@ -39,3 +40,11 @@ def test_e2e_smoke(tmp_path):
             assert none["prompt_tokens"] - by[r]["prompt_tokens"] == dropped  # only video tokens left the prompt
         assert by["0.15"]["video_tokens"] <= by["0.25"]["video_tokens"]
         assert all(r["generated"] == 3 for r in by.values())
+        for r in by.values():
+            for name in ("encoder", "selection", "prefill", "decode", "ttft", "lm", "total"):
+                assert r[f"{name}_ms_min"] <= r[f"{name}_ms"] <= r[f"{name}_ms_max"]
+            assert r["ttft_ms"] <= r["total_ms_max"] and r["peak_mb"] > 0
+            assert r["encoder_ms"] > 0 and r["prefill_ms"] > 0 and r["decode_ms"] > 0
+        assert none["selection_ms_max"] < min(by[r]["selection_ms"] for r in ("1.0", "0.25", "0.15"))
+    table = bench_e2e.table(rows, args)
+    assert table[0].startswith("### cpu, Qwen2-VL tiny") and sum(line.startswith("| sdpa |") for line in table) == 8

@@ -11,7 +11,6 @@ from transformers import GenerationConfig
 
 from vidcom2_kernels import adapters
 from vidcom2_kernels.adapters.generation import shift_length_limits
-from vidcom2_kernels.adapters.patching import installed
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 STEPS = 4
@@ -26,7 +25,7 @@ def new_tokens_of_pruned_call(model, handle, inputs, **generation):
     """The new tokens the unwrapped ``generate`` makes from the handle's pruned prompt of ``inputs``
     (pruned afresh: transformers expands the encoder outputs it is given in place for beams)."""
     pruned = handle.adapter.prune(model, inputs, handle.settings)
-    with installed(pruned.patches):
+    with handle.encoder.replaced(pruned.encoder):  # transformers < 5.18: the call's stand-in encoder
         out = type(model).generate(model, **pruned.kwargs, max_new_tokens=STEPS, **generation)
     return out[:, pruned.kwargs["input_ids"].shape[1] :]
 

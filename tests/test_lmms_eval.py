@@ -169,7 +169,7 @@ def test_launch_refuses_an_lmms_eval_that_cannot_run(tmp_path, monkeypatch):
         assert info.value.message.endswith('pip install "filelock<4.3"') and info.value.code == 2
 
 
-def test_loaded_model_without_adapter_is_refused(monkeypatch):
+def test_loaded_model_without_adapter_is_refused():
     """lmms-eval built a model VidCom2 cannot compress: stop (exit 2) instead of evaluating it uncompressed."""
     import transformers
 
@@ -185,17 +185,19 @@ def test_loaded_model_without_adapter_is_refused(monkeypatch):
     class Wrapper:  # what lmms-eval's model classes expose: the transformers model as .model
         model = transformers.Qwen2ForCausalLM(config)
 
-    monkeypatch.setenv("COMPRESSOR", "vidcom2")
-    with pytest.raises(launcher.LaunchError) as info:
-        launcher.Compressing.compress(Wrapper())
-    assert "Wrapper loaded Qwen2ForCausalLM (model_type 'qwen2')" in info.value.message
+    settings = adapters.Settings(method="vidcom2")
+    for compressing in (settings, None):  # COMPRESSOR=none times the same models, and refuses the same
+        with pytest.raises(launcher.LaunchError) as info:
+            launcher.compress(Wrapper(), compressing)
+        assert "Wrapper loaded Qwen2ForCausalLM (model_type 'qwen2')" in info.value.message
     model = tm.build("qwen2_vl")
     Wrapper.model = model
-    handle = launcher.Compressing.compress(Wrapper())
-    try:
-        assert handle.settings.method == "vidcom2" and model.generate.vidcom2_handle is handle
-    finally:
-        handle.remove()
+    for compressing in (settings, None):
+        handle = launcher.compress(Wrapper(), compressing)
+        try:
+            assert handle.settings == compressing and model.generate.vidcom2_handle is handle
+        finally:
+            handle.remove()
 
 
 def test_help_and_missing_lmms_eval_in_this_environment():
@@ -339,6 +341,66 @@ def test_lmms_eval_end_to_end(runs, case):
     assert token_totals(plain.stderr) == []  # plain lmms-eval: the launcher was not involved
 
 
+def printed_figures(stdout: str) -> list:
+    """The released fork's three figures from every efficiency table printed."""
+    return [
+        {
+            name: float(value)
+            for name, value in re.findall(r"\| (LLM_time_s|Total_time_s|Peak_mem_MB)\s*\| ([\d.]+)", table)
+        }
+        for table in stdout.split("Efficiency Analysis")[1:]
+    ]
+
+
+def assert_plausible(figures: dict, calls: int) -> None:
+    """A rank's or a run's figures: positive, the generate() calls inside the evaluation loop, the
+    split adding up to them, every sample and its new tokens counted."""
+    assert 0 < figures["LLM_time_s"] <= figures["Total_time_s"] and figures["Peak_mem_MB"] > 0
+    assert sum(figures["split_s"].values()) == pytest.approx(figures["LLM_time_s"], rel=1e-9)
+    assert all(v > 0 for k, v in figures["split_s"].items() if k != "selection")
+    assert figures["calls"] == figures["video_calls"] == figures["samples"] == calls
+    assert figures["new_tokens"] > 0 and figures["samples_per_s"] > 0 and figures["generated_tokens_per_s"] > 0
+
+
+@pytest.mark.lmms_eval
+def test_launcher_efficiency_figures(runs, side_python, material, tmp_path):
+    """The released fork's LLM_time_s / Total_time_s / Peak_mem_MB printed and written as JSON
+    beside lmms-eval's results, for a compressed run and a ``COMPRESSOR=none`` baseline through the
+    same launcher: the baseline's answers are plain lmms-eval's, the compressed run's language
+    model saw fewer tokens, and the printed figures are the written ones."""
+    case = CASES[0]
+    env = {"none": {"COMPRESSOR": "none"}, "quarter": {"COMPRESSOR": "vidcom2", "R_RATIO": "0.25"}}
+    figures = {}
+    for label, settings in env.items():
+        done, answers = lmms_eval_run(side_python, material, case, tmp_path / label, settings)
+        assert_ok(done)
+        assert sorted(answers) == list(range(ITEMS)) and all(a.strip() for a in answers.values())
+        if label == "none":
+            assert answers == runs[case.id, "plain"][1]  # timing changes nothing
+            assert f"vidcom2 [rank 0] none (timing only): {ITEMS} generate() calls with video" in done.stderr
+        written = json.loads((tmp_path / label / "vidcom2_efficiency_rank0.json").read_text())
+        total = json.loads((tmp_path / label / "vidcom2_efficiency.json").read_text())
+        assert total["ranks"] == [0] and total["ranks_missing"] == [] and total["rank"] == "total"
+        assert total["LLM_time_s"] == written["LLM_time_s"] and total["calls"] == written["calls"]
+        [printed] = printed_figures(done.stdout)
+        assert printed == {
+            "LLM_time_s": round(written["LLM_time_s"], 3),
+            "Total_time_s": round(written["Total_time_s"], 3),
+            "Peak_mem_MB": round(written["Peak_mem_MB"], 1),
+        }
+        assert "generate() time split: encoder" in done.stdout
+        assert_plausible(written, ITEMS)
+        assert written["compressor"] == label.replace("quarter", "vidcom2")
+        assert any(p.name.endswith("_results.json") for p in (tmp_path / label).glob("*/*"))  # lmms-eval's own
+        figures[label] = written
+    none, quarter = figures["none"], figures["quarter"]
+    assert none["split_s"]["selection"] < quarter["split_s"]["selection"]
+    assert none["video_tokens_before"] == none["video_tokens_after"] == quarter["video_tokens_before"]
+    assert quarter["video_tokens_after"] < 0.35 * none["video_tokens_after"]
+    dropped = none["video_tokens_after"] - quarter["video_tokens_after"]
+    assert none["prompt_tokens"] - quarter["prompt_tokens"] == dropped  # only video tokens left the prompts
+
+
 @pytest.mark.lmms_eval
 def test_launcher_runs_dycoke_with_vidcom2_budgets(side_python, material, tmp_path):
     """``COMPRESSOR=dycoke FRAME_BUDGETS=vidcom2``: DyCoke's token choice under VidCom2's frame budgets."""
@@ -391,6 +453,19 @@ def test_launcher_under_torchrun_two_processes(side_python, material, tmp_path):
     assert sorted(answers) == list(range(ITEMS)) and all(a.strip() for a in answers.values())
     totals = token_totals(done.stderr)
     assert len(totals) == 2 and all(calls >= 1 and after < before for calls, before, after in totals)
+    # each rank's figures, and rank 0's total over both
+    ranks = [json.loads((tmp_path / f"vidcom2_efficiency_rank{r}.json").read_text()) for r in (0, 1)]
+    total = json.loads((tmp_path / "vidcom2_efficiency.json").read_text())
+    assert [r["rank"] for r in ranks] == [0, 1] and all(r["world_size"] == 2 for r in ranks)
+    assert total["ranks"] == [0, 1] and total["ranks_missing"] == []
+    for rank, (calls, _, _) in zip(ranks, totals):
+        assert_plausible(rank, calls)
+    assert_plausible(total, sum(calls for calls, _, _ in totals))  # lmms-eval pads 3 items to 2 + 2
+    assert total["LLM_time_s"] == pytest.approx(sum(r["LLM_time_s"] for r in ranks))
+    assert total["Total_time_s"] == max(r["Total_time_s"] for r in ranks)
+    assert total["Peak_mem_MB"] == max(r["Peak_mem_MB"] for r in ranks)
+    assert total["video_tokens_after"] == sum(after for _, _, after in totals)
+    assert "Efficiency Analysis (total of 2 ranks)" in done.stdout
 
 
 @pytest.mark.lmms_eval

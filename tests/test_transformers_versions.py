@@ -35,6 +35,7 @@ def test_adapters_on_oldest_supported_transformers():
             "no:cacheprovider",
             "tests/test_adapters.py",
             "tests/test_generate_contract.py",
+            "tests/test_timing.py",
         ],
         cwd=ROOT,
         capture_output=True,

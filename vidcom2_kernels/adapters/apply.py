@@ -1,7 +1,8 @@
 """Compressing the videos a transformers video LLM sees, keeping ``generate()``'s contract.
 
 - :func:`prune_inputs`: the keyword arguments to pass to ``model.generate`` yourself.
-- :class:`CompressionHandle`: what :func:`apply_compression` installs on ``model.generate``.
+- :class:`CompressionHandle`: what :func:`apply_compression` installs on ``model.generate``;
+  :func:`apply_timing` installs it without compression, to time a baseline the same way.
 """
 
 from __future__ import annotations
@@ -11,13 +12,17 @@ import copy
 import functools
 import threading
 from dataclasses import asdict
+from typing import Optional
 
-from .base import accepts_encoder_outputs
+import torch
+
+from .base import Pruned, accepts_encoder_outputs
 from .generation import PromptStreamer, bind_generate_call, shift_length_limits, with_caller_prompt
 from .kv_prune import KVPrune, kv_pruning
-from .patching import install, installed
+from .patching import install
 from .registry import adapter_for
 from .settings import Settings, settings_from_env
+from .timing import CallTiming, EncoderHook, PrefillMarker, Stopwatch, new_tokens
 
 
 def prune_inputs(model, inputs, retention: float = 0.25, **options) -> dict:
@@ -40,46 +45,117 @@ def prune_inputs(model, inputs, retention: float = 0.25, **options) -> dict:
 
 
 class CompressionHandle:
-    """Undo handle of :func:`apply_compression`; also a context manager. While applied,
-    ``model.generate`` prunes every video of a call and keeps transformers' contract (rows =
-    the caller's ``input_ids`` + the new tokens). ``last`` is the latest call's
+    """Undo handle of :func:`apply_compression` (and of :func:`apply_timing`, which times without
+    compressing: ``settings`` None); also a context manager. While applied, ``model.generate``
+    prunes every video of a call and keeps transformers' contract (rows = the caller's
+    ``input_ids`` + the new tokens). ``last`` is the latest call's
     :class:`~vidcom2_kernels.adapters.base.Pruned`; ``calls``, ``failures`` and
-    ``video_tokens_before`` / ``video_tokens_after`` are running totals over calls with video."""
+    ``video_tokens_before`` / ``video_tokens_after`` are running totals over calls with video.
+    ``timing`` (:class:`~vidcom2_kernels.adapters.timing.RunTiming`) totals every call's time split
+    (encoder, selection, prefill, decode) and the run's peak memory since the handle was applied
+    (``reset_timing()`` starts a new run); ``last_timing`` is the latest call's
+    :class:`~vidcom2_kernels.adapters.timing.CallTiming`."""
 
-    def __init__(self, model, settings: Settings, kv: KVPrune | None = None):
+    def __init__(self, model, settings: Optional[Settings], kv: KVPrune | None = None):
         self.model, self.settings, self.kv, self.last, self.kv_state = model, settings, kv, None, None
         self.calls = self.failures = self.video_tokens_before = self.video_tokens_after = 0
         self.adapter = adapter_for(model)
         self.original = model.generate
         self.active = True
+        self.stopwatch = Stopwatch(getattr(model, "device", torch.device("cpu")))
         self.wrapper = CompressedGenerate(self)
         self.undo = install([(model, "generate", self.wrapper)])
+        self.encoder = EncoderHook(model.model, "get_video_features", self.stopwatch)
+        self.encoder_undo = install([(model.model, "get_video_features", self.encoder)])
+
+    @property
+    def timing(self):
+        return self.stopwatch.run
+
+    @property
+    def last_timing(self) -> Optional[CallTiming]:
+        return self.stopwatch.last
+
+    def reset_timing(self) -> None:
+        """Start a new timing run: zero totals, reset the peak memory."""
+        self.stopwatch.reset()
 
     def generate(self, *args, **kwargs):
         """The wrapped call: prune, run the model's own ``generate`` on the pruned prompt, and
-        return its output with the caller's prompt rows in front of the new tokens."""
-        named, model_inputs = bind_generate_call(self.original, args, kwargs)
-        self.last = self.adapter.prune(self.model, model_inputs, self.settings)
-        pruned = self.last.kwargs
-        if self.last.compression is not None:  # the prompt changed: translate the call's lengths and streamer
+        return its output with the caller's prompt rows in front of the new tokens; timed
+        (:mod:`~vidcom2_kernels.adapters.timing`)."""
+        timeline = self.stopwatch.begin()
+        try:
+            named, model_inputs = bind_generate_call(self.original, args, kwargs)
+            if self.settings is None:  # timing only (its video tokens are counted after the call)
+                last = Pruned(model_inputs, None)
+            else:
+                last = self.adapter.prune(self.model, model_inputs, self.settings)
+            self.last = last
+            timeline.mark("selected")
+            output = self.run_pruned(last, named, model_inputs, timeline)
+            timeline.mark("end")
+        finally:
+            self.stopwatch.end()
+        if self.settings is None:
+            last.video_tokens_before = last.video_tokens_after = self.video_tokens(model_inputs)
+        self.stopwatch.record(self.call_timing(last, timeline, named, model_inputs, output))
+        return output
+
+    def run_pruned(self, last: Pruned, named: dict, model_inputs: dict, timeline):
+        """The model's own ``generate`` on ``last``'s pruned prompt (the prefill marked on
+        ``timeline``); the output's rows start with the caller's prompt."""
+        pruned = last.kwargs
+        if last.compression is not None:  # the prompt changed: translate the call's lengths and streamer
             self.calls += 1
-            self.video_tokens_before += self.last.video_tokens_before
-            self.video_tokens_after += self.last.video_tokens_after
+            self.video_tokens_before += last.video_tokens_before
+            self.video_tokens_after += last.video_tokens_after
             prompt, pruned_width = model_inputs["input_ids"], pruned["input_ids"].shape[1]
             configs = [named.get("generation_config"), getattr(self.model, "generation_config", None)]
             pruned = shift_length_limits(pruned, configs, prompt.shape[1] - pruned_width)
             if named.get("streamer") is not None:
                 named["streamer"] = PromptStreamer(named["streamer"], prompt)
         with contextlib.ExitStack() as stack:
-            stack.enter_context(installed(self.last.patches))
+            stack.enter_context(self.encoder.replaced(last.encoder))
             ids = pruned.get("input_ids")
             if self.kv is not None and ids is not None:
                 visual = ids == self.adapter.video_token_id(self.model)
                 self.kv_state = stack.enter_context(kv_pruning(self.model, self.kv, visual, self.settings.backend))
+            marker = PrefillMarker(self.model, timeline, ids.shape[-1] if ids is not None else 0)
+            stack.callback(marker.remove)
             output = self.original(**named, **pruned)
-        if self.last.compression is None:
+        if last.compression is None:
             return output
         return with_caller_prompt(output, prompt, pruned_width)
+
+    def video_tokens(self, inputs: dict) -> int:
+        """The video placeholders of a prompt (0 without video)."""
+        ids = inputs.get("input_ids")
+        if ids is None or not self.adapter.has_video(inputs):
+            return 0
+        return int((ids == self.adapter.video_token_id(self.model)).sum())
+
+    def call_timing(self, last: Pruned, timeline, named: dict, model_inputs: dict, output) -> CallTiming:
+        """The record of a finished call (reads its CUDA events and counts its new tokens)."""
+        ids, pruned = model_inputs.get("input_ids"), last.kwargs
+        sequences = output if isinstance(output, torch.Tensor) else getattr(output, "sequences", None)
+        width = ids.shape[-1] if ids is not None else 0
+        mask = pruned.get("attention_mask")
+        configs = [named.get("generation_config"), getattr(self.model, "generation_config", None)]
+        sources = [model_inputs, *(vars(c) for c in configs if c is not None)]  # transformers' precedence
+        eos = next((s["eos_token_id"] for s in sources if s.get("eos_token_id") is not None), None)
+        return CallTiming(
+            **timeline.parts(),
+            samples=ids.shape[0] if ids is not None else 0,
+            prompt_tokens=int(mask.sum())
+            if mask is not None
+            else pruned["input_ids"].numel()
+            if ids is not None
+            else 0,
+            video_tokens_before=last.video_tokens_before,
+            video_tokens_after=last.video_tokens_after,
+            new_tokens=new_tokens(sequences, width, eos) if sequences is not None else 0,
+        )
 
     def remove(self) -> None:
         """Restore ``model.generate`` exactly (a second call does nothing). When something wrapped
@@ -88,13 +164,15 @@ class CompressionHandle:
         self.active = False
         if self.model.__dict__.get("generate") is self.wrapper:
             self.undo()
+        if self.encoder.owner.__dict__.get("get_video_features") is self.encoder:
+            self.encoder_undo()
 
     def __deepcopy__(self, memo):
         """``copy.deepcopy`` of the model: the copy's own handle (the same settings, fresh totals,
         no last call), applied to the copy."""
         new = copy.copy(self)
         memo[id(self)] = new
-        for name in ("model", "original", "wrapper", "undo"):
+        for name in ("model", "original", "wrapper", "undo", "stopwatch", "encoder", "encoder_undo"):
             setattr(new, name, copy.deepcopy(getattr(self, name), memo))
         new.last = new.kv_state = None
         new.calls = new.failures = new.video_tokens_before = new.video_tokens_after = 0
@@ -153,6 +231,15 @@ def apply_compression(
     if getattr(getattr(model.generate, "vidcom2_handle", None), "active", False):
         raise RuntimeError("this model already has a compression applied; remove() it first")
     return CompressionHandle(model, settings, kv_prune)
+
+
+def apply_timing(model) -> CompressionHandle:
+    """Time every ``model.generate`` call without compressing anything: the baseline of the same
+    record (``handle.timing``, ``handle.last_timing``) a compressing handle keeps."""
+    adapter_for(model)
+    if getattr(getattr(model.generate, "vidcom2_handle", None), "active", False):
+        raise RuntimeError("this model already has a compression applied; remove() it first")
+    return CompressionHandle(model, None)
 
 
 def apply_vidcom2(model, retention: float = 0.25, **options) -> CompressionHandle:

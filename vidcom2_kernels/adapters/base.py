@@ -8,7 +8,8 @@ The approach (see ADAPTERS.md in the design notes), :meth:`Adapter.prune` step b
    padding (:func:`repack_rows`; M-RoPE rows gathered, the text row re-made contiguous), and set
    the model's ``rope_deltas`` so decoding continues from the kept positions;
 5. hand the kept features to ``generate()``: through ``mm_encoder_outputs`` (transformers >= 5.18),
-   or a scoped patch of ``get_video_features`` for older 5.x (:attr:`Pruned.patches`).
+   or, for older 5.x, a stand-in for ``get_video_features`` during the call (:attr:`Pruned.encoder`,
+   which the handle's encoder hook calls in this thread only).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import functools
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -61,7 +62,8 @@ class Pruned:
     compression: Optional[Compression]
     video_tokens_before: int = 0
     video_tokens_after: int = 0
-    patches: list = field(default_factory=list)  # (obj, name, value) to install while generating
+    #: transformers < 5.18: what ``model.model.get_video_features`` must be while generating
+    encoder: Optional[Callable] = None
 
 
 def accepts_encoder_outputs(model) -> bool:
@@ -202,14 +204,14 @@ class Adapter:
 
     def hand_over(self, model, pruned: Pruned, kept_output, settings: Settings) -> None:
         """Give ``forward`` the kept features: ``mm_encoder_outputs`` (transformers >= 5.18), else
-        a patch of ``get_video_features`` for the call (forward re-encodes on 5.12-5.17)."""
+        a stand-in for ``get_video_features`` during the call (forward re-encodes on 5.12-5.17)."""
         out = pruned.kwargs
         if accepts_encoder_outputs(model):
             for key in ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts"):
                 out.pop(key, None)
             out["mm_encoder_outputs"] = {**(out.get("mm_encoder_outputs") or {}), "video": kept_output}
         else:
-            pruned.patches.append((model.model, "get_video_features", self.compressing_encoder(model, settings)))
+            pruned.encoder = self.compressing_encoder(model, settings)
 
     def compressing_encoder(self, model, settings: Settings):
         """A stand-in for ``model.model.get_video_features`` that returns only the kept tokens.

@@ -12,8 +12,16 @@ with a one-line error, exit code 2, before any evaluation when the environment i
 ``--model`` cannot be compressed (lmms-eval's ``llava_onevision`` and ``llava_vid`` load the
 LLaVA-NeXT package's classes, not transformers'), or when the model lmms-eval loaded has no
 adapter. lmms-eval exits 0 even when a generation raised; the launcher exits 1 if a compressed
-``generate`` raised, and prints each process's token totals at the end. ``COMPRESSOR`` unset or
-``none``: plain lmms-eval. lmms-eval is not a dependency of this package (see the README).
+``generate`` raised, and prints each process's token totals at the end. ``COMPRESSOR=none`` times
+the uncompressed model the same way (a baseline); ``COMPRESSOR`` unset: plain lmms-eval, untouched.
+lmms-eval is not a dependency of this package (see the README).
+
+Efficiency figures: at the end of every process the launcher prints the released VidCom2 fork's
+table (``LLM_time_s``: the ``generate()`` calls; ``Total_time_s``: lmms-eval's ``generate_until``
+loop; ``Peak_mem_MB``), then the split of the ``generate()`` time (encoder, selection, prefill,
+decode; :mod:`~vidcom2_kernels.adapters.timing`) with samples/s and generated tokens/s. With
+``--output_path DIR`` each process writes ``DIR/vidcom2_efficiency_rank<R>.json`` and rank 0 also
+``DIR/vidcom2_efficiency.json``, the run's total over every rank.
 
 Why not lmms-eval's ``lmms_eval.models`` entry points: they register model names. Making the
 built-in ``--model qwen2_vl`` compress would mean overriding built-in names from an environment
@@ -24,18 +32,26 @@ mistake would silently evaluate the uncompressed model.
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
+import json
 import os
 import runpy
 import sys
+import time
+import warnings
+from dataclasses import asdict
 from pathlib import Path
 from types import ModuleType
+from typing import Optional
 
-from .apply import apply_from_env
+from .apply import apply_compression, apply_timing
+from .patching import install
 from .registry import ADAPTERS, LMMS_EVAL_MODELS
 from .settings import Settings, settings_from_env
+from .timing import PARTS, Efficiency, RunTiming, efficiency_table
 
 # lmms-eval model names whose classes are not transformers' (so no adapter can reach them)
 NOT_TRANSFORMERS = {
@@ -48,6 +64,8 @@ SUPPORTED_NAMES = ", ".join(LMMS_EVAL_MODELS)
 #: ``filelock._api``, which filelock 4.3 removed: each run then exits 0 with no answers), and the fix
 FILELOCK_USERS = ("lmms_eval.evaluator",)
 FILELOCK_FIX = 'pip install "filelock<4.3"'
+#: how long rank 0 waits for the other ranks' figures before writing the run's total without them
+RANKS_WAIT_S = 120.0
 
 
 class LaunchError(SystemExit):
@@ -60,19 +78,31 @@ class LaunchError(SystemExit):
         self.message = f"vidcom2 lmms-eval launcher: {message}"
 
 
-def model_name(argv: list) -> str | None:
-    """The value of lmms-eval's ``--model`` in ``argv`` (``--model X`` or ``--model=X``)."""
+def option_value(argv: list, option: str) -> str | None:
+    """The value of lmms-eval's ``option`` in ``argv`` (``--option X`` or ``--option=X``)."""
     for i, arg in enumerate(argv):
-        if arg == "--model" and i + 1 < len(argv):
+        if arg == option and i + 1 < len(argv):
             return argv[i + 1]
-        if arg.startswith("--model="):
+        if arg.startswith(option + "="):
             return arg.split("=", 1)[1]
     return None
 
 
+def model_name(argv: list) -> str | None:
+    """The value of lmms-eval's ``--model`` in ``argv``."""
+    return option_value(argv, "--model")
+
+
+def timing_only(environ=None) -> bool:
+    """``COMPRESSOR=none``: time the uncompressed model (unset: plain lmms-eval)."""
+    env = os.environ if environ is None else environ
+    return env.get("COMPRESSOR", "").strip().lower() == "none"
+
+
 def check_launch(argv: list, environ=None) -> Settings | None:
     """Everything that can be checked before lmms-eval starts: lmms-eval is installed, the
-    environment's settings, and the ``--model`` name. Returns the settings (None: no compression)."""
+    environment's settings, and the ``--model`` name. Returns the settings (None: no compression;
+    :func:`timing_only` tells a timed baseline from plain lmms-eval)."""
     if importlib.util.find_spec("lmms_eval") is None:
         raise LaunchError("lmms-eval is not installed: pip install lmms-eval (keep your torch; README, lmms-eval)")
     missing = [name for module in FILELOCK_USERS for name in missing_filelock_names(module)]
@@ -87,9 +117,11 @@ def check_launch(argv: list, environ=None) -> Settings | None:
     except ValueError as exc:
         raise LaunchError(str(exc)) from None
     name = model_name(argv)
-    if settings is not None and name in NOT_TRANSFORMERS:
-        raise LaunchError(f"--model {name} cannot be compressed: it {NOT_TRANSFORMERS[name]}; {TRANSFORMERS_ROUTE}")
-    if settings is not None and name == "llava_hf" and "--force_simple" not in argv:
+    hooked = settings is not None or timing_only(environ)
+    if hooked and name in NOT_TRANSFORMERS:
+        what = "compressed" if settings is not None else "timed (COMPRESSOR=none)"
+        raise LaunchError(f"--model {name} cannot be {what}: it {NOT_TRANSFORMERS[name]}; {TRANSFORMERS_ROUTE}")
+    if hooked and name == "llava_hf" and "--force_simple" not in argv:
         print(
             "vidcom2 lmms-eval launcher: note: lmms-eval's chat llava_hf fails on video-only prompts; "
             "add --force_simple for video tasks",
@@ -147,50 +179,175 @@ def _version(package: str) -> str:
 
 
 class Compressing:
-    """Wraps ``lmms.create_from_arg_string`` so that the model lmms-eval builds is compressed;
-    ``handles`` collects the handles (one per model built). ``remove()`` restores lmms-eval."""
+    """Wraps ``lmms.create_from_arg_string`` so that the model lmms-eval builds is compressed
+    (``settings``; None: only timed); ``handles`` collects the handles (one per model built), and
+    ``loop_s`` sums the wall time of the lmms-eval models' ``generate_until`` loops. ``remove()``
+    restores lmms-eval."""
 
-    def __init__(self, lmms_class):
-        self.lmms_class, self.handles = lmms_class, []
+    def __init__(self, lmms_class, settings: Optional[Settings]):
+        self.lmms_class, self.settings, self.handles, self.undos, self.loop_s = lmms_class, settings, [], [], 0.0
         self.original = lmms_class.__dict__["create_from_arg_string"]
         create = self.original.__func__
 
         def create_from_arg_string(cls, *args, **kwargs):
             lm = create(cls, *args, **kwargs)
-            self.handles.append(self.compress(lm))
+            self.handles.append(compress(lm, self.settings))
+            self.time_loop(lm)
             return lm
 
         lmms_class.create_from_arg_string = classmethod(create_from_arg_string)
 
-    @staticmethod
-    def compress(lm):
-        """Apply the environment's compression to the transformers model inside lmms-eval's ``lm``
-        (its ``model`` attribute, unwrapped from accelerate by lmms-eval's own property)."""
-        model = getattr(lm, "model", None)
-        model_type = getattr(getattr(model, "config", None), "model_type", None)
-        if model_type not in ADAPTERS:
-            loaded = type(model).__name__ if model is not None else "no transformers model"
-            raise LaunchError(
-                f"lmms-eval's {type(lm).__name__} loaded {loaded} (model_type {model_type!r}), which VidCom2 has "
-                f"no adapter for; adapters: {', '.join(sorted(ADAPTERS))}; lmms-eval names known to work: "
-                f"{SUPPORTED_NAMES}"
-            )
-        return apply_from_env(model)
+    def time_loop(self, lm) -> None:
+        """Sum the wall time of ``lm.generate_until`` (lmms-eval's evaluation loop: video decoding,
+        preprocessing, ``generate()``, detokenising), the released fork's ``Total_time_s``."""
+        loop = getattr(lm, "generate_until", None)
+        if not callable(loop):
+            warnings.warn(f"lmms-eval's {type(lm).__name__} has no generate_until: Total_time_s stays 0", stacklevel=2)
+            return
+
+        @functools.wraps(loop)
+        def generate_until(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return loop(*args, **kwargs)
+            finally:
+                self.loop_s += time.perf_counter() - start
+
+        self.undos.append(install([(lm, "generate_until", generate_until)]))
+
+    def efficiency(self) -> Efficiency:
+        """This process's figures, with what was run."""
+        run = RunTiming()
+        for handle in self.handles:
+            run = run.merged(handle.timing)
+        settings = self.settings
+        devices = sorted({str(h.stopwatch.device) for h in self.handles})
+        extra = {
+            "rank": rank_and_world()[0],
+            "world_size": rank_and_world()[1],
+            "compressor": settings.method if settings is not None else "none",
+            "retention": settings.retention if settings is not None else 1.0,
+            "exact": settings.exact if settings is not None else False,
+            "frame_budgets": settings.frame_budgets if settings is not None else None,
+            "options": dict(settings.options or {}) if settings is not None else {},
+            "device": ", ".join(devices),
+        }
+        return Efficiency(run, self.loop_s, extra)
 
     def remove(self) -> None:
         self.lmms_class.create_from_arg_string = self.original
+        for undo in self.undos:
+            undo()
 
 
-def summary(settings: Settings, handles: list) -> str:
+def compress(lm, settings: Optional[Settings]):
+    """Apply ``settings``' compression (None: the timing alone) to the transformers model inside
+    lmms-eval's ``lm`` (its ``model`` attribute, unwrapped from accelerate by lmms-eval's own
+    property); returns the handle."""
+    model = getattr(lm, "model", None)
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in ADAPTERS:
+        loaded = type(model).__name__ if model is not None else "no transformers model"
+        raise LaunchError(
+            f"lmms-eval's {type(lm).__name__} loaded {loaded} (model_type {model_type!r}), which VidCom2 has "
+            f"no adapter for; adapters: {', '.join(sorted(ADAPTERS))}; lmms-eval names known to work: "
+            f"{SUPPORTED_NAMES}"
+        )
+    if settings is None:
+        return apply_timing(model)
+    return apply_compression(model, **asdict(settings))
+
+
+def rank_and_world() -> tuple:
+    """This process's rank and the number of processes (torchrun's and accelerate's variables)."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def summary(settings: Optional[Settings], handles: list) -> str:
     """One line per process: the settings and the video tokens of all compressed calls."""
     rank = os.environ.get("RANK", "0")
     before = sum(h.video_tokens_before for h in handles)
     after = sum(h.video_tokens_after for h in handles)
     calls = sum(h.calls for h in handles)
+    if settings is None:
+        seen = sum(h.timing.video_tokens_after for h in handles)
+        videos = sum(h.timing.video_calls for h in handles)
+        return f"vidcom2 [rank {rank}] none (timing only): {videos} generate() calls with video, video tokens {seen}"
     what = f"{settings.method}, retention {settings.retention:g}{', exact' if settings.exact else ''}"
     what += "".join(f", {name} {value:g}" for name, value in (settings.options or {}).items())
     share = f" ({100.0 * after / before:.1f}%)" if before else ""
     return f"vidcom2 [rank {rank}] {what}: {calls} generate() calls with video, video tokens {before} -> {after}{share}"
+
+
+def split_line(figures: dict, rank: str) -> str:
+    """The split of the ``generate()`` time and the rates, one line."""
+    split = ", ".join(f"{name} {figures['split_s'][name]:.3f} s" for name in figures["split_s"])
+    return (
+        f"vidcom2 [{rank}] generate() time split: {split} (sum: LLM_time_s {figures['LLM_time_s']:.3f} s; "
+        f"language model {figures['language_model_s']:.3f} s); "
+        f"{figures['samples']} samples, {figures['samples_per_s']:.3f} samples/s; "
+        f"{figures['new_tokens']} generated tokens, {figures['generated_tokens_per_s']:.1f} tokens/s of decoding"
+    )
+
+
+def report(efficiency: Efficiency, output_path: Optional[str], started: float) -> None:
+    """Print this process's figures; with ``output_path`` write them, and on rank 0 the run's total
+    over every rank (rank files written since ``started``; the other ranks' are awaited)."""
+    rank, world = rank_and_world()
+    figures = efficiency.as_dict()
+    title = "Efficiency Analysis" + (f" (rank {rank} of {world})" if world > 1 else "")
+    print(efficiency_table(efficiency.released_rows(), title), flush=True)
+    print(split_line(figures, f"rank {rank}"), flush=True)
+    if not output_path:
+        return
+    folder = Path(output_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / f"vidcom2_efficiency_rank{rank}.json", figures)
+    if rank != 0:
+        return
+    runs, loops, missing = {}, {}, []
+    deadline = time.monotonic() + RANKS_WAIT_S
+    for r in range(world):
+        path = folder / f"vidcom2_efficiency_rank{r}.json"
+        while not (path.exists() and path.stat().st_mtime >= started) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if path.exists() and path.stat().st_mtime >= started:
+            data = json.loads(path.read_text())
+            runs[r], loops[r] = run_from_figures(data), data["Total_time_s"]
+        else:
+            missing.append(r)
+    if missing:
+        print(f"vidcom2 [rank 0] no figures from rank(s) {missing} after {RANKS_WAIT_S:g} s: the total leaves them out")
+    run = RunTiming()
+    for r in sorted(runs):
+        run = run.merged(runs[r])
+    extra = {**efficiency.extra, "rank": "total", "ranks": sorted(runs), "ranks_missing": missing}
+    total = Efficiency(run, max(loops.values(), default=0.0), extra)
+    write_json(folder / "vidcom2_efficiency.json", total.as_dict())
+    if world > 1:
+        print(efficiency_table(total.released_rows(), f"Efficiency Analysis (total of {len(runs)} ranks)"), flush=True)
+        print(split_line(total.as_dict(), "total"), flush=True)
+
+
+def run_from_figures(figures: dict) -> RunTiming:
+    """The :class:`RunTiming` a rank's JSON figures were made from."""
+    run = RunTiming(**{k: figures[k] for k in RunTiming.__dataclass_fields__ if k in figures})
+    for name in PARTS:
+        setattr(run, name, figures["split_s"][name[:-2]])
+    run.total_s, run.peak_mem_mb = figures["LLM_time_s"], figures["Peak_mem_MB"]
+    return run
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write ``data`` to ``path`` whole or not at all (a reader never sees half a file)."""
+    partial = path.with_name(path.name + f".{os.getpid()}.tmp")
+    partial.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(partial, path)
+
+
+def output_path(argv: list) -> Optional[str]:
+    """lmms-eval's ``--output_path`` in ``argv`` (``--output_path X`` or ``--output_path=X``)."""
+    return option_value(argv, "--output_path")
 
 
 def main(argv=None) -> None:
@@ -206,12 +363,13 @@ def main(argv=None) -> None:
 
 
 def launch(argv: list) -> None:
+    started = time.time()
     settings = check_launch(argv)
-    if settings is None:  # plain lmms-eval
+    if settings is None and not timing_only():  # plain lmms-eval
         return run_lmms_eval(argv)
     from lmms_eval.api.model import lmms  # lmms-eval is optional: imported only when launching it
 
-    hook = Compressing(lmms)
+    hook = Compressing(lmms, settings)
     code = 0
     try:
         run_lmms_eval(argv)
@@ -222,6 +380,8 @@ def launch(argv: list) -> None:
     finally:
         hook.remove()
     print(summary(settings, hook.handles), file=sys.stderr)
+    if hook.handles:
+        report(hook.efficiency(), output_path(argv), started)
     failures = sum(h.failures for h in hook.handles)
     if failures:
         raise SystemExit(

@@ -1,8 +1,8 @@
 """The one way this package changes a model or a config for a while: set attributes, and put
 back exactly what was there (an instance attribute, a value behind a property, or nothing, so
-the class's own attribute shows again). Used for ``model.generate`` (the handle's lifetime),
-``get_video_features`` (one call, transformers < 5.18) and the attention implementation (DyCoke's
-KV pruning, one call)."""
+the class's own attribute shows again). Used for ``model.generate`` and ``get_video_features``
+(the handle's lifetime), lmms-eval's ``generate_until`` (the launcher's run) and the attention
+implementation (DyCoke's KV pruning, one call)."""
 
 from __future__ import annotations
 
@@ -25,17 +25,17 @@ class _Missing:
         return self
 
 
-_MISSING = _Missing()
+MISSING = _Missing()
 
 
-def _before(obj, name: str) -> Any:
+def saved_value(obj, name: str) -> Any:
     """What restoring ``name`` must put back: the instance's own value, the value behind a
-    property, or _MISSING (delete the instance attribute)."""
+    property, or MISSING (delete the instance attribute)."""
     if name in getattr(obj, "__dict__", {}):
         return obj.__dict__[name]
     if hasattr(inspect.getattr_static(type(obj), name, None), "__set__"):
         return getattr(obj, name)
-    return _MISSING
+    return MISSING
 
 
 class Undo:
@@ -48,7 +48,7 @@ class Undo:
     def __call__(self) -> None:
         while self.saved:
             obj, name, before = self.saved.pop()
-            if before is _MISSING:
+            if before is MISSING:
                 delattr(obj, name)
             else:
                 setattr(obj, name, before)
@@ -59,7 +59,7 @@ def install(patches: Iterable[Patch]) -> Callable[[], None]:
     undo = Undo()
     try:
         for obj, name, value in patches:
-            undo.saved.append((obj, name, _before(obj, name)))
+            undo.saved.append((obj, name, saved_value(obj, name)))
             setattr(obj, name, value)
     except BaseException:
         undo()
