@@ -22,7 +22,7 @@ from vidcom2_kernels.adapters.timing import PARTS, Efficiency, RunTiming, effici
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 STEPS = 4
-DELAY = 0.12  # s, far above the parts' own size on the tiny models
+DELAY = 0.25  # s, far above the parts' own size on the tiny models and a loaded machine's noise
 FAMILIES = ["qwen2_vl", "qwen3_vl", "llava_onevision"]
 HANDLES = {"none": adapters.apply_timing, "vidcom2": lambda model: adapters.apply_vidcom2(model, 0.25)}
 
@@ -40,11 +40,12 @@ def run(model, inputs, **kwargs):
 
 def assert_adds_up(call, outer: float) -> None:
     """The parts add up to the call (float rounding), and the call is the wrapped call (the
-    caller's wall time around it holds it, with at most a few ms of Python around)."""
+    caller's wall time around it holds it; what lies outside is the handle's own bookkeeping, well
+    under 0.1 s even on a loaded machine)."""
     parts = [getattr(call, name) for name in PARTS]
     assert all(p >= 0 for p in parts)
     assert abs(sum(parts) - call.total_s) <= 1e-9 * max(1.0, call.total_s)
-    assert call.total_s <= outer and outer - call.total_s < 0.05
+    assert call.total_s <= outer and outer - call.total_s < 0.1
 
 
 def delayed(module, when=lambda args, kwargs: True):
@@ -265,6 +266,15 @@ def test_rank_zero_writes_the_total_of_every_rank(tmp_path, monkeypatch, capsys)
     total = json.loads((tmp_path / "vidcom2_efficiency.json").read_text())
     assert total["ranks"] == [0] and total["ranks_missing"] == [1] and total["LLM_time_s"] == pytest.approx(1.0)
     assert "no figures from rank(s) [1]" in capsys.readouterr().out
+    # a rank file of this run that is not figures counts as missing; a path that cannot be a folder
+    # costs the files, not the run
+    stale.write_text("{not json")
+    launcher.report(mine, str(tmp_path), started)
+    assert json.loads((tmp_path / "vidcom2_efficiency.json").read_text())["ranks_missing"] == [1]
+    blocked = tmp_path / "a_file"
+    blocked.write_text("")
+    launcher.report(mine, str(blocked), started)
+    assert "could not write the efficiency figures under" in capsys.readouterr().out
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA events need a GPU")

@@ -292,7 +292,8 @@ def split_line(figures: dict, rank: str) -> str:
 
 def report(efficiency: Efficiency, output_path: Optional[str], started: float) -> None:
     """Print this process's figures; with ``output_path`` write them, and on rank 0 the run's total
-    over every rank (rank files written since ``started``; the other ranks' are awaited)."""
+    over every rank (rank files written since ``started``; the other ranks' are awaited). A file
+    that cannot be written or read costs its figures (said in one line), never the run."""
     rank, world = rank_and_world()
     figures = efficiency.as_dict()
     title = "Efficiency Analysis" + (f" (rank {rank} of {world})" if world > 1 else "")
@@ -301,21 +302,22 @@ def report(efficiency: Efficiency, output_path: Optional[str], started: float) -
     if not output_path:
         return
     folder = Path(output_path)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / f"vidcom2_efficiency_rank{rank}.json", figures)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(folder / f"vidcom2_efficiency_rank{rank}.json", figures)
+    except OSError as exc:
+        print(f"vidcom2 [rank {rank}] could not write the efficiency figures under {folder}: {exc}", flush=True)
+        return
     if rank != 0:
         return
     runs, loops, missing = {}, {}, []
     deadline = time.monotonic() + RANKS_WAIT_S
     for r in range(world):
-        path = folder / f"vidcom2_efficiency_rank{r}.json"
-        while not (path.exists() and path.stat().st_mtime >= started) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if path.exists() and path.stat().st_mtime >= started:
-            data = json.loads(path.read_text())
-            runs[r], loops[r] = run_from_figures(data), data["Total_time_s"]
-        else:
+        data = read_rank(folder / f"vidcom2_efficiency_rank{r}.json", started, deadline)
+        if data is None:
             missing.append(r)
+        else:
+            runs[r], loops[r] = run_from_figures(data), data["Total_time_s"]
     if missing:
         print(f"vidcom2 [rank 0] no figures from rank(s) {missing} after {RANKS_WAIT_S:g} s: the total leaves them out")
     run = RunTiming()
@@ -323,10 +325,28 @@ def report(efficiency: Efficiency, output_path: Optional[str], started: float) -
         run = run.merged(runs[r])
     extra = {**efficiency.extra, "rank": "total", "ranks": sorted(runs), "ranks_missing": missing}
     total = Efficiency(run, max(loops.values(), default=0.0), extra)
-    write_json(folder / "vidcom2_efficiency.json", total.as_dict())
+    try:
+        write_json(folder / "vidcom2_efficiency.json", total.as_dict())
+    except OSError as exc:
+        print(f"vidcom2 [rank 0] could not write the run's total under {folder}: {exc}", flush=True)
     if world > 1:
         print(efficiency_table(total.released_rows(), f"Efficiency Analysis (total of {len(runs)} ranks)"), flush=True)
         print(split_line(total.as_dict(), "total"), flush=True)
+
+
+def read_rank(path: Path, started: float, deadline: float) -> Optional[dict]:
+    """A rank's figures once its file of this run (written since ``started``) is there, or None
+    at ``deadline`` (or when the file is not a rank's figures)."""
+    while not (path.exists() and path.stat().st_mtime >= started):
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.2)
+    try:
+        data = json.loads(path.read_text())
+        run_from_figures(data)
+        return data
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def run_from_figures(figures: dict) -> RunTiming:
@@ -385,7 +405,7 @@ def launch(argv: list) -> None:
     failures = sum(h.failures for h in hook.handles)
     if failures:
         raise SystemExit(
-            f"vidcom2 lmms-eval launcher: {failures} compressed generate() call(s) raised (see the "
+            f"vidcom2 lmms-eval launcher: {failures} generate() call(s) raised under the launcher (see the "
             "tracebacks above); lmms-eval itself exits 0 in that case"
         )
     if code not in (None, 0):

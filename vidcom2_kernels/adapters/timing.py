@@ -85,9 +85,8 @@ class RunTiming:
     def add(self, call: CallTiming, peak_mem_mb: float) -> None:
         self.calls += 1
         self.video_calls += call.video_tokens_before > 0
-        for name in (*PARTS, "total_s", "samples", "prompt_tokens", "video_tokens_before", "video_tokens_after"):
-            setattr(self, name, getattr(self, name) + getattr(call, name))
-        self.new_tokens += call.new_tokens
+        for name, value in asdict(call).items():  # every field of a call is a total here
+            setattr(self, name, getattr(self, name) + value)
         self.peak_mem_mb = max(self.peak_mem_mb, peak_mem_mb)
 
     def merged(self, other: "RunTiming") -> "RunTiming":
