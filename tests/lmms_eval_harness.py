@@ -62,7 +62,7 @@ def byte_tokenizer(specials: list) -> tf.PreTrainedTokenizerFast:
 def checkpoint(family: str, out: str, text_overrides: dict | None = None) -> None:
     """Save the tiny model of ``family`` to ``out``; ``text_overrides`` change its language model's
     config (e.g. a head size another runtime supports) before the weights are drawn."""
-    specials = LLAVA_SPECIALS if family == "llava_onevision" else QWEN_SPECIALS
+    specials = LLAVA_SPECIALS if family in tm.FRAME_PIXELS else QWEN_SPECIALS
     tokenizer = byte_tokenizer(specials)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in specials}
     tiny = tm.build(family)  # the tiny model of the adapter tests, re-keyed to this vocabulary
@@ -74,7 +74,7 @@ def checkpoint(family: str, out: str, text_overrides: dict | None = None) -> Non
     text.bos_token_id = text.eos_token_id = ids["<|im_end|>"]
     for key, value in (text_overrides or {}).items():
         setattr(text, key, value)
-    if family == "llava_onevision":
+    if family in tm.FRAME_PIXELS:
         config.image_token_id, config.video_token_id = ids["<image>"], ids["<video>"]
     else:
         config.image_token_id, config.video_token_id = ids["<|image_pad|>"], ids["<|video_pad|>"]
@@ -106,6 +106,17 @@ def processor(family: str, config, tokenizer):
             video_processor=tf.LlavaOnevisionVideoProcessor(size=size),
             tokenizer=tokenizer,
             num_image_tokens=(side // vision.patch_size) ** 2,
+            vision_feature_select_strategy=config.vision_feature_select_strategy,
+            chat_template=PLAIN_TEMPLATE,
+        )
+    if family == "video_llava":
+        side = vision.image_size
+        size, crop = {"shortest_edge": side}, {"height": side, "width": side}
+        return tf.VideoLlavaProcessor(
+            image_processor=tf.VideoLlavaImageProcessor(size=size, crop_size=crop),
+            video_processor=tf.VideoLlavaVideoProcessor(size=size, crop_size=crop),
+            tokenizer=tokenizer,
+            patch_size=vision.patch_size,
             vision_feature_select_strategy=config.vision_feature_select_strategy,
             chat_template=PLAIN_TEMPLATE,
         )

@@ -51,8 +51,8 @@ def test_batched_rows_equal_solo(family, retention):
         together = generate(model, batch)
         counts = handle.last.compression.counts
         seen = int((handle.last.kwargs["input_ids"] == tm.IDS["video_token_id"]).sum())
-        tail = 1 if family == "llava_onevision" else 0  # the always-kept newline per video
-        assert seen == int(counts.sum()) + tail * len(samples) == handle.last.video_tokens_after
+        always = tm.always_kept(family, samples)  # LLaVA-OV's newline, Video-LLaVA's CLS per frame
+        assert seen == int(counts.sum()) + always == handle.last.video_tokens_after
         assert handle.last.video_tokens_after < handle.last.video_tokens_before
         for b in range(len(samples)):
             alone = generate(model, tm.split_batch(family, batch, b, samples))
@@ -80,7 +80,7 @@ def _positions_seen(model, inputs, handle_settings=None):
     return seen
 
 
-@pytest.mark.parametrize("family", [f for f in tm.FAMILIES if f != "llava_onevision"])  # M-RoPE families
+@pytest.mark.parametrize("family", [f for f in tm.FAMILIES if f not in tm.FRAME_PIXELS])  # M-RoPE families
 def test_decode_positions_follow_unpruned(family):
     model = tm.build(family)
     inputs = tm.make_batch(family, model, tm.samples_for(family))
@@ -195,6 +195,24 @@ def test_remove_keeps_a_wrapper_added_later():
     with adapters.apply_vidcom2(model, 0.25) as again:
         generate(model, inputs)
         assert again.calls == 1 and seen == [1, 1]
+
+
+def test_video_llava_keeps_every_frames_cls_first():
+    """Video-LLaVA's placeholders are per frame CLS + patches: the kept features handed to the
+    model are, frame by frame, that frame's CLS row and then its kept patch rows in order, and the
+    placeholder flags say the same."""
+    model = tm.build("video_llava")
+    batch = tm.make_batch("video_llava", model, tm.samples_for("video_llava"))
+    adapter = adapters.adapter_for(model)
+    videos = adapter.encode_videos(model, batch)
+    comp = Settings(0.25).compress(videos.features, videos.frames)
+    pooled = videos.output.pooler_output.clone()  # (V * F, 1 + P, C), before the hand-over edits it
+    keep = comp.mask.view(pooled.shape[0], pooled.shape[1] - 1)
+    expect = torch.cat([torch.cat([pooled[f, :1], pooled[f, 1:][keep[f]]]) for f in range(pooled.shape[0])])
+    flags = videos.placeholder_keep(comp.mask).view(pooled.shape[0], pooled.shape[1])
+    assert flags[:, 0].all() and torch.equal(flags[:, 1:], keep) and not keep.all()
+    handed = adapter.kept_encoder_output(videos, comp).pooler_output
+    assert handed.shape == (expect.shape[0], 1, expect.shape[1]) and torch.equal(handed[:, 0], expect)
 
 
 def test_compressed_model_as_its_own_assistant():
@@ -337,7 +355,7 @@ def test_apply_from_env(monkeypatch):
         handle.remove()
 
 
-@pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl", "llava_onevision"])
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl", "llava_onevision", "video_llava"])
 def test_dycoke_through_adapters(family):
     """method='dycoke': retention 1.0 keeps every token (identical output); at 0.5 batched rows
     equal solo runs."""

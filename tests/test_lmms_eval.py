@@ -65,6 +65,9 @@ CASES = [
         ("--force_simple",),
     ),
 ]
+#: families whose every lmms-eval model cannot run in the installed lmms-eval (the launcher refuses
+#: it, and plain lmms-eval records no answer: test_launcher_refuses_a_model_lmms_eval_cannot_run)
+CANNOT_RUN = {"video_llava": Case("video_llava", "video_llava", "video_llava", "device=cpu,device_map=auto")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,7 +75,12 @@ CASES = [
 
 
 def test_every_adapter_family_has_a_case():
-    assert {c.family for c in CASES} == set(tm.FAMILIES)
+    """Every family runs here, is refused for a reason tested below, or has no lmms-eval model
+    (lmms-eval 0.7.3 loads LLaVA-NeXT-Video with no model name; its llava_hf maps llava and
+    llava_next only)."""
+    without = {model_type for cls in adapters.FAMILIES if not cls.lmms_eval_models for model_type in cls.model_classes}
+    assert without == {"llava_next_video"}
+    assert {c.family for c in CASES} | {c.family for c in CANNOT_RUN.values()} | without == set(tm.FAMILIES)
 
 
 def test_model_name_parsing():
@@ -509,6 +517,30 @@ def test_launcher_refuses_lmms_eval_beside_filelock_4_3(side_python, tmp_path):
     assert done.returncode == 2 and len(lines) == 1, done.stderr
     assert f"lmms-eval 0.7.3 uses filelock._api, which filelock {filelock.__version__} does not have" in lines[0]
     assert lines[0].endswith('pip install "filelock<4.3"')
+
+
+@pytest.mark.lmms_eval
+@pytest.mark.parametrize("name", list(CANNOT_RUN))
+def test_launcher_refuses_a_model_lmms_eval_cannot_run(side_python, material, name, tmp_path):
+    """lmms-eval 0.7.3's ``video_llava`` passes its frame count to ``read_video`` positionally,
+    which that lmms-eval's ``read_video`` takes by keyword only: plain lmms-eval fails every
+    request and records no answer (exit 0), so the launcher refuses the name (exit 2, one line)
+    before loading anything, for a compressed and a timed run. Checked on the source, not on a
+    version: an lmms-eval that fixes the call makes this test fail, and the case joins CASES."""
+    case = CANNOT_RUN[name]
+    subprocess.run(
+        [side_python, str(HARNESS), "checkpoint", case.family, str(material / case.checkpoint)],
+        cwd=HARNESS.parent,
+        check=True,
+        capture_output=True,
+    )
+    plain, answers = lmms_eval_run(side_python, material, case, tmp_path / "plain", module="lmms_eval")
+    assert answers == {} and "read_video() takes 1 positional argument but 2 were given" in plain.stderr
+    for env in ({"COMPRESSOR": "vidcom2"}, {"COMPRESSOR": "none"}):
+        done, answers = lmms_eval_run(side_python, material, case, tmp_path / env["COMPRESSOR"], env)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1 and answers == {}, done.stderr
+        assert f"--model {name} calls read_video() with 2 positional arguments" in lines[0]
 
 
 @pytest.mark.lmms_eval

@@ -22,8 +22,8 @@ from vidcom2_kernels.adapters.timing import PARTS, Efficiency, RunTiming, effici
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 STEPS = 4
-DELAY = 0.25  # s, far above the parts' own size on the tiny models and a loaded machine's noise
-FAMILIES = ["qwen2_vl", "qwen3_vl", "llava_onevision"]
+DELAY = 0.4  # s, far above the parts' own size on the tiny models and a loaded machine's noise
+FAMILIES = ["qwen2_vl", "qwen3_vl", "llava_onevision", "video_llava"]
 HANDLES = {"none": adapters.apply_timing, "vidcom2": lambda model: adapters.apply_vidcom2(model, 0.25)}
 
 
@@ -121,8 +121,8 @@ def test_a_delay_lands_in_its_part(family, kind):
             steps = STEPS - 1 if part == "decode_s" else 1
             assert getattr(call, part) >= steps * DELAY, (part, call)
             for other in PARTS:
-                if other != part:  # the others stay near the warm call's (no DELAY moved there)
-                    assert getattr(call, other) < getattr(base, other) + DELAY / 2, (part, other, call, base)
+                if other != part:  # no DELAY moved there (a misplaced one moves a whole DELAY)
+                    assert getattr(call, other) < getattr(base, other) + 0.8 * DELAY, (part, other, call, base)
 
 
 def test_chunked_prefill_is_prefill():

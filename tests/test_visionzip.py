@@ -231,6 +231,6 @@ def test_environment_and_vllm():
         plugin.settings_from_env({"VIDCOM2_VLLM_METHOD": "visionzip"})
 
 
-@pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl", "llava_onevision"])
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl", "llava_onevision", "video_llava"])
 def test_through_generate(family):
     tm.check_merging_method(family, "visionzip")

@@ -32,7 +32,30 @@ QWEN3_VISION = dict(
     patch_size=14,
 )
 IDS = dict(image_token_id=150, video_token_id=151, vision_start_token_id=152, vision_end_token_id=153)
-FAMILIES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe", "llava_onevision"]
+FAMILIES = [
+    "qwen2_vl",
+    "qwen2_5_vl",
+    "qwen3_vl",
+    "qwen3_vl_moe",
+    "qwen3_5",
+    "qwen3_5_moe",
+    "llava_onevision",
+    "llava_next_video",
+    "video_llava",
+]
+# families whose videos are (videos, frames, 3, H, W) pixels, a frame count per sample in the tests
+FRAME_PIXELS = ("llava_onevision", "llava_next_video", "video_llava")
+# their vision tower: CLIP (SigLIP for LLaVA-OneVision), 4 x 4 patches of 14 pixels per frame
+CLIP_VISION = dict(
+    model_type="clip_vision_model",
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    image_size=56,
+    patch_size=14,
+    projection_dim=32,
+)
 # families whose processor puts a timestamp (text) before every temporal patch group
 TIMESTAMPED = ("qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe")
 
@@ -125,21 +148,27 @@ def build(family: str, attn: str = "sdpa"):
     elif family == "llava_onevision":
         cfg = tf.LlavaOnevisionConfig(
             text_config=dict(TEXT, model_type="qwen2"),
-            vision_config=dict(
-                model_type="siglip_vision_model",
-                hidden_size=32,
-                intermediate_size=64,
-                num_hidden_layers=2,
-                num_attention_heads=2,
-                image_size=56,
-                patch_size=14,
-            ),
+            vision_config={k: v for k, v in CLIP_VISION.items() if k != "projection_dim"}
+            | {"model_type": "siglip_vision_model"},
             image_token_id=IDS["image_token_id"],
             video_token_id=IDS["video_token_id"],
             vision_feature_layer=-1,
             vision_feature_select_strategy="full",
         )
         model = tf.LlavaOnevisionForConditionalGeneration(cfg)
+    elif family in ("video_llava", "llava_next_video"):
+        config, cls = {
+            "video_llava": (tf.VideoLlavaConfig, tf.VideoLlavaForConditionalGeneration),
+            "llava_next_video": (tf.LlavaNextVideoConfig, tf.LlavaNextVideoForConditionalGeneration),
+        }[family]
+        cfg = config(
+            text_config=dict(TEXT, model_type="llama"),
+            vision_config=CLIP_VISION,
+            image_token_id=IDS["image_token_id"],
+            video_token_id=IDS["video_token_id"],
+            vision_feature_layer=-1,
+        )
+        model = cls(cfg)
     else:
         raise ValueError(family)
     model.config._attn_implementation = attn
@@ -160,6 +189,12 @@ def video_tokens(family: str, model, video) -> list:
         frames = video.shape[0]
         side = model.config.vision_config.image_size // model.config.vision_config.patch_size
         return [TOK] * (frames * ((side + 1) // 2) ** 2 + 1)
+    if family == "video_llava":  # CLS + patches per frame
+        side = model.config.vision_config.image_size // model.config.vision_config.patch_size
+        return [TOK] * (video.shape[0] * (side * side + 1))
+    if family == "llava_next_video":  # patches pooled by the stride per frame
+        side = model.config.vision_config.image_size // model.config.vision_config.patch_size
+        return [TOK] * (video.shape[0] * (side // model.config.spatial_pool_stride) ** 2)
     t, h, w = video
     per = h * w // 4
     if family in TIMESTAMPED:
@@ -170,10 +205,20 @@ def video_tokens(family: str, model, video) -> list:
     return [S] + [V] * (t * per) + [E]
 
 
+def always_kept(family: str, samples) -> int:
+    """Video placeholders of ``samples`` that every selection keeps: LLaVA-OneVision's newline per
+    video, Video-LLaVA's CLS token per frame."""
+    if family == "llava_onevision":
+        return len(samples)
+    if family == "video_llava":
+        return sum(frames for _, frames, _ in samples)
+    return 0
+
+
 def samples_for(family: str) -> list:
     """The two samples of the adapter tests (different video sizes, different text lengths):
     (text_before, video, text_after), video as ``make_batch`` takes it."""
-    if family == "llava_onevision":
+    if family in FRAME_PIXELS:
         return [([1, 5, 6], 3, [7, 8]), ([1, 9], 3, [10, 11, 12, 13])]
     return [([1, 5, 6], (2, 4, 6), [7, 8]), ([1, 9], (3, 4, 4), [10, 11, 12, 13])]
 
@@ -184,7 +229,7 @@ def make_batch(family: str, model, samples, seed: int = 0, side: str = "left") -
     g = torch.Generator().manual_seed(seed)
     rows, pixels, grids = [], [], []
     for before, video, after in samples:
-        if family == "llava_onevision":
+        if family in FRAME_PIXELS:
             size = model.config.vision_config.image_size
             clip = torch.randn(video, 3, size, size, generator=g)
             pixels.append(clip)
@@ -202,7 +247,7 @@ def make_batch(family: str, model, samples, seed: int = 0, side: str = "left") -
         ids[b, at] = torch.tensor(r)
         mask[b, at] = 1
     out = {"input_ids": ids, "attention_mask": mask}
-    if family == "llava_onevision":
+    if family in FRAME_PIXELS:
         out["pixel_values_videos"] = torch.stack(pixels)
     else:
         out["pixel_values_videos"] = torch.cat(pixels)
@@ -215,7 +260,7 @@ def split_batch(family: str, batch: dict, b: int, samples) -> dict:
     """Sample b of a batch built by make_batch, unpadded, as its own batch of one."""
     keep = batch["attention_mask"][b].bool()
     out = {"input_ids": batch["input_ids"][b, keep][None], "attention_mask": batch["attention_mask"][b, keep][None]}
-    if family == "llava_onevision":
+    if family in FRAME_PIXELS:
         out["pixel_values_videos"] = batch["pixel_values_videos"][b : b + 1]
     else:
         sizes = [t * h * w for _, (t, h, w), _ in samples]

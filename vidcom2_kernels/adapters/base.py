@@ -33,7 +33,9 @@ class EncodedVideos:
     model's ``forward`` takes); ``features`` (N, C) every video's scored tokens, concatenated;
     ``frames`` their layout ``[(F_v, T_v)]``; ``extras`` row-aligned (N, ...) tensors gathered with
     the same indices; ``tail[v]`` placeholder tokens always kept after video v (LLaVA-OneVision's
-    newline; empty: none). Families subclass it for what their output's form needs.
+    newline; empty: none); ``heads`` (sum F_v, H, C) the features of H placeholder tokens always
+    kept at the start of every frame (Video-LLaVA's CLS; None: none). Families subclass it for
+    what their output's form needs.
     """
 
     output: Any
@@ -41,17 +43,32 @@ class EncodedVideos:
     frames: list
     extras: list = field(default_factory=list)
     tail: list = field(default_factory=list)
+    heads: Optional[torch.Tensor] = None
 
     def placeholder_keep(self, mask: torch.Tensor) -> torch.Tensor:
         """Keep flags of every video placeholder, videos in order: the selection ``mask`` (N,),
-        then ``tail[v]`` always-kept tokens after each video."""
-        if not any(self.tail):
+        with each frame's ``heads`` before its tokens and ``tail[v]`` after each video."""
+        if not any(self.tail) and self.heads is None:
             return mask
         parts, start = [], 0
-        for (F, T), extra in zip(self.frames, self.tail):
-            parts += [mask[start : start + F * T], mask.new_ones(extra)]
+        for v, (F, T) in enumerate(self.frames):
+            frame = mask[start : start + F * T]
+            if self.heads is not None:
+                frame = torch.cat([frame.new_ones(F, self.heads.shape[1]), frame.view(F, T)], dim=1).flatten()
+            parts += [frame, mask.new_ones(self.tail[v] if self.tail else 0)]
             start += F * T
         return torch.cat(parts)
+
+    def with_heads(self, comp: Compression) -> torch.Tensor:
+        """(K + sum F_v * H, C): the kept rows in placeholder order, every frame's ``heads`` rows
+        first (``comp.indices`` are ascending: a stable sort by frame keeps the rest in order)."""
+        per_frame = torch.tensor([T for F, T in self.frames for _ in range(F)], device=comp.indices.device)
+        frame_of = torch.repeat_interleave(torch.arange(per_frame.numel(), device=per_frame.device), per_frame)
+        H = self.heads.shape[1]
+        head_frame = torch.arange(per_frame.numel(), device=per_frame.device).repeat_interleave(H)
+        keys = torch.cat([2 * head_frame, 2 * frame_of[comp.indices] + 1])
+        rows = torch.cat([self.heads.reshape(-1, self.heads.shape[-1]).to(comp.features.dtype), comp.features])
+        return rows[torch.argsort(keys, stable=True)]
 
 
 @dataclass
@@ -227,6 +244,38 @@ class Adapter:
             return self.kept_encoder_output(videos, settings.compress(videos.features, videos.frames, videos.extras))
 
         return get_video_features
+
+
+class FramePixelsAdapter(Adapter):
+    """Families whose videos are ``pixel_values_videos`` (videos, frames, 3, H, W), every frame a
+    run of placeholders, and whose positions are 1-D (generate() re-makes them contiguous over the
+    kept tokens): LLaVA-OneVision, LLaVA-NeXT-Video, Video-LLaVA. :meth:`encoder_output` calls the
+    encoder the way their ``forward`` does."""
+
+    def check_inputs(self, model, inputs: dict) -> None:
+        pixels = inputs["pixel_values_videos"]
+        if pixels.dim() != 5:
+            raise ValueError(f"pixel_values_videos must be (videos, frames, 3, H, W), got {tuple(pixels.shape)}")
+
+    def encoder_output(self, model, inputs: dict, get_video_features=None, select_strategy: bool = True):
+        """The encoder output of ``inputs``' videos, with the call's (else the config's) feature
+        layer and, when the encoder takes one, selection strategy."""
+        encode = get_video_features or model.model.get_video_features
+        options = {"vision_feature_layer": inputs.get("vision_feature_layer", model.config.vision_feature_layer)}
+        if select_strategy:
+            options["vision_feature_select_strategy"] = inputs.get(
+                "vision_feature_select_strategy", model.config.vision_feature_select_strategy
+            )
+        return encode(inputs["pixel_values_videos"], **options, return_dict=True)
+
+    def kept_encoder_output(self, videos: EncodedVideos, comp: Compression):
+        """One item per kept placeholder, (K, 1, C), each frame's always-kept ``heads`` included:
+        ``forward`` flattens the items back into the placeholders, and generate() groups them per
+        sample by placeholder count when it repeats them for beams (so unequal counts per video
+        stay batchable)."""
+        rows = comp.features if videos.heads is None else videos.with_heads(comp)
+        videos.output.pooler_output = rows[:, None]
+        return videos.output
 
 
 def set_rope_deltas(model, positions: torch.Tensor, attention_mask: torch.Tensor) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Adapter, EncodedVideos
+from .base import EncodedVideos, FramePixelsAdapter
 
 
 @dataclass
@@ -22,7 +22,7 @@ class NewlineVideos(EncodedVideos):
     includes_newline: bool = False
 
 
-class LlavaOnevisionAdapter(Adapter):
+class LlavaOnevisionAdapter(FramePixelsAdapter):
     model_classes = {"llava_onevision": "LlavaOnevisionForConditionalGeneration"}
     lmms_eval_models = ("llava_hf --force_simple",)
 
@@ -30,17 +30,9 @@ class LlavaOnevisionAdapter(Adapter):
         side = model.config.vision_config.image_size // model.config.vision_config.patch_size
         return math.ceil(side / 2) ** 2
 
-    def check_inputs(self, model, inputs: dict) -> None:
-        pixels = inputs["pixel_values_videos"]
-        if pixels.dim() != 5:
-            raise ValueError(f"pixel_values_videos must be (videos, frames, 3, H, W), got {tuple(pixels.shape)}")
-
     def encode_videos(self, model, inputs: dict, get_video_features=None) -> NewlineVideos:
-        encode = get_video_features or model.model.get_video_features
         pixels = inputs["pixel_values_videos"]
-        layer = inputs.get("vision_feature_layer", model.config.vision_feature_layer)
-        strategy = inputs.get("vision_feature_select_strategy", model.config.vision_feature_select_strategy)
-        out = encode(pixels, vision_feature_layer=layer, vision_feature_select_strategy=strategy, return_dict=True)
+        out = self.encoder_output(model, inputs, get_video_features)
         V, F, T = pixels.shape[0], pixels.shape[1], self.tokens_per_frame(model)
         pooled = out.pooler_output
         if pooled.shape[1] not in (F * T, F * T + 1):

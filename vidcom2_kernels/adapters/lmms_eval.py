@@ -64,6 +64,12 @@ SUPPORTED_NAMES = ", ".join(LMMS_EVAL_MODELS)
 #: ``filelock._api``, which filelock 4.3 removed: each run then exits 0 with no answers), and the fix
 FILELOCK_USERS = ("lmms_eval.evaluator",)
 FILELOCK_FIX = 'pip install "filelock<4.3"'
+#: lmms-eval model names whose own code calls a function with more positional arguments than the
+#: installed lmms-eval's definition takes (every request then fails, compressed or not):
+#: --model -> (module that calls, function, module that defines it)
+CALL_CONTRACTS = {
+    "video_llava": ("lmms_eval.models.simple.video_llava", "read_video", "lmms_eval.models.model_utils.load_video")
+}
 #: how long rank 0 waits for the other ranks' figures before writing the run's total without them
 RANKS_WAIT_S = 120.0
 
@@ -121,6 +127,12 @@ def check_launch(argv: list, environ=None) -> Settings | None:
     if hooked and name in NOT_TRANSFORMERS:
         what = "compressed" if settings is not None else "timed (COMPRESSOR=none)"
         raise LaunchError(f"--model {name} cannot be {what}: it {NOT_TRANSFORMERS[name]}; {TRANSFORMERS_ROUTE}")
+    broken = broken_call(*CALL_CONTRACTS[name]) if hooked and name in CALL_CONTRACTS else None
+    if broken:
+        raise LaunchError(
+            f"lmms-eval {_version('lmms-eval')}'s --model {name} calls {broken}: every video request would fail "
+            "(plain lmms-eval too) and record no answer; this lmms-eval cannot evaluate it"
+        )
     if hooked and name == "llava_hf" and "--force_simple" not in argv:
         print(
             "vidcom2 lmms-eval launcher: note: lmms-eval's chat llava_hf fails on video-only prompts; "
@@ -161,6 +173,35 @@ def missing_filelock_names(module: str) -> list:
             if owner is not None and not hasattr(owner, node.attr):
                 missing.append(f"{aliases[node.value.id]}.{node.attr}")
     return sorted(set(missing))
+
+
+def module_source(module: str) -> Optional[ast.Module]:
+    """The parsed source of lmms-eval's ``module`` (found under the installed package, nothing
+    imported beyond lmms-eval itself), or None where there is none."""
+    spec = importlib.util.find_spec("lmms_eval")
+    if spec is None or not spec.origin:
+        return None
+    path = Path(spec.origin).parent.joinpath(*module.split(".")[1:]).with_suffix(".py")
+    return ast.parse(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def broken_call(caller: str, function: str, owner: str) -> Optional[str]:
+    """The first call of ``function`` in ``caller``'s source that passes more positional arguments
+    than ``function``'s definition in ``owner`` takes, as text (``read_video(2 positional, takes
+    1)``); None when every call fits or a source is missing."""
+    calls, definition = module_source(caller), module_source(owner)
+    if calls is None or definition is None:
+        return None
+    defined = [n for n in ast.walk(definition) if isinstance(n, ast.FunctionDef) and n.name == function]
+    if not defined or defined[0].args.vararg is not None:
+        return None
+    takes = len(defined[0].args.posonlyargs) + len(defined[0].args.args)
+    for node in ast.walk(calls):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == function:
+            given = len(node.args)
+            if given > takes and not any(isinstance(a, ast.Starred) for a in node.args):
+                return f"{function}() with {given} positional arguments; {owner}.{function} takes {takes}"
+    return None
 
 
 def _filelock_module(name: str) -> ModuleType | None:
@@ -250,7 +291,7 @@ def compress(lm, settings: Optional[Settings]):
         loaded = type(model).__name__ if model is not None else "no transformers model"
         raise LaunchError(
             f"lmms-eval's {type(lm).__name__} loaded {loaded} (model_type {model_type!r}), which VidCom2 has "
-            f"no adapter for; adapters: {', '.join(sorted(ADAPTERS))}; lmms-eval names known to work: "
+            f"no adapter for; adapters: {', '.join(sorted(ADAPTERS))}; lmms-eval names with an adapter: "
             f"{SUPPORTED_NAMES}"
         )
     if settings is None:

@@ -4,13 +4,23 @@
 from __future__ import annotations
 
 from .base import Adapter
+from .llava_next_video import LlavaNextVideoAdapter
 from .llava_onevision import LlavaOnevisionAdapter
 from .qwen2_5_vl import Qwen25VLAdapter
 from .qwen2_vl import Qwen2VLAdapter
 from .qwen3_5 import Qwen35Adapter
 from .qwen3_vl import Qwen3VLAdapter
+from .video_llava import VideoLlavaAdapter
 
-FAMILIES = (Qwen2VLAdapter, Qwen25VLAdapter, Qwen3VLAdapter, Qwen35Adapter, LlavaOnevisionAdapter)
+FAMILIES = (
+    Qwen2VLAdapter,
+    Qwen25VLAdapter,
+    Qwen3VLAdapter,
+    Qwen35Adapter,
+    LlavaOnevisionAdapter,
+    LlavaNextVideoAdapter,
+    VideoLlavaAdapter,
+)
 #: model_type -> adapter class
 ADAPTERS = {model_type: cls for cls in FAMILIES for model_type in cls.model_classes}
 #: lmms-eval ``--model`` names whose models have an adapter
