@@ -65,8 +65,11 @@ class CompressionHandle:
         self.stopwatch = Stopwatch(getattr(model, "device", torch.device("cpu")))
         self.wrapper = CompressedGenerate(self)
         self.undo = install([(model, "generate", self.wrapper)])
-        self.encoder = EncoderHook(model.model, "get_video_features", self.stopwatch)
-        self.encoder_undo = install([(model.model, "get_video_features", self.encoder)])
+        self.encoder, self.encoder_undo = None, None
+        owner = getattr(model, "model", None)
+        if callable(getattr(owner, "get_video_features", None)):  # else encoding counts as prefill
+            self.encoder = EncoderHook(owner, "get_video_features", self.stopwatch)
+            self.encoder_undo = install([(owner, "get_video_features", self.encoder)])
 
     @property
     def timing(self):
@@ -116,7 +119,8 @@ class CompressionHandle:
             if named.get("streamer") is not None:
                 named["streamer"] = PromptStreamer(named["streamer"], prompt)
         with contextlib.ExitStack() as stack:
-            stack.enter_context(self.encoder.replaced(last.encoder))
+            if last.encoder is not None:  # transformers < 5.18: the call's stand-in encoder
+                stack.enter_context(self.encoder.replaced(last.encoder))
             ids = pruned.get("input_ids")
             if self.kv is not None and ids is not None:
                 visual = ids == self.adapter.video_token_id(self.model)
@@ -164,7 +168,7 @@ class CompressionHandle:
         self.active = False
         if self.model.__dict__.get("generate") is self.wrapper:
             self.undo()
-        if self.encoder.owner.__dict__.get("get_video_features") is self.encoder:
+        if self.encoder is not None and self.encoder.owner.__dict__.get("get_video_features") is self.encoder:
             self.encoder_undo()
 
     def __deepcopy__(self, memo):
