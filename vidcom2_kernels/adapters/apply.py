@@ -145,17 +145,15 @@ class CompressionHandle:
         sequences = output if isinstance(output, torch.Tensor) else getattr(output, "sequences", None)
         width = ids.shape[-1] if ids is not None else 0
         mask = pruned.get("attention_mask")
+        if mask is None:  # no mask: every prompt position is a token (none without input_ids)
+            mask = torch.ones_like(pruned["input_ids"]) if ids is not None else torch.zeros(0)
         configs = [named.get("generation_config"), getattr(self.model, "generation_config", None)]
         sources = [model_inputs, *(vars(c) for c in configs if c is not None)]  # transformers' precedence
         eos = next((s["eos_token_id"] for s in sources if s.get("eos_token_id") is not None), None)
         return CallTiming(
             **timeline.parts(),
             samples=ids.shape[0] if ids is not None else 0,
-            prompt_tokens=int(mask.sum())
-            if mask is not None
-            else pruned["input_ids"].numel()
-            if ids is not None
-            else 0,
+            prompt_tokens=int(mask.sum()),
             video_tokens_before=last.video_tokens_before,
             video_tokens_after=last.video_tokens_after,
             new_tokens=new_tokens(sequences, width, eos) if sequences is not None else 0,

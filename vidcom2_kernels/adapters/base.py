@@ -261,11 +261,8 @@ class FramePixelsAdapter(Adapter):
         """The encoder output of ``inputs``' videos, with the call's (else the config's) feature
         layer and, when the encoder takes one, selection strategy."""
         encode = get_video_features or model.model.get_video_features
-        options = {"vision_feature_layer": inputs.get("vision_feature_layer", model.config.vision_feature_layer)}
-        if select_strategy:
-            options["vision_feature_select_strategy"] = inputs.get(
-                "vision_feature_select_strategy", model.config.vision_feature_select_strategy
-            )
+        names = ["vision_feature_layer"] + (["vision_feature_select_strategy"] if select_strategy else [])
+        options = {n: inputs[n] if inputs.get(n) is not None else getattr(model.config, n) for n in names}
         return encode(inputs["pixel_values_videos"], **options, return_dict=True)
 
     def kept_encoder_output(self, videos: EncodedVideos, comp: Compression):

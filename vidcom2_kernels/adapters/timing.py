@@ -118,9 +118,6 @@ class Timeline:
             stamp = time.perf_counter()
         self.marks.append((label, stamp))
 
-    def has(self, label: str) -> bool:
-        return any(mark == label for mark, _ in self.marks)
-
     def seconds(self) -> list:
         """``(label, seconds since "start")`` per mark; on CUDA waits for the last event first."""
         first = self.marks[0][1]
