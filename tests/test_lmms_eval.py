@@ -126,6 +126,11 @@ def test_launch_checks(monkeypatch):
         launcher.check_launch(["--model", "llava_vid"], {"COMPRESSOR": "vidcom2"})
     assert "LLaVA-NeXT package" in info.value.message and "--model llava_hf --force_simple" in info.value.message
     assert launcher.check_launch(["--model", "llava_vid"], {}) is None  # no compression asked: plain lmms-eval
+    with pytest.raises(launcher.LaunchError) as info:
+        launcher.check_launch(["--model", "plm"], {"COMPRESSOR": "none"})
+    assert (
+        "--model plm cannot be timed (COMPRESSOR=none): it loads Meta's perception_models package" in info.value.message
+    )
 
 
 FAKE_EVALUATOR = """

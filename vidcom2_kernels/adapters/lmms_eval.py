@@ -54,11 +54,16 @@ from .settings import Settings, settings_from_env
 from .timing import PARTS, Efficiency, RunTiming, efficiency_table
 
 # lmms-eval model names whose classes are not transformers' (so no adapter can reach them)
+# name -> (what it loads, the way to a transformers class that has an adapter)
+LLAVA_ROUTE = "use --model llava_hf --force_simple with a transformers LLaVA-OneVision/LLaVA-Video checkpoint"
 NOT_TRANSFORMERS = {
-    "llava_onevision": "loads the LLaVA-NeXT package's own LLaVA-OneVision class",
-    "llava_vid": "loads the LLaVA-NeXT package's own LLaVA-Video class",
+    "llava_onevision": ("loads the LLaVA-NeXT package's own LLaVA-OneVision class", LLAVA_ROUTE),
+    "llava_vid": ("loads the LLaVA-NeXT package's own LLaVA-Video class", LLAVA_ROUTE),
+    "plm": (
+        "loads Meta's perception_models package (apps.plm), not transformers",
+        "no lmms-eval name loads a transformers PerceptionLM",
+    ),
 }
-TRANSFORMERS_ROUTE = "use --model llava_hf --force_simple with a transformers LLaVA-OneVision/LLaVA-Video checkpoint"
 SUPPORTED_NAMES = ", ".join(LMMS_EVAL_MODELS)
 #: lmms-eval modules that reach into filelock's internals on every run (0.7.3's evaluator imports
 #: ``filelock._api``, which filelock 4.3 removed: each run then exits 0 with no answers), and the fix
@@ -126,7 +131,8 @@ def check_launch(argv: list, environ=None) -> Settings | None:
     hooked = settings is not None or timing_only(environ)
     if hooked and name in NOT_TRANSFORMERS:
         what = "compressed" if settings is not None else "timed (COMPRESSOR=none)"
-        raise LaunchError(f"--model {name} cannot be {what}: it {NOT_TRANSFORMERS[name]}; {TRANSFORMERS_ROUTE}")
+        loads, route = NOT_TRANSFORMERS[name]
+        raise LaunchError(f"--model {name} cannot be {what}: it {loads}; {route}")
     broken = broken_call(*CALL_CONTRACTS[name]) if hooked and name in CALL_CONTRACTS else None
     if broken:
         raise LaunchError(
