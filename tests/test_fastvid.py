@@ -349,6 +349,6 @@ def test_environment_and_vllm():
         plugin.settings_from_env({"VIDCOM2_VLLM_METHOD": "fastvid"})
 
 
-@pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl", "llava_onevision", "video_llava"])
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl", "glm4v", "llava_onevision", "video_llava"])
 def test_through_generate(family):
     tm.check_merging_method(family, "fastvid")

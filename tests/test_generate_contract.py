@@ -70,6 +70,8 @@ def test_beams_and_return_sequences(family):
     model = tm.build(family)
     inputs = tm.make_batch(family, model, tm.samples_for(family))
     exact = family == "llava_onevision"
+    if tm.plain_expansion_error(model, inputs) is not None:
+        pytest.skip("the plain model cannot repeat this prompt for beams (test_adapters checks the same error)")
     with adapters.apply_vidcom2(model, 0.5, exact=exact) as handle:
         greedy_new = new_tokens_of_pruned_call(model, handle, inputs, do_sample=False)
         beams = model.generate(**inputs, max_new_tokens=STEPS, num_beams=2, num_return_sequences=2, **DICT)

@@ -74,13 +74,34 @@ CANNOT_RUN = {"video_llava": Case("video_llava", "video_llava", "video_llava", "
 # the launcher's own checks (no lmms-eval needed)
 
 
+#: families whose lmms-eval model never hands a video to generate() (test_lmms_eval_glm4v_sends_videos_as_images)
+NO_VIDEO = {"glm4v", "glm4v_moe", "glm46v"}
+
+
 def test_every_adapter_family_has_a_case():
-    """Every family runs here, is refused for a reason tested below, or has no lmms-eval model
-    (lmms-eval 0.7.3 loads LLaVA-NeXT-Video with no model name; its llava_hf maps llava and
-    llava_next only)."""
+    """Every family runs here, is refused for a reason tested below, has an lmms-eval model that
+    never passes a video, or has no lmms-eval model (lmms-eval 0.7.3 loads LLaVA-NeXT-Video with no
+    model name; its llava_hf maps llava and llava_next only)."""
     without = {model_type for cls in adapters.FAMILIES if not cls.lmms_eval_models for model_type in cls.model_classes}
     assert without == {"llava_next_video"}
-    assert {c.family for c in CASES} | {c.family for c in CANNOT_RUN.values()} | without == set(tm.FAMILIES)
+    covered = {c.family for c in CASES} | {c.family for c in CANNOT_RUN.values()} | without | NO_VIDEO
+    assert covered == set(tm.FAMILIES)
+
+
+@pytest.mark.lmms_eval
+def test_lmms_eval_glm4v_sends_videos_as_images(side_python):
+    """lmms-eval 0.7.3's ``glm4v`` (GLM-4.1V/4.5V/4.6V through transformers) puts every visual of a
+    request, a video file included, into the chat as ``{"type": "image", ...}``: no video reaches
+    ``generate()``, so there is nothing to compress there (image tasks run untouched). Read off the
+    installed source, so an lmms-eval that passes videos makes this test fail and GLM joins CASES."""
+    source = subprocess.run(
+        [side_python, "-c", "import inspect, lmms_eval.models.simple.glm4v as m; print(inspect.getsource(m))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    kinds = set(re.findall(r'"type":\s*"(\w+)"', source))
+    assert kinds == {"image", "text"}, kinds
 
 
 def test_model_name_parsing():

@@ -23,7 +23,7 @@ from vidcom2_kernels.adapters.timing import PARTS, Efficiency, RunTiming, effici
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 STEPS = 4
 DELAY = 0.4  # s, far above the parts' own size on the tiny models and a loaded machine's noise
-FAMILIES = ["qwen2_vl", "qwen3_vl", "llava_onevision", "video_llava"]
+FAMILIES = ["qwen2_vl", "qwen3_vl", "glm4v", "llava_onevision", "video_llava"]
 HANDLES = {"none": adapters.apply_timing, "vidcom2": lambda model: adapters.apply_vidcom2(model, 0.25)}
 
 
@@ -72,7 +72,7 @@ def test_parts_add_up_and_tokens(family, kind):
         out, outer = run(model, inputs)
         call = handle.last_timing
         assert_adds_up(call, outer)
-        video = int((inputs["input_ids"] == model.config.video_token_id).sum())
+        video = int(tm.video_mask(family, inputs).sum())
         assert call.samples == 2 and call.video_tokens_before == video
         if kind == "none":
             assert call.video_tokens_after == video and call.prompt_tokens == int(inputs["attention_mask"].sum())

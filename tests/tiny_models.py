@@ -39,6 +39,9 @@ FAMILIES = [
     "qwen3_vl_moe",
     "qwen3_5",
     "qwen3_5_moe",
+    "glm4v",
+    "glm4v_moe",
+    "glm46v",
     "llava_onevision",
     "llava_next_video",
     "video_llava",
@@ -55,6 +58,29 @@ CLIP_VISION = dict(
     image_size=56,
     patch_size=14,
     projection_dim=32,
+)
+# GLM-4V: the video placeholder is the image token id (mm_token_type_ids 2 marks it as video), every
+# temporal group between <begin_of_image> / <end_of_image> and followed by its timestamp
+GLM = ("glm4v", "glm4v_moe", "glm46v")
+GLM_IDS = dict(
+    image_token_id=150,
+    video_token_id=151,
+    image_start_token_id=152,
+    image_end_token_id=153,
+    video_start_token_id=154,
+    video_end_token_id=155,
+)
+GLM_ROPE = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2], "partial_rotary_factor": 0.5}
+GLM_VISION = dict(
+    depth=1,
+    hidden_size=32,
+    intermediate_size=64,
+    num_heads=2,
+    out_hidden_size=64,
+    patch_size=14,
+    image_size=56,
+    spatial_merge_size=2,
+    temporal_patch_size=2,
 )
 # families whose processor puts a timestamp (text) before every temporal patch group
 TIMESTAMPED = ("qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe")
@@ -145,6 +171,16 @@ def build(family: str, attn: str = "sdpa"):
             )
             cfg = tf.Qwen3_5MoeConfig(text_config=text, vision_config=vision, **IDS)
             model = tf.Qwen3_5MoeForConditionalGeneration(cfg)
+    elif family in GLM:
+        text = dict(TEXT, rope_parameters=GLM_ROPE)
+        if family == "glm4v_moe":
+            text.update(moe_intermediate_size=32, n_routed_experts=4, num_experts_per_tok=2, first_k_dense_replace=1)
+        config, cls = {
+            "glm4v": (tf.Glm4vConfig, tf.Glm4vForConditionalGeneration),
+            "glm4v_moe": (tf.Glm4vMoeConfig, tf.Glm4vMoeForConditionalGeneration),
+            "glm46v": (tf.Glm46VConfig, tf.Glm46VForConditionalGeneration),
+        }[family]
+        model = cls(config(text_config=text, vision_config=GLM_VISION, **GLM_IDS))
     elif family == "llava_onevision":
         cfg = tf.LlavaOnevisionConfig(
             text_config=dict(TEXT, model_type="qwen2"),
@@ -197,12 +233,38 @@ def video_tokens(family: str, model, video) -> list:
         return [TOK] * (video.shape[0] * (side // model.config.spatial_pool_stride) ** 2)
     t, h, w = video
     per = h * w // 4
+    if family in GLM:
+        ids = GLM_IDS
+        out = [ids["video_start_token_id"]]
+        for i in range(t):  # each group: its placeholders (the IMAGE token id), then its timestamp
+            out += [ids["image_start_token_id"]] + [ids["image_token_id"]] * per + [ids["image_end_token_id"], 40 + i]
+        return out + [ids["video_end_token_id"]]
     if family in TIMESTAMPED:
         out = []
         for i in range(t):
             out += [40 + i, 41, S] + [V] * per + [E]  # "<t0.5 seconds>" style text, then the frame
         return out
     return [S] + [V] * (t * per) + [E]
+
+
+def video_mask(family: str, inputs: dict) -> torch.Tensor:
+    """(B, L) bool: the video placeholders of a prompt made for ``family`` (GLM-4V: image token ids
+    that mm_token_type_ids marks as video)."""
+    if family in GLM:
+        return (inputs["input_ids"] == GLM_IDS["image_token_id"]) & (inputs["mm_token_type_ids"] == 2)
+    return inputs["input_ids"] == IDS["video_token_id"]
+
+
+def plain_expansion_error(model, inputs) -> Exception | None:
+    """The error the PLAIN model raises for a prompt repeated for beams and return sequences, or
+    None. transformers 5.25 counts the video placeholders it repeats by ``video_token_id``, so a
+    GLM-4V video (image token ids) fails there with or without compression; the adapter tests then
+    require the same error, not an answer."""
+    try:
+        model.generate(**inputs, max_new_tokens=2, num_beams=2, num_return_sequences=2)
+    except ValueError as error:
+        return error
+    return None
 
 
 def always_kept(family: str, samples) -> int:
@@ -252,7 +314,8 @@ def make_batch(family: str, model, samples, seed: int = 0, side: str = "left") -
     else:
         out["pixel_values_videos"] = torch.cat(pixels)
         out["video_grid_thw"] = torch.tensor(grids)
-        out["mm_token_type_ids"] = (ids == IDS["video_token_id"]).int() * 2
+        placeholder = GLM_IDS["image_token_id"] if family in GLM else IDS["video_token_id"]
+        out["mm_token_type_ids"] = (ids == placeholder).int() * 2
     return out
 
 

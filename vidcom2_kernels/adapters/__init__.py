@@ -1,5 +1,5 @@
 """VidCom2 (and DyCoke) for transformers' video LLMs: Qwen2-VL, Qwen2.5-VL, Qwen3-VL(-MoE),
-Qwen3.5(-MoE), LLaVA-OneVision, LLaVA-NeXT-Video, Video-LLaVA.
+Qwen3.5(-MoE), GLM-4.1V/4.5V/4.6V, LLaVA-OneVision, LLaVA-NeXT-Video, Video-LLaVA.
 
 - :func:`apply_vidcom2` / :func:`apply_compression`: after it, ``model.generate(**processor_outputs)``
   compresses every video of the batch; the returned handle's ``remove()`` (or ``with``) restores

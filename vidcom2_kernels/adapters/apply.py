@@ -123,7 +123,7 @@ class CompressionHandle:
                 stack.enter_context(self.encoder.replaced(last.encoder))
             ids = pruned.get("input_ids")
             if self.kv is not None and ids is not None:
-                visual = ids == self.adapter.video_token_id(self.model)
+                visual = self.adapter.video_placeholders(self.model, pruned)
                 self.kv_state = stack.enter_context(kv_pruning(self.model, self.kv, visual, self.settings.backend))
             marker = PrefillMarker(self.model, timeline, ids.shape[-1] if ids is not None else 0)
             stack.callback(marker.remove)
@@ -134,10 +134,9 @@ class CompressionHandle:
 
     def video_tokens(self, inputs: dict) -> int:
         """The video placeholders of a prompt (0 without video)."""
-        ids = inputs.get("input_ids")
-        if ids is None or not self.adapter.has_video(inputs):
+        if inputs.get("input_ids") is None or not self.adapter.has_video(inputs):
             return 0
-        return int((ids == self.adapter.video_token_id(self.model)).sum())
+        return int(self.adapter.video_placeholders(self.model, inputs).sum())
 
     def call_timing(self, last: Pruned, timeline, named: dict, model_inputs: dict, output) -> CallTiming:
         """The record of a finished call (reads its CUDA events and counts its new tokens)."""

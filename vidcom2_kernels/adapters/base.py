@@ -140,8 +140,10 @@ class Adapter:
     lmms_eval_models: tuple = ()
 
     # -------------------------------------------------------------------------------- hooks
-    def video_token_id(self, model) -> int:
-        return model.config.video_token_id
+    def video_placeholders(self, model, inputs: dict) -> torch.Tensor:
+        """(B, L) bool: the video placeholders of a prompt (``inputs``: ``input_ids`` and, for the
+        families that need them, ``mm_token_type_ids``)."""
+        return inputs["input_ids"] == model.config.video_token_id
 
     def check_inputs(self, model, inputs: dict) -> None:
         """Raise a clear ValueError when the inputs do not match their grids."""
@@ -177,15 +179,15 @@ class Adapter:
         videos = self.encode_videos(model, inputs)
         comp = settings.compress(videos.features, videos.frames, extras=videos.extras)
         keep = videos.placeholder_keep(comp.mask)
-        out = self.pruned_prompt(model, inputs, self.dropped_positions(model, inputs["input_ids"], keep))
+        out = self.pruned_prompt(model, inputs, self.dropped_positions(model, inputs, keep))
         pruned = Pruned(out, comp, video_tokens_before=keep.numel(), video_tokens_after=int(keep.sum()))
         self.hand_over(model, pruned, self.kept_encoder_output(videos, comp), settings)
         return pruned
 
-    def dropped_positions(self, model, input_ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    def dropped_positions(self, model, inputs: dict, keep: torch.Tensor) -> torch.Tensor:
         """(B, L) bool: the video placeholders whose token is not kept (``keep`` has one flag per
         placeholder, in order)."""
-        is_video = input_ids == self.video_token_id(model)
+        is_video = self.video_placeholders(model, inputs)
         if int(is_video.sum()) != keep.numel():
             raise ValueError(
                 f"the prompt has {int(is_video.sum())} video placeholder tokens but the videos have "

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from .base import Adapter
+from .glm4v import Glm4vAdapter
 from .llava_next_video import LlavaNextVideoAdapter
 from .llava_onevision import LlavaOnevisionAdapter
 from .qwen2_5_vl import Qwen25VLAdapter
@@ -17,6 +18,7 @@ FAMILIES = (
     Qwen25VLAdapter,
     Qwen3VLAdapter,
     Qwen35Adapter,
+    Glm4vAdapter,
     LlavaOnevisionAdapter,
     LlavaNextVideoAdapter,
     VideoLlavaAdapter,
