@@ -243,14 +243,16 @@ def rank_figures(total_s: float, loop_s: float, peak: float, calls: int) -> dict
 
 def test_rank_zero_writes_the_total_of_every_rank(tmp_path, monkeypatch, capsys):
     """Rank 0 waits for the other ranks' files written during this run: LLM time, calls and tokens
-    add up, Total_time_s is the longest rank's, the peak the largest; a file older than the run
-    is not taken (the total says which rank is missing)."""
+    add up, Total_time_s is the longest rank's, the peak the largest; a file that was there before
+    the run (the same file, whatever its time stamp) is not taken, nor one that is not figures (the
+    total says which rank is missing); a path that cannot be a folder costs the files, not the run."""
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
-    started = time.time()
-    (tmp_path / "vidcom2_efficiency_rank1.json").write_text(json.dumps(rank_figures(2.0, 7.0, 900.0, 3)))
+    other = tmp_path / "vidcom2_efficiency_rank1.json"
+    stale = launcher.rank_files(str(tmp_path))  # the run starts: no rank file yet
+    launcher.write_json(other, rank_figures(2.0, 7.0, 900.0, 3))  # rank 1 ends first
     mine = Efficiency(launcher.run_from_figures(rank_figures(1.0, 5.0, 1000.0, 2)), 5.0, {"rank": 0})
-    launcher.report(mine, str(tmp_path), started)
+    launcher.report(mine, str(tmp_path), stale)
     total = json.loads((tmp_path / "vidcom2_efficiency.json").read_text())
     assert total["ranks"] == [0, 1] and total["ranks_missing"] == []
     assert total["LLM_time_s"] == pytest.approx(3.0) and total["Total_time_s"] == 7.0
@@ -258,22 +260,21 @@ def test_rank_zero_writes_the_total_of_every_rank(tmp_path, monkeypatch, capsys)
     assert sum(total["split_s"].values()) == pytest.approx(3.0)
     out = capsys.readouterr().out
     assert "Efficiency Analysis (rank 0 of 2)" in out and "Efficiency Analysis (total of 2 ranks)" in out
-    # a rank file from an earlier run does not count
-    stale = tmp_path / "vidcom2_efficiency_rank1.json"
-    os.utime(stale, (started - 60, started - 60))
+    # the next run: rank 1's file is from the run before, even with a time stamp from the future
     monkeypatch.setattr(launcher, "RANKS_WAIT_S", 0.3)
-    launcher.report(mine, str(tmp_path), started)
+    os.utime(other, (time.time() + 60, time.time() + 60))
+    launcher.report(mine, str(tmp_path), launcher.rank_files(str(tmp_path)))
     total = json.loads((tmp_path / "vidcom2_efficiency.json").read_text())
     assert total["ranks"] == [0] and total["ranks_missing"] == [1] and total["LLM_time_s"] == pytest.approx(1.0)
     assert "no figures from rank(s) [1]" in capsys.readouterr().out
-    # a rank file of this run that is not figures counts as missing; a path that cannot be a folder
-    # costs the files, not the run
-    stale.write_text("{not json")
-    launcher.report(mine, str(tmp_path), started)
+    # a rank file of this run that is not figures counts as missing
+    stale = launcher.rank_files(str(tmp_path))
+    launcher.write_json(other, {"not": "figures"})
+    launcher.report(mine, str(tmp_path), stale)
     assert json.loads((tmp_path / "vidcom2_efficiency.json").read_text())["ranks_missing"] == [1]
     blocked = tmp_path / "a_file"
     blocked.write_text("")
-    launcher.report(mine, str(blocked), started)
+    launcher.report(mine, str(blocked), {})
     assert "could not write the efficiency figures under" in capsys.readouterr().out
 
 

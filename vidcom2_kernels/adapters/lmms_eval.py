@@ -337,9 +337,27 @@ def split_line(figures: dict, rank: str) -> str:
     )
 
 
-def report(efficiency: Efficiency, output_path: Optional[str], started: float) -> None:
+def rank_files(output_path: Optional[str]) -> dict:
+    """The rank files already under ``output_path`` before this run, by name: (inode, mtime in ns).
+    A file this run writes is a new file (:func:`write_json` replaces, never rewrites), so it never
+    matches; clock granularity cannot make a fresh file look old, nor an old one fresh."""
+    if not output_path or not Path(output_path).is_dir():
+        return {}
+    return {p.name: file_id(p) for p in Path(output_path).glob("vidcom2_efficiency_rank*.json")}
+
+
+def file_id(path: Path) -> Optional[tuple]:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
+def report(efficiency: Efficiency, output_path: Optional[str], stale: dict) -> None:
     """Print this process's figures; with ``output_path`` write them, and on rank 0 the run's total
-    over every rank (rank files written since ``started``; the other ranks' are awaited). A file
+    over every rank (rank files this run wrote, not the ``stale`` ones of :func:`rank_files`; the
+    other ranks' are awaited). A file
     that cannot be written or read costs its figures (said in one line), never the run."""
     rank, world = rank_and_world()
     figures = efficiency.as_dict()
@@ -360,7 +378,8 @@ def report(efficiency: Efficiency, output_path: Optional[str], started: float) -
     runs, loops, missing = {}, {}, []
     deadline = time.monotonic() + RANKS_WAIT_S
     for r in range(world):
-        data = read_rank(folder / f"vidcom2_efficiency_rank{r}.json", started, deadline)
+        name = f"vidcom2_efficiency_rank{r}.json"
+        data = read_rank(folder / name, stale.get(name), deadline)
         if data is None:
             missing.append(r)
         else:
@@ -381,10 +400,10 @@ def report(efficiency: Efficiency, output_path: Optional[str], started: float) -
         print(split_line(total.as_dict(), "total"), flush=True)
 
 
-def read_rank(path: Path, started: float, deadline: float) -> Optional[dict]:
-    """A rank's figures once its file of this run (written since ``started``) is there, or None
-    at ``deadline`` (or when the file is not a rank's figures)."""
-    while not (path.exists() and path.stat().st_mtime >= started):
+def read_rank(path: Path, stale: Optional[tuple], deadline: float) -> Optional[dict]:
+    """A rank's figures once its file of this run (not the ``stale`` file id) is there, or None at
+    ``deadline`` (or when the file is not a rank's figures)."""
+    while file_id(path) in (None, stale):
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.2)
@@ -430,7 +449,7 @@ def main(argv=None) -> None:
 
 
 def launch(argv: list) -> None:
-    started = time.time()
+    stale = rank_files(output_path(argv))
     settings = check_launch(argv)
     if settings is None and not timing_only():  # plain lmms-eval
         return run_lmms_eval(argv)
@@ -448,7 +467,7 @@ def launch(argv: list) -> None:
         hook.remove()
     print(summary(settings, hook.handles), file=sys.stderr)
     if hook.handles:
-        report(hook.efficiency(), output_path(argv), started)
+        report(hook.efficiency(), output_path(argv), stale)
     failures = sum(h.failures for h in hook.handles)
     if failures:
         raise SystemExit(
