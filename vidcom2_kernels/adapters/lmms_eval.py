@@ -269,9 +269,10 @@ class Compressing:
             run = run.merged(handle.timing)
         settings = self.settings
         devices = sorted({str(h.stopwatch.device) for h in self.handles})
+        rank, world = rank_and_world()
         extra = {
-            "rank": rank_and_world()[0],
-            "world_size": rank_and_world()[1],
+            "rank": rank,
+            "world_size": world,
             "compressor": settings.method if settings is not None else "none",
             "retention": settings.retention if settings is not None else 1.0,
             "exact": settings.exact if settings is not None else False,
@@ -312,7 +313,7 @@ def rank_and_world() -> tuple:
 
 def summary(settings: Optional[Settings], handles: list) -> str:
     """One line per process: the settings and the video tokens of all compressed calls."""
-    rank = os.environ.get("RANK", "0")
+    rank = rank_and_world()[0]
     before = sum(h.video_tokens_before for h in handles)
     after = sum(h.video_tokens_after for h in handles)
     calls = sum(h.calls for h in handles)
