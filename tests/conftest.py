@@ -99,3 +99,16 @@ def poison_outputs():
 
     with poisoned_outputs():
         yield
+
+
+@pytest.fixture(autouse=True)
+def shared_models_left_as_built(request):
+    """After each test, the shared tiny models (``tiny_models.build``) must be as built: a test that
+    leaves a patch on one fails here, naming what it left, and that model is rebuilt for the next
+    test (a leftover would otherwise show up as another test's failure, or hide one)."""
+    yield
+    for key, model in list(tm.BUILT.items()):
+        left = tm.left_changed(model)
+        if left:
+            del tm.BUILT[key]
+            pytest.fail(f"{request.node.nodeid} left the shared {key[0]} model changed: {', '.join(left)}")

@@ -519,7 +519,7 @@ BAD_OPTIONS = [
 def test_bad_options_are_refused_before_any_work(options, error, message, monkeypatch):
     """apply_compression / apply_vidcom2 / prune_inputs refuse each bad value when called: the
     model is never run (its encoder would raise) and generate is left as it was."""
-    model = tm.build("qwen2_vl")
+    model = copy.deepcopy(tm.build("qwen2_vl"))  # its encoder is patched: not the shared model
     inputs = tm.make_batch("qwen2_vl", model, tm.samples_for("qwen2_vl"))
 
     def no_work(*args, **kwargs):

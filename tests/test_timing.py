@@ -172,6 +172,7 @@ def test_threads_and_copies_keep_their_own_records():
     inputs = tm.make_batch("qwen2_vl", model, tm.samples_for("qwen2_vl"))
     with adapters.apply_vidcom2(model, 0.25) as handle:
         serial, _ = run(model, inputs)
+        first = handle.last_timing.total_s  # the process's first compressed call may be the slowest
         twin = copy.deepcopy(model)
         walls, answers, lock = [], [], threading.Lock()
 
@@ -185,7 +186,7 @@ def test_threads_and_copies_keep_their_own_records():
             list(pool.map(one, range(6)))
         assert all(torch.equal(out, serial) for out in answers)
         assert handle.timing.calls == handle.timing.video_calls == 7
-        assert handle.timing.total_s - handle.timing.total_s / 7 <= sum(walls)
+        assert handle.timing.total_s - first <= sum(walls)  # each threaded call lies in its wall time
         twin_handle = twin.generate.vidcom2_handle
         assert twin_handle is not handle and twin_handle.timing.calls == 0
         _, outer = run(twin, inputs)

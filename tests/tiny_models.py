@@ -3,8 +3,6 @@ laid out the way each family's processor lays them out."""
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
 TEXT = dict(
@@ -86,8 +84,50 @@ GLM_VISION = dict(
 TIMESTAMPED = ("qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe")
 
 
-@functools.lru_cache(maxsize=None)
+#: (family, attn) -> the model :func:`build` made, shared by every test of the process: a test that
+#: changes a model works on ``copy.deepcopy(build(...))``; tests/conftest.py fails a test that
+#: leaves one of these changed (:func:`left_changed`) and drops that model from here
+BUILT: dict = {}
+
+
 def build(family: str, attn: str = "sdpa"):
+    """The tiny random model of ``family`` (built once per process, see :data:`BUILT`)."""
+    key = (family, attn)
+    if key not in BUILT:
+        BUILT[key] = _build(family, attn)
+    return BUILT[key]
+
+
+def foreign_hooks(model) -> list:
+    """The modules of ``model`` with a forward hook or pre-hook that is not transformers' own
+    (transformers adds its output-recording hooks when a model first runs)."""
+
+    def foreign(hook) -> bool:
+        module = getattr(getattr(hook, "__func__", hook), "__module__", None) or ""
+        return not module.startswith(("transformers.", "torch."))
+
+    return [
+        name or type(model).__name__
+        for name, module in model.named_modules()
+        if any(map(foreign, [*module._forward_hooks.values(), *module._forward_pre_hooks.values()]))
+    ]
+
+
+def left_changed(model) -> list:
+    """What a test left changed on a shared model: instance attributes that shadow the class's
+    ``generate`` / ``get_video_features``, forward hooks, a changed attention implementation."""
+    found = [f"{type(model).__name__}.generate"] if "generate" in model.__dict__ else []
+    inner = getattr(model, "model", None)
+    if inner is not None and "get_video_features" in inner.__dict__:
+        found.append(f"{type(inner).__name__}.get_video_features")
+    found += [f"forward hooks on {name}" for name in foreign_hooks(model)]
+    attn = model.config.get_text_config()._attn_implementation
+    if attn is not None and attn.startswith("vidcom2_"):
+        found.append(f"attention implementation {attn}")
+    return found
+
+
+def _build(family: str, attn: str):
     import transformers as tf
 
     torch.manual_seed(0)
