@@ -260,7 +260,7 @@ def test_registry_names_real_classes():
     for model_type, adapter in adapters.ADAPTERS.items():
         cls = getattr(transformers, adapter.model_classes[model_type])
         assert cls.config_class.model_type == model_type
-    assert set(adapters.ADAPTERS) == set(tm.FAMILIES)
+    assert set(adapters.ADAPTERS) == set(tm.FAMILIES) | {"qwen2_5_omni"}  # the whole Omni model: test_omni.py
 
 
 def test_text_only_batch_untouched():
@@ -549,16 +549,17 @@ MIXED_ROWS = {
 }
 
 
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_omni_thinker"])
 @pytest.mark.parametrize(
     "rows",
     [["image+video", "one video"], ["two videos", "text only"], ["text only", "image+video"]],
     ids=lambda r: " | ".join(r),
 )
-def test_images_several_videos_and_text_only_rows(rows):
+def test_images_several_videos_and_text_only_rows(rows, family):
     """Images stay whole, several videos in one sample are compressed each, samples without video
     ride along; every row equals that sample alone, and retention 1.0 changes nothing."""
-    model = tm.build("qwen2_vl")
-    batch = tm.make_mixed_batch([MIXED_ROWS[r] for r in rows])
+    model = tm.build(family)
+    batch = tm.make_mixed_batch([MIXED_ROWS[r] for r in rows], family=family)
     plain = generate(model, batch)
     with adapters.apply_vidcom2(model, 1.0, exact=True):
         assert torch.equal(generate(model, batch).sequences, plain.sequences)
@@ -570,18 +571,18 @@ def test_images_several_videos_and_text_only_rows(rows):
         assert handle.last.video_tokens_after < handle.last.video_tokens_before
         assert len(handle.last.compression.counts) == int(batch["video_grid_thw"].shape[0])
         for b in range(len(rows)):
-            alone = generate(model, _nth_sample(model, rows, b))
+            alone = generate(model, _nth_sample(model, rows, b, family))
             assert torch.equal(together.sequences[b, -STEPS:], alone.sequences[0, -STEPS:])
             for step_batch, step_alone in zip(together.logits, alone.logits):
                 torch.testing.assert_close(step_batch[b], step_alone[0], atol=1e-5, rtol=0)
 
 
-def _nth_sample(model, rows, b):
+def _nth_sample(model, rows, b, family="qwen2_vl"):
     """Sample b of a mixed batch on its own, with the same media it had in the batch (the pixel
     generator runs through the earlier rows' media first)."""
-    full = tm.make_mixed_batch([MIXED_ROWS[r] for r in rows])
+    full = tm.make_mixed_batch([MIXED_ROWS[r] for r in rows], family=family)
     keep = full["attention_mask"][b].bool()
-    out = {k: full[k][b, keep][None] for k in ("input_ids", "attention_mask", "mm_token_type_ids")}
+    out = {k: full[k][b, keep][None] for k in ("input_ids", "attention_mask", "mm_token_type_ids") if k in full}
     for kind, pixels_key, grid_key in (
         ("video", "pixel_values_videos", "video_grid_thw"),
         ("image", "pixel_values", "image_grid_thw"),
@@ -596,6 +597,8 @@ def _nth_sample(model, rows, b):
         start = sum(sizes[:first])
         out[pixels_key] = full[pixels_key][start : start + sum(sizes[first : first + count])]
         out[grid_key] = full[grid_key][first : first + count]
+        if kind == "video" and "video_second_per_grid" in full:
+            out["video_second_per_grid"] = full["video_second_per_grid"][first : first + count]
     return out
 
 

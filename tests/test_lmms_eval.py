@@ -76,6 +76,9 @@ CANNOT_RUN = {"video_llava": Case("video_llava", "video_llava", "video_llava", "
 
 #: families whose lmms-eval model never hands a video to generate() (test_lmms_eval_glm4v_sends_videos_as_images)
 NO_VIDEO = {"glm4v", "glm4v_moe", "glm46v"}
+#: families whose lmms-eval model passes generate() a keyword the installed transformers does not read
+#: (the launcher refuses it: test_launcher_refuses_a_keyword_transformers_does_not_read)
+UNREAD_KEYWORD = {"qwen2_5_omni_thinker": "qwen2_5_omni"}
 
 
 def test_every_adapter_family_has_a_case():
@@ -85,6 +88,7 @@ def test_every_adapter_family_has_a_case():
     without = {model_type for cls in adapters.FAMILIES if not cls.lmms_eval_models for model_type in cls.model_classes}
     assert without == {"llava_next_video"}
     covered = {c.family for c in CASES} | {c.family for c in CANNOT_RUN.values()} | without | NO_VIDEO
+    covered |= set(UNREAD_KEYWORD)
     assert covered == set(tm.FAMILIES)
 
 
@@ -570,6 +574,50 @@ def test_launcher_refuses_a_model_lmms_eval_cannot_run(side_python, material, na
 
 
 @pytest.mark.lmms_eval
+@pytest.mark.parametrize("family, name", list(UNREAD_KEYWORD.items()))
+def test_launcher_refuses_a_keyword_transformers_does_not_read(side_python, family, name):
+    """lmms-eval 0.7.3's ``qwen2_5_omni`` disables the whole Omni model's talker, then asks for text
+    with ``generate(return_audio=False)``; the side environment's transformers reads
+    ``generation_mode`` instead, so every call asks for speech and raises (lmms-eval records an
+    empty answer). Shown on a tiny whole model there, and the launcher refuses the name in one
+    line for a compressed and a timed run. Read off both sources, not versions: either side
+    reading the other's keyword makes this test fail (and the family joins CASES)."""
+    host = subprocess.run(
+        [
+            side_python,
+            "-c",
+            "import tiny_models as tm; m = tm.build('qwen2_5_omni'); m.disable_talker(); "
+            f"b = tm.make_batch('{family}', m.thinker, tm.samples_for('{family}'))\n"
+            "try: m.generate(**b, return_audio=False, thinker_max_new_tokens=2)\n"
+            "except ValueError as e: print('refused:', e)",
+        ],
+        cwd=HARNESS.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "refused: Cannot use talker when talker module not initialized" in host.stdout, host.stderr[-2000:]
+    for env in ({"COMPRESSOR": "vidcom2"}, {"COMPRESSOR": "none"}):
+        line = launcher_refusal(side_python, ["--model", name, "--tasks", "vidcom2_smoke"], env)
+        assert f"--model {name} passes generate(return_audio=...), which transformers" in line
+
+
+def launcher_refusal(side_python, argv: list, env: dict) -> str:
+    """The one line the launcher prints when it stops with exit code 2 before any work."""
+    done = subprocess.run(
+        [side_python, "-m", "vidcom2_kernels.adapters.lmms_eval", *argv],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=300,
+    )
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0].startswith("vidcom2 lmms-eval launcher: ")
+    return lines[0]
+
+
+@pytest.mark.lmms_eval
 @pytest.mark.parametrize(
     "argv, env, message",
     [
@@ -586,13 +634,4 @@ def test_launcher_refuses_a_model_lmms_eval_cannot_run(side_python, material, na
     ],
 )
 def test_launcher_refuses_before_work(side_python, argv, env, message):
-    done = subprocess.run(
-        [side_python, "-m", "vidcom2_kernels.adapters.lmms_eval", *argv],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        timeout=300,
-    )
-    lines = done.stderr.strip().splitlines()
-    assert done.returncode == 2 and len(lines) == 1, done.stderr
-    assert lines[0].startswith("vidcom2 lmms-eval launcher: ") and message in lines[0]
+    assert message in launcher_refusal(side_python, argv, env)

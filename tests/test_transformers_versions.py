@@ -36,6 +36,7 @@ def test_adapters_on_oldest_supported_transformers():
             "tests/test_adapters.py",
             "tests/test_generate_contract.py",
             "tests/test_timing.py",
+            "tests/test_omni.py",
         ],
         cwd=ROOT,
         capture_output=True,

@@ -3,6 +3,8 @@ laid out the way each family's processor lays them out."""
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 TEXT = dict(
@@ -37,6 +39,7 @@ FAMILIES = [
     "qwen3_vl_moe",
     "qwen3_5",
     "qwen3_5_moe",
+    "qwen2_5_omni_thinker",
     "glm4v",
     "glm4v_moe",
     "glm46v",
@@ -44,6 +47,55 @@ FAMILIES = [
     "llava_next_video",
     "video_llava",
 ]
+# Qwen2.5-Omni's thinker: the Qwen ids, audio placeholders and markers, a small Whisper-like audio tower
+OMNI = ("qwen2_5_omni_thinker",)
+OMNI_IDS = dict(audio_token_id=154, audio_start_token_id=155, audio_end_token_id=156)
+OMNI_AUDIO = dict(
+    d_model=32,
+    encoder_layers=1,
+    encoder_attention_heads=2,
+    encoder_ffn_dim=64,
+    output_dim=64,
+    num_mel_bins=16,
+    max_source_positions=100,
+    n_window=4,
+)
+# the whole Omni model's talker and vocoder (its generate() reads the talker even for text)
+OMNI_TALKER = dict(
+    vocab_size=64,
+    embedding_size=64,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    head_dim=16,
+    rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+    tts_codec_start_token_id=60,
+    tts_codec_end_token_id=61,
+    tts_codec_pad_token_id=62,
+    tts_codec_mask_token_id=63,
+    audio_start_token_id=56,
+    audio_end_token_id=57,
+)
+OMNI_TOKEN2WAV = dict(
+    dit_config=dict(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        emb_dim=16,
+        head_dim=16,
+        enc_emb_dim=16,
+        enc_dim=16,
+        enc_channels=[16, 16, 16, 16, 48],
+        enc_attention_channels=8,
+        enc_se_channels=8,
+        num_embeds=64,
+        mel_dim=16,
+    ),
+    bigvgan_config=dict(mel_dim=16, upsample_initial_channel=16, upsample_rates=[2, 2], upsample_kernel_sizes=[4, 4]),
+)
+OMNI_SECONDS_PER_GRID = 1.0  # a temporal patch group every second: time rows 0, 25, 50, ...
 # families whose videos are (videos, frames, 3, H, W) pixels, a frame count per sample in the tests
 FRAME_PIXELS = ("llava_onevision", "llava_next_video", "video_llava")
 # their vision tower: CLIP (SigLIP for LLaVA-OneVision), 4 x 4 patches of 14 pixels per frame
@@ -154,6 +206,28 @@ def _build(family: str, attn: str):
             **IDS,
         )
         model = tf.Qwen2_5_VLForConditionalGeneration(cfg)
+    elif family == "qwen2_5_omni_thinker":
+        cfg = tf.Qwen2_5OmniThinkerConfig(
+            text_config=dict(TEXT, rope_parameters=mrope),
+            vision_config=dict(
+                depth=2,
+                hidden_size=32,
+                intermediate_size=64,
+                num_heads=2,
+                out_hidden_size=64,
+                fullatt_block_indexes=[1],
+                window_size=56,
+            ),
+            audio_config=OMNI_AUDIO,
+            image_token_index=IDS["image_token_id"],
+            video_token_index=IDS["video_token_id"],
+            audio_token_index=OMNI_IDS["audio_token_id"],
+            audio_start_token_id=OMNI_IDS["audio_start_token_id"],
+            audio_end_token_id=OMNI_IDS["audio_end_token_id"],
+            vision_start_token_id=IDS["vision_start_token_id"],
+            vision_end_token_id=IDS["vision_end_token_id"],
+        )
+        model = tf.Qwen2_5OmniThinkerForConditionalGeneration(cfg)
     elif family == "qwen3_vl":
         cfg = tf.Qwen3VLConfig(
             text_config=dict(TEXT, rope_parameters=QWEN3_ROPE, head_dim=16), vision_config=QWEN3_VISION, **IDS
@@ -245,6 +319,18 @@ def _build(family: str, attn: str):
             vision_feature_layer=-1,
         )
         model = cls(cfg)
+    elif family == "qwen2_5_omni":  # the whole model: the thinker family's thinker, a tiny talker and vocoder
+        thinker = build("qwen2_5_omni_thinker", attn)
+        cfg = tf.Qwen2_5OmniConfig(
+            thinker_config=thinker.config.to_dict(),
+            talker_config=OMNI_TALKER,
+            token2wav_config=OMNI_TOKEN2WAV,
+            enable_audio_output=True,
+        )
+        model = tf.Qwen2_5OmniForConditionalGeneration(cfg)
+        model.thinker.load_state_dict(thinker.state_dict())
+        model.thinker.generation_config = copy.deepcopy(thinker.generation_config)
+        model.speaker_map = {"Chelsie": {}}  # generate() checks the speaker even for text
     else:
         raise ValueError(family)
     model.config._attn_implementation = attn
@@ -354,8 +440,57 @@ def make_batch(family: str, model, samples, seed: int = 0, side: str = "left") -
     else:
         out["pixel_values_videos"] = torch.cat(pixels)
         out["video_grid_thw"] = torch.tensor(grids)
-        placeholder = GLM_IDS["image_token_id"] if family in GLM else IDS["video_token_id"]
-        out["mm_token_type_ids"] = (ids == placeholder).int() * 2
+        if family in OMNI:  # no mm_token_type_ids: its processor makes none, its generate() takes none
+            out["video_second_per_grid"] = torch.full((len(grids),), OMNI_SECONDS_PER_GRID)
+        else:
+            placeholder = GLM_IDS["image_token_id"] if family in GLM else IDS["video_token_id"]
+            out["mm_token_type_ids"] = (ids == placeholder).int() * 2
+    return out
+
+
+def omni_audio_video_batch(model, samples, seed: int = 0) -> dict:
+    """Qwen2.5-Omni thinker inputs with ``use_audio_in_video``: each sample is (text_before, (t, h,
+    w), audio feature frames, text_after), its video's placeholders interleaved with its audio's in
+    time chunks by the processor's own rule (``Qwen2_5OmniProcessor.get_chunked_index``), inside
+    ``<vision_bos> <audio_bos> ... <audio_eos> <vision_eos>``. Left-padded."""
+    from transformers import Qwen2_5OmniProcessor
+
+    g = torch.Generator().manual_seed(seed)
+    cfg = model.config
+    per_chunk = int(cfg.position_id_per_seconds * cfg.seconds_per_chunk)
+    V, A = IDS["video_token_id"], OMNI_IDS["audio_token_id"]
+    rows, pixels, grids, frames = [], [], [], []
+    for before, (t, h, w), audio_frames, after in samples:
+        pixels.append(torch.randn(t * h * w, 3 * 2 * 14 * 14, generator=g))
+        grids.append([t, h, w])
+        frames.append(audio_frames)
+        per_frame = h * w // 4
+        times = (
+            torch.arange(t).repeat_interleave(per_frame).numpy() * OMNI_SECONDS_PER_GRID * cfg.position_id_per_seconds
+        )
+        audio = ((audio_frames - 1) // 2 + 1 - 2) // 2 + 1  # the audio tower's output length (two stride-2 steps)
+        video_chunks = Qwen2_5OmniProcessor.get_chunked_index(None, times, per_chunk)
+        audio_chunks = Qwen2_5OmniProcessor.get_chunked_index(None, torch.arange(audio).numpy(), per_chunk)
+        ids = [IDS["vision_start_token_id"], OMNI_IDS["audio_start_token_id"]]
+        for j in range(max(len(video_chunks), len(audio_chunks))):
+            if j < len(video_chunks):
+                ids += [V] * (video_chunks[j][1] - video_chunks[j][0])
+            if j < len(audio_chunks):
+                ids += [A] * (audio_chunks[j][1] - audio_chunks[j][0])
+        ids += [OMNI_IDS["audio_end_token_id"], IDS["vision_end_token_id"]]
+        rows.append(list(before) + ids + list(after))
+    L, F = max(len(r) for r in rows), max(frames)
+    out = {"input_ids": torch.zeros((len(rows), L), dtype=torch.long)}
+    out["attention_mask"] = torch.zeros_like(out["input_ids"])
+    for b, r in enumerate(rows):
+        out["input_ids"][b, L - len(r) :] = torch.tensor(r)
+        out["attention_mask"][b, L - len(r) :] = 1
+    out["pixel_values_videos"] = torch.cat(pixels)
+    out["video_grid_thw"] = torch.tensor(grids)
+    out["video_second_per_grid"] = torch.full((len(rows),), OMNI_SECONDS_PER_GRID)
+    out["input_features"] = torch.randn(len(rows), cfg.audio_config.num_mel_bins, F, generator=g)
+    out["feature_attention_mask"] = (torch.arange(F)[None] < torch.tensor(frames)[:, None]).long()
+    out["use_audio_in_video"] = True
     return out
 
 
@@ -370,7 +505,10 @@ def split_batch(family: str, batch: dict, b: int, samples) -> dict:
         start = sum(sizes[:b])
         out["pixel_values_videos"] = batch["pixel_values_videos"][start : start + sizes[b]]
         out["video_grid_thw"] = batch["video_grid_thw"][b : b + 1]
-        out["mm_token_type_ids"] = batch["mm_token_type_ids"][b, keep][None]
+        if family in OMNI:
+            out["video_second_per_grid"] = batch["video_second_per_grid"][b : b + 1]
+        else:
+            out["mm_token_type_ids"] = batch["mm_token_type_ids"][b, keep][None]
     return out
 
 
@@ -397,9 +535,10 @@ def check_merging_method(family: str, method: str) -> None:
     assert torch.equal(together[:, : batch["input_ids"].shape[1]], batch["input_ids"])
 
 
-def make_mixed_batch(rows, seed: int = 0) -> dict:
-    """Qwen2-VL inputs from rows of parts: ints are text tokens, ("video", (t, h, w)) and
-    ("image", (h, w)) are media (images are one temporal patch group, t = 1). Left-padded."""
+def make_mixed_batch(rows, seed: int = 0, family: str = "qwen2_vl") -> dict:
+    """Qwen2-VL (or Qwen2.5-Omni thinker) inputs from rows of parts: ints are text tokens,
+    ("video", (t, h, w)) and ("image", (h, w)) are media (images are one temporal patch group,
+    t = 1). Left-padded."""
     g = torch.Generator().manual_seed(seed)
     ids_rows, types_rows, videos, video_grids, images, image_grids = [], [], [], [], [], []
     S, E = IDS["vision_start_token_id"], IDS["vision_end_token_id"]
@@ -433,4 +572,8 @@ def make_mixed_batch(rows, seed: int = 0) -> dict:
         out["pixel_values_videos"], out["video_grid_thw"] = torch.cat(videos), torch.tensor(video_grids)
     if images:
         out["pixel_values"], out["image_grid_thw"] = torch.cat(images), torch.tensor(image_grids)
+    if family in OMNI:  # no mm_token_type_ids; seconds per temporal patch group, one per video
+        del out["mm_token_type_ids"]
+        if videos:
+            out["video_second_per_grid"] = torch.full((len(videos),), OMNI_SECONDS_PER_GRID)
     return out

@@ -36,7 +36,7 @@ def prune_inputs(model, inputs, retention: float = 0.25, **options) -> dict:
     those versions need. ``options``: the other fields of :class:`Settings` (``method``, ``exact``,
     ``target``, ``backend``, ``frame_budgets``, ``quirks``)."""
     settings, adapter = Settings(retention=retention, **options), adapter_for(model)
-    if adapter.has_video(inputs) and not accepts_encoder_outputs(model):
+    if adapter.has_video(inputs) and not accepts_encoder_outputs(adapter.step_model(model)):
         raise RuntimeError(
             "this transformers version re-encodes videos inside forward: use apply_vidcom2(model) "
             "(or apply_compression) so the encoder can be patched for the call"
@@ -66,7 +66,7 @@ class CompressionHandle:
         self.wrapper = CompressedGenerate(self)
         self.undo = install([(model, "generate", self.wrapper)])
         self.encoder, self.encoder_undo = None, None
-        owner = getattr(model, "model", None)
+        owner = self.adapter.inner_model(model)
         if callable(getattr(owner, "get_video_features", None)):  # else encoding counts as prefill
             self.encoder = EncoderHook(owner, "get_video_features", self.stopwatch)
             self.encoder_undo = install([(owner, "get_video_features", self.encoder)])
@@ -125,7 +125,9 @@ class CompressionHandle:
             if self.kv is not None and ids is not None:
                 visual = self.adapter.video_placeholders(self.model, pruned)
                 self.kv_state = stack.enter_context(kv_pruning(self.model, self.kv, visual, self.settings.backend))
-            marker = PrefillMarker(self.model, timeline, ids.shape[-1] if ids is not None else 0)
+            marker = PrefillMarker(
+                self.adapter.step_model(self.model), timeline, ids.shape[-1] if ids is not None else 0
+            )
             stack.callback(marker.remove)
             output = self.original(**named, **pruned)
         if last.compression is None:

@@ -79,7 +79,7 @@ class Pruned:
     compression: Optional[Compression]
     video_tokens_before: int = 0
     video_tokens_after: int = 0
-    #: transformers < 5.18: what ``model.model.get_video_features`` must be while generating
+    #: transformers < 5.18: what the inner model's ``get_video_features`` must be while generating
     encoder: Optional[Callable] = None
 
 
@@ -140,6 +140,17 @@ class Adapter:
     lmms_eval_models: tuple = ()
 
     # -------------------------------------------------------------------------------- hooks
+    def inner_model(self, model):
+        """The module that holds ``get_video_features`` (and, with M-RoPE, ``get_rope_index`` and
+        ``rope_deltas``): ``model.model`` for every family but the Qwen2.5-Omni thinker of
+        transformers < 5.21, which holds them itself."""
+        return model.model
+
+    def step_model(self, model):
+        """The module whose ``forward`` ``generate()`` runs at every step: the model itself, but
+        for a whole Qwen2.5-Omni model, which generates text through its thinker."""
+        return model
+
     def video_placeholders(self, model, inputs: dict) -> torch.Tensor:
         """(B, L) bool: the video placeholders of a prompt (``inputs``: ``input_ids`` and, for the
         families that need them, ``mm_token_type_ids``)."""
@@ -218,25 +229,25 @@ class Adapter:
             # row 0: text positions, contiguous over the kept tokens (what generate() would build)
             text = (new_mask.cumsum(-1) - 1).masked_fill(new_mask == 0, 0)
             out["position_ids"] = torch.cat([text[None], new_rows["positions"]], dim=0)
-            set_rope_deltas(model, new_rows["positions"], new_mask)
+            set_rope_deltas(self.inner_model(model), new_rows["positions"], new_mask)
         return out
 
     def hand_over(self, model, pruned: Pruned, kept_output, settings: Settings) -> None:
         """Give ``forward`` the kept features: ``mm_encoder_outputs`` (transformers >= 5.18), else
         a stand-in for ``get_video_features`` during the call (forward re-encodes on 5.12-5.17)."""
         out = pruned.kwargs
-        if accepts_encoder_outputs(model):
-            for key in ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts"):
+        if accepts_encoder_outputs(self.step_model(model)):
+            for key in ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts", "video_second_per_grid"):
                 out.pop(key, None)
             out["mm_encoder_outputs"] = {**(out.get("mm_encoder_outputs") or {}), "video": kept_output}
         else:
             pruned.encoder = self.compressing_encoder(model, settings)
 
     def compressing_encoder(self, model, settings: Settings):
-        """A stand-in for ``model.model.get_video_features`` that returns only the kept tokens.
+        """A stand-in for the inner model's ``get_video_features`` that returns only the kept tokens.
         It recompresses whatever it encodes (selection is deterministic per video), so batches
         expanded for beams or several return sequences stay aligned with the pruned prompts."""
-        original = model.model.get_video_features
+        original = self.inner_model(model).get_video_features
 
         @functools.wraps(original)
         def get_video_features(*args, **kwargs):
@@ -262,7 +273,7 @@ class FramePixelsAdapter(Adapter):
     def encoder_output(self, model, inputs: dict, get_video_features=None, select_strategy: bool = True):
         """The encoder output of ``inputs``' videos, with the call's (else the config's) feature
         layer and, when the encoder takes one, selection strategy."""
-        encode = get_video_features or model.model.get_video_features
+        encode = get_video_features or self.inner_model(model).get_video_features
         names = ["vision_feature_layer"] + (["vision_feature_select_strategy"] if select_strategy else [])
         options = {n: inputs[n] if inputs.get(n) is not None else getattr(model.config, n) for n in names}
         return encode(inputs["pixel_values_videos"], **options, return_dict=True)
@@ -277,8 +288,8 @@ class FramePixelsAdapter(Adapter):
         return videos.output
 
 
-def set_rope_deltas(model, positions: torch.Tensor, attention_mask: torch.Tensor) -> None:
+def set_rope_deltas(inner, positions: torch.Tensor, attention_mask: torch.Tensor) -> None:
     """M-RoPE models cache ``rope_deltas`` (B, 1), the offset decoding adds to the text position
     of each new token; generate() computes it only when it builds the positions itself. From the
     kept positions (3, B, L): ``max position + 1 - kept length`` per row."""
-    model.model.rope_deltas = (positions.amax(dim=(0, 2)) + 1 - attention_mask.sum(dim=1))[:, None]
+    inner.rope_deltas = (positions.amax(dim=(0, 2)) + 1 - attention_mask.sum(dim=1))[:, None]

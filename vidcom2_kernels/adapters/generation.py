@@ -20,24 +20,32 @@ from __future__ import annotations
 import inspect
 
 import torch
+from transformers import GenerationMixin
 
+#: the parameters of transformers' own ``generate()`` (``generation_config``, ``streamer``, ...); a
+#: model whose ``generate`` adds parameters of its own (Qwen2.5-Omni: ``input_ids``,
+#: ``use_audio_in_video``, ``speaker``, ...) gets those back with its model inputs
+GENERATE_PARAMETERS = frozenset(inspect.signature(GenerationMixin.generate).parameters) - {"self", "kwargs"}
 LENGTH_LIMITS = (("max_length", "max_new_tokens"), ("min_length", "min_new_tokens"))
 
 
 def bind_generate_call(generate, args: tuple, kwargs: dict) -> tuple[dict, dict]:
-    """Split a call of ``generate`` into ``(named, model_inputs)``: the named parameters of its
-    signature that were given (``generation_config``, ``streamer``, ...) and the model inputs
-    (``input_ids``, ``pixel_values_videos``, ... and generation keywords such as ``max_new_tokens``).
-    A positional ``inputs`` becomes ``input_ids`` unless ``input_ids`` is given too (then both go
-    through, and transformers raises its own error)."""
+    """Split a call of ``generate`` into ``(named, model_inputs)``: the parameters of transformers'
+    own ``generate`` that were given (``generation_config``, ``streamer``, ...) and the model inputs
+    (``input_ids``, ``pixel_values_videos``, ..., generation keywords such as ``max_new_tokens``,
+    and the parameters a model's own ``generate`` adds, such as Qwen2.5-Omni's ``input_ids`` and
+    ``use_audio_in_video``). A positional ``inputs`` becomes ``input_ids`` unless ``input_ids`` is
+    given too (then both go through, and transformers raises its own error)."""
     signature = inspect.signature(generate)
     bound = signature.bind_partial(*args, **kwargs)
     named, model_inputs = {}, {}
     for name, value in bound.arguments.items():
         if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
             model_inputs.update(value)
-        else:
+        elif name in GENERATE_PARAMETERS:
             named[name] = value
+        else:
+            model_inputs[name] = value
     if named.get("inputs") is not None and "input_ids" not in model_inputs:
         model_inputs["input_ids"] = named.pop("inputs")
     return named, model_inputs

@@ -36,16 +36,20 @@ import functools
 import importlib
 import importlib.metadata
 import importlib.util
+import inspect
 import json
 import os
 import runpy
 import sys
+import textwrap
 import time
 import warnings
 from dataclasses import asdict
 from pathlib import Path
 from types import ModuleType
 from typing import Optional
+
+import transformers
 
 from .apply import apply_compression, apply_timing
 from .patching import install
@@ -74,6 +78,14 @@ FILELOCK_FIX = 'pip install "filelock<4.3"'
 #: --model -> (module that calls, function, module that defines it)
 CALL_CONTRACTS = {
     "video_llava": ("lmms_eval.models.simple.video_llava", "read_video", "lmms_eval.models.model_utils.load_video")
+}
+#: lmms-eval model names whose own code passes ``generate()`` a keyword that the transformers class
+#: it loads does not read (every request then fails, compressed or not; lmms-eval 0.7.3's
+#: qwen2_5_omni asks for text with return_audio=False after disabling the talker, while
+#: transformers 5.x reads generation_mode, so each call asks for speech from a model without a
+#: talker): --model -> (module that calls, keyword, transformers class it loads)
+KEYWORD_CONTRACTS = {
+    "qwen2_5_omni": ("lmms_eval.models.simple.qwen2_5_omni", "return_audio", "Qwen2_5OmniForConditionalGeneration")
 }
 #: how long rank 0 waits for the other ranks' figures before writing the run's total without them
 RANKS_WAIT_S = 120.0
@@ -138,6 +150,12 @@ def check_launch(argv: list, environ=None) -> Settings | None:
         raise LaunchError(
             f"lmms-eval {_version('lmms-eval')}'s --model {name} calls {broken}: every video request would fail "
             "(plain lmms-eval too) and record no answer; this lmms-eval cannot evaluate it"
+        )
+    unread = ignored_keyword(*KEYWORD_CONTRACTS[name]) if hooked and name in KEYWORD_CONTRACTS else None
+    if unread:
+        raise LaunchError(
+            f"lmms-eval {_version('lmms-eval')}'s --model {name} passes {unread}: every request would fail "
+            "(plain lmms-eval too) and record an empty answer; this lmms-eval cannot evaluate it with this transformers"
         )
     if hooked and name == "llava_hf" and "--force_simple" not in argv:
         print(
@@ -208,6 +226,41 @@ def broken_call(caller: str, function: str, owner: str) -> Optional[str]:
             if given > takes and not any(isinstance(a, ast.Starred) for a in node.args):
                 return f"{function}() with {given} positional arguments; {owner}.{function} takes {takes}"
     return None
+
+
+def ignored_keyword(caller: str, keyword: str, class_name: str) -> Optional[str]:
+    """``keyword`` as text (``generate(return_audio=...), which ...``) when ``caller``'s source
+    passes it to a ``generate()`` call and the installed transformers' ``class_name.generate``
+    neither takes it as a parameter nor reads it from its keywords (``kwargs.pop`` / ``get``);
+    None when it is read, not passed, or a source is missing."""
+    calls, cls = module_source(caller), getattr(transformers, class_name, None)
+    if calls is None or cls is None:
+        return None
+    passed = any(
+        isinstance(node, ast.Call)
+        and getattr(node.func, "attr", None) == "generate"
+        and any(k.arg == keyword for k in node.keywords)
+        for node in ast.walk(calls)
+    )
+    if not passed or keyword in inspect.signature(cls.generate).parameters:
+        return None
+    try:
+        body = ast.parse(textwrap.dedent(inspect.getsource(cls.generate)))
+    except (OSError, TypeError):
+        return None
+    read = any(
+        isinstance(node, ast.Call)
+        and getattr(node.func, "attr", None) in ("pop", "get")
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+        and node.args[0].value == keyword
+        for node in ast.walk(body)
+    )
+    return (
+        None
+        if read
+        else f"generate({keyword}=...), which transformers {transformers.__version__}'s {class_name}.generate does not read"
+    )
 
 
 def _filelock_module(name: str) -> ModuleType | None:

@@ -33,7 +33,7 @@ class Qwen2VLAdapter(Adapter):
             )
 
     def encode_videos(self, model, inputs: dict, get_video_features=None) -> EncodedVideos:
-        encode = get_video_features or model.model.get_video_features
+        encode = get_video_features or self.inner_model(model).get_video_features
         out = encode(inputs["pixel_values_videos"], inputs["video_grid_thw"], return_dict=True)
         return EncodedVideos(out, torch.cat(out.pooler_output), self.frames(model, inputs["video_grid_thw"]))
 
@@ -46,7 +46,7 @@ class Qwen2VLAdapter(Adapter):
             raise ValueError(
                 "mm_token_type_ids is missing: pass the processor's full output (it makes M-RoPE positions)"
             )
-        positions, _ = model.model.get_rope_index(inputs["input_ids"], **self.rope_inputs(inputs))
+        positions, _ = self.inner_model(model).get_rope_index(inputs["input_ids"], **self.rope_inputs(inputs))
         return positions
 
     def kept_encoder_output(self, videos: EncodedVideos, comp):

@@ -7,6 +7,7 @@ from .base import Adapter
 from .glm4v import Glm4vAdapter
 from .llava_next_video import LlavaNextVideoAdapter
 from .llava_onevision import LlavaOnevisionAdapter
+from .qwen2_5_omni import Qwen25OmniAdapter
 from .qwen2_5_vl import Qwen25VLAdapter
 from .qwen2_vl import Qwen2VLAdapter
 from .qwen3_5 import Qwen35Adapter
@@ -18,6 +19,7 @@ FAMILIES = (
     Qwen25VLAdapter,
     Qwen3VLAdapter,
     Qwen35Adapter,
+    Qwen25OmniAdapter,
     Glm4vAdapter,
     LlavaOnevisionAdapter,
     LlavaNextVideoAdapter,

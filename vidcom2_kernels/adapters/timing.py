@@ -193,7 +193,7 @@ class Stopwatch:
 
 
 class EncoderHook:
-    """What ``owner.<name>`` (``model.model.get_video_features``) is while a handle is applied:
+    """What ``owner.<name>`` (the inner model's ``get_video_features``) is while a handle is applied:
     the model's own, marked ``encoder_start`` / ``encoder_end`` when a timed call runs in this
     thread; during a call on transformers < 5.18, that call's compressing stand-in (:meth:`replaced`,
     per thread: concurrent calls never see each other's, and nothing is patched per call). It

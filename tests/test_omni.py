@@ -1,0 +1,145 @@
+"""Qwen2.5-Omni: the thinker with audio in the video (the audio placeholders interleaved with the
+video's in time chunks are all kept, in order, at their TMRoPE positions), and the whole Omni
+model, which generates text through its thinker (a call that would run the talker is refused).
+The thinker's generic guarantees (exactness, batches, beams, remove) are in test_adapters.py and
+test_generate_contract.py with every family."""
+
+import pytest
+import tiny_models as tm
+import torch
+
+from vidcom2_kernels import adapters
+from vidcom2_kernels.adapters.settings import Settings
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+STEPS = 4
+THINKER = "qwen2_5_omni_thinker"
+#: (text before, video grid (t, h, w), audio feature frames, text after): two chunks of video and audio
+AUDIO_SAMPLES = [([1, 5, 6], (3, 4, 6), 250, [7, 8]), ([1, 9], (2, 4, 4), 180, [10, 11, 12])]
+
+
+def generate(model, inputs, **kwargs):
+    kw = dict(max_new_tokens=STEPS, do_sample=False, return_dict_in_generate=True, output_logits=True)
+    return model.generate(**inputs, **{**kw, **kwargs})
+
+
+def sample(batch: dict, b: int) -> dict:
+    """Sample ``b`` of an :func:`tm.omni_audio_video_batch`, unpadded, as a batch of one."""
+    keep = batch["attention_mask"][b].bool()
+    sizes = batch["video_grid_thw"].prod(-1).tolist()
+    start = sum(sizes[:b])
+    frames = int(batch["feature_attention_mask"][b].sum())
+    return {
+        "input_ids": batch["input_ids"][b, keep][None],
+        "attention_mask": batch["attention_mask"][b, keep][None],
+        "pixel_values_videos": batch["pixel_values_videos"][start : start + sizes[b]],
+        "video_grid_thw": batch["video_grid_thw"][b : b + 1],
+        "video_second_per_grid": batch["video_second_per_grid"][b : b + 1],
+        "input_features": batch["input_features"][b : b + 1, :, :frames],
+        "feature_attention_mask": batch["feature_attention_mask"][b : b + 1, :frames],
+        "use_audio_in_video": True,
+    }
+
+
+def test_audio_in_the_video_is_kept_in_order_at_its_positions():
+    model = tm.build(THINKER)
+    batch = tm.omni_audio_video_batch(model, AUDIO_SAMPLES)
+    ids, video = batch["input_ids"], batch["input_ids"] == tm.IDS["video_token_id"]
+    plain = generate(model, batch)
+    with adapters.apply_vidcom2(model, 1.0, exact=True):
+        exact = generate(model, batch)
+    assert torch.equal(exact.sequences, plain.sequences)
+    assert all(torch.equal(a, b) for a, b in zip(exact.logits, plain.logits))
+
+    adapter = adapters.adapter_for(model)
+    full = adapter.full_positions(model, batch)  # (3, B, L) TMRoPE of the unpruned prompt
+    pruned = adapter.prune(model, batch, Settings(0.25))
+    kwargs = pruned.kwargs
+    # the positions that stay: all text and audio, and the kept video placeholders (one video per
+    # row, so the row-major placeholders are the videos' tokens in order)
+    stays = batch["attention_mask"].bool() & ~video
+    stays[video] = pruned.compression.mask.to(stays.device)
+    for b in range(ids.shape[0]):
+        kept = kwargs["attention_mask"][b].bool()
+        assert torch.equal(kwargs["input_ids"][b, kept], ids[b, stays[b]])
+        assert int((kwargs["input_ids"][b, kept] == tm.OMNI_IDS["audio_token_id"]).sum()) == int(
+            (ids[b] == tm.OMNI_IDS["audio_token_id"]).sum()
+        )
+        assert torch.equal(kwargs["position_ids"][1:, b][:, kept], full[:, b][:, stays[b]])
+    assert pruned.video_tokens_after < pruned.video_tokens_before
+
+    with adapters.apply_vidcom2(model, 0.25) as handle:
+        together = generate(model, batch)
+        assert handle.last.video_tokens_after == pruned.video_tokens_after
+        for b in range(len(AUDIO_SAMPLES)):
+            alone = generate(model, sample(batch, b))
+            assert torch.equal(together.sequences[b, -STEPS:], alone.sequences[0, -STEPS:])
+    assert torch.equal(together.sequences[:, : ids.shape[1]], ids)
+
+
+@pytest.mark.parametrize("seconds", [0.5, 2.0])
+def test_tmrope_time_rows_follow_the_seconds_per_grid(seconds):
+    """The kept video tokens carry the time row the unpruned prompt gives them (grid index x
+    ``video_second_per_grid`` x ``position_id_per_seconds``), and decoding continues after the
+    largest position, as in the plain model."""
+    model = tm.build(THINKER)
+    inputs = tm.make_batch(THINKER, model, tm.samples_for(THINKER))
+    inputs["video_second_per_grid"] = torch.full((2,), seconds)
+    adapter = adapters.adapter_for(model)
+    full = adapter.full_positions(model, inputs)
+    video = inputs["input_ids"] == tm.IDS["video_token_id"]
+    t, h, w = tm.samples_for(THINKER)[0][1]
+    times = full[0, 0][video[0]].view(t, h * w // 4)[:, 0]  # from the video's first position on
+    steps = [int(i * seconds * model.config.position_id_per_seconds) for i in range(t)]
+    assert (times - times[0]).tolist() == steps
+    pruned = adapter.prune(model, inputs, Settings(0.25)).kwargs
+    kept_video = pruned["input_ids"] == tm.IDS["video_token_id"]
+    assert set(pruned["position_ids"][1][kept_video].tolist()) <= set(full[0][video].tolist())
+    plain = generate(model, inputs)
+    with adapters.apply_vidcom2(model, 1.0, exact=True):
+        assert torch.equal(generate(model, inputs).sequences, plain.sequences)
+
+
+def text_only(**kwargs):
+    return dict(thinker_max_new_tokens=STEPS, thinker_do_sample=False, generation_mode="text", **kwargs)
+
+
+def test_whole_model_generates_compressed_text_through_its_thinker():
+    """The whole Omni model: retention 1.0 gives its plain text answer bit for bit; 0.25 gives the
+    compressed thinker's answer, rows starting with the caller's prompt; the prefill is timed on
+    the thinker; remove() restores generate."""
+    whole, thinker = tm.build("qwen2_5_omni"), tm.build(THINKER)
+    inputs = tm.make_batch(THINKER, thinker, tm.samples_for(THINKER))
+    plain = whole.generate(**inputs, **text_only())
+    assert torch.equal(plain, thinker.generate(**inputs, max_new_tokens=STEPS, do_sample=False))
+    with adapters.apply_vidcom2(whole, 1.0, exact=True):
+        assert torch.equal(whole.generate(**inputs, **text_only()), plain)
+    with adapters.apply_vidcom2(thinker, 0.25):
+        expect = thinker.generate(**inputs, max_new_tokens=STEPS, do_sample=False)
+    with adapters.apply_vidcom2(whole, 0.25) as handle:
+        got = whole.generate(**inputs, **text_only())
+        call = handle.last_timing
+        assert call.video_tokens_after < call.video_tokens_before and call.prefill_s > 0 and call.encoder_s > 0
+        assert call.new_tokens == 2 * STEPS
+    assert torch.equal(got, expect) and torch.equal(got[:, : inputs["input_ids"].shape[1]], inputs["input_ids"])
+    assert "generate" not in whole.__dict__ and "generate" not in whole.thinker.__dict__
+
+
+@pytest.mark.parametrize("mode", [None, "audio"])
+def test_whole_model_refuses_a_call_that_would_speak(mode):
+    """With its talker, a call that does not ask for text only would hand the talker the thinker's
+    hidden states of the pruned prompt: refused in one line, before the video is encoded."""
+    whole = tm.build("qwen2_5_omni")
+    inputs = tm.make_batch(THINKER, whole.thinker, tm.samples_for(THINKER))
+    extra = {} if mode is None else {"generation_mode": mode}
+    encoded = []
+    tower = adapters.adapter_for(whole).inner_model(whole).visual  # in the thinker, or its model (5.21+)
+    hook = tower.register_forward_pre_hook(lambda *args: encoded.append(1))
+    try:
+        with adapters.apply_vidcom2(whole, 0.25) as handle:
+            with pytest.raises(ValueError, match='would also speak.*pass generation_mode="text"'):
+                whole.generate(**inputs, thinker_max_new_tokens=STEPS, **extra)
+            assert handle.last is None and handle.last_timing is None and handle.failures == 1
+    finally:
+        hook.remove()
+    assert encoded == []
