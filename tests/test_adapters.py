@@ -260,7 +260,7 @@ def test_registry_names_real_classes():
     for model_type, adapter in adapters.ADAPTERS.items():
         cls = getattr(transformers, adapter.model_classes[model_type])
         assert cls.config_class.model_type == model_type
-    assert set(adapters.ADAPTERS) == set(tm.FAMILIES) | {"qwen2_5_omni"}  # the whole Omni model: test_omni.py
+    assert set(adapters.ADAPTERS) == set(tm.FAMILIES) | {"qwen2_5_omni", "qwen3_omni_moe"}  # whole Omni: test_omni.py
 
 
 def test_text_only_batch_untouched():

@@ -11,6 +11,7 @@ The first run builds the side environment (about 7 GB, a few minutes from this m
 
 from __future__ import annotations
 
+import ast
 import concurrent.futures
 import json
 import os
@@ -79,6 +80,16 @@ NO_VIDEO = {"glm4v", "glm4v_moe", "glm46v"}
 #: families whose lmms-eval model passes generate() a keyword the installed transformers does not read
 #: (the launcher refuses it: test_launcher_refuses_a_keyword_transformers_does_not_read)
 UNREAD_KEYWORD = {"qwen2_5_omni_thinker": "qwen2_5_omni"}
+#: families whose lmms-eval model imports packages the side environment does not install, so it is
+#: not run end to end here (test_lmms_eval_model_needs_packages_not_installed_here):
+#: family -> (--model, its module, the packages)
+NOT_RUN_HERE = {
+    "qwen3_omni_moe_thinker": (
+        "qwen3_omni",
+        "lmms_eval.models.simple.qwen3_omni",
+        ("librosa", "moviepy", "qwen_omni_utils"),
+    )
+}
 
 
 def test_every_adapter_family_has_a_case():
@@ -88,7 +99,7 @@ def test_every_adapter_family_has_a_case():
     without = {model_type for cls in adapters.FAMILIES if not cls.lmms_eval_models for model_type in cls.model_classes}
     assert without == {"llava_next_video"}
     covered = {c.family for c in CASES} | {c.family for c in CANNOT_RUN.values()} | without | NO_VIDEO
-    covered |= set(UNREAD_KEYWORD)
+    covered |= set(UNREAD_KEYWORD) | set(NOT_RUN_HERE)
     assert covered == set(tm.FAMILIES)
 
 
@@ -571,6 +582,37 @@ def test_launcher_refuses_a_model_lmms_eval_cannot_run(side_python, material, na
         lines = done.stderr.strip().splitlines()
         assert done.returncode == 2 and len(lines) == 1 and answers == {}, done.stderr
         assert f"--model {name} calls read_video() with 2 positional arguments" in lines[0]
+
+
+@pytest.mark.lmms_eval
+@pytest.mark.parametrize("family", list(NOT_RUN_HERE))
+def test_lmms_eval_model_needs_packages_not_installed_here(side_python, family):
+    """lmms-eval 0.7.3's ``qwen3_omni`` imports librosa, moviepy and qwen_omni_utils, which the side
+    environment does not install, so it is not run end to end here (apply_vidcom2 on its thinker and
+    on the whole model is tested in test_omni.py). Installing them makes this test fail, and the
+    family needs a real case in CASES."""
+    name, module, packages = NOT_RUN_HERE[family]
+    source = subprocess.run(
+        [side_python, "-c", f"import importlib.util as u; print(u.find_spec('{module}').origin)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    tree = ast.parse(Path(source).read_text())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert set(packages) <= imported
+    missing = subprocess.run(
+        [
+            side_python,
+            "-c",
+            f"import importlib.util as u; print([p for p in {list(packages)!r} if u.find_spec(p) is None])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert missing == repr(list(packages)), f"{name}: now installed: {missing}"
 
 
 @pytest.mark.lmms_eval

@@ -4,16 +4,20 @@ model, which generates text through its thinker (a call that would run the talke
 The thinker's generic guarantees (exactness, batches, beams, remove) are in test_adapters.py and
 test_generate_contract.py with every family."""
 
+import copy
+import re
+
 import pytest
 import tiny_models as tm
 import torch
 
 from vidcom2_kernels import adapters
+from vidcom2_kernels.adapters.qwen2_5_omni import takes_return_audio
 from vidcom2_kernels.adapters.settings import Settings
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 STEPS = 4
-THINKER = "qwen2_5_omni_thinker"
+THINKERS = ["qwen2_5_omni_thinker", "qwen3_omni_moe_thinker"]
 #: (text before, video grid (t, h, w), audio feature frames, text after): two chunks of video and audio
 AUDIO_SAMPLES = [([1, 5, 6], (3, 4, 6), 250, [7, 8]), ([1, 9], (2, 4, 4), 180, [10, 11, 12])]
 
@@ -41,8 +45,9 @@ def sample(batch: dict, b: int) -> dict:
     }
 
 
-def test_audio_in_the_video_is_kept_in_order_at_its_positions():
-    model = tm.build(THINKER)
+@pytest.mark.parametrize("family", THINKERS)
+def test_audio_in_the_video_is_kept_in_order_at_its_positions(family):
+    model = tm.build(family)
     batch = tm.omni_audio_video_batch(model, AUDIO_SAMPLES)
     ids, video = batch["input_ids"], batch["input_ids"] == tm.IDS["video_token_id"]
     plain = generate(model, batch)
@@ -77,21 +82,23 @@ def test_audio_in_the_video_is_kept_in_order_at_its_positions():
     assert torch.equal(together.sequences[:, : ids.shape[1]], ids)
 
 
+@pytest.mark.parametrize("family", THINKERS)
 @pytest.mark.parametrize("seconds", [0.5, 2.0])
-def test_tmrope_time_rows_follow_the_seconds_per_grid(seconds):
+def test_tmrope_time_rows_follow_the_seconds_per_grid(seconds, family):
     """The kept video tokens carry the time row the unpruned prompt gives them (grid index x
     ``video_second_per_grid`` x ``position_id_per_seconds``), and decoding continues after the
     largest position, as in the plain model."""
-    model = tm.build(THINKER)
-    inputs = tm.make_batch(THINKER, model, tm.samples_for(THINKER))
+    model = tm.build(family)
+    inputs = tm.make_batch(family, model, tm.samples_for(family))
     inputs["video_second_per_grid"] = torch.full((2,), seconds)
     adapter = adapters.adapter_for(model)
     full = adapter.full_positions(model, inputs)
     video = inputs["input_ids"] == tm.IDS["video_token_id"]
-    t, h, w = tm.samples_for(THINKER)[0][1]
+    t, h, w = tm.samples_for(family)[0][1]
     times = full[0, 0][video[0]].view(t, h * w // 4)[:, 0]  # from the video's first position on
-    steps = [int(i * seconds * model.config.position_id_per_seconds) for i in range(t)]
-    assert (times - times[0]).tolist() == steps
+    # Qwen2.5-Omni truncates the time steps to integers, Qwen3-Omni keeps them in float32
+    steps = torch.tensor([i * seconds * model.config.position_id_per_seconds for i in range(t)]).to(times.dtype)
+    assert torch.equal(times - times[0], steps)
     pruned = adapter.prune(model, inputs, Settings(0.25)).kwargs
     kept_video = pruned["input_ids"] == tm.IDS["video_token_id"]
     assert set(pruned["position_ids"][1][kept_video].tolist()) <= set(full[0][video].tolist())
@@ -100,24 +107,33 @@ def test_tmrope_time_rows_follow_the_seconds_per_grid(seconds):
         assert torch.equal(generate(model, inputs).sequences, plain.sequences)
 
 
-def text_only(**kwargs):
-    return dict(thinker_max_new_tokens=STEPS, thinker_do_sample=False, generation_mode="text", **kwargs)
+#: whole model -> its thinker's family
+WHOLE = {"qwen2_5_omni": "qwen2_5_omni_thinker", "qwen3_omni_moe": "qwen3_omni_moe_thinker"}
 
 
-def test_whole_model_generates_compressed_text_through_its_thinker():
+def text_only(whole) -> dict:
+    """A text-only call of ``whole``: ``return_audio=False`` where its ``generate`` takes it
+    (Qwen3-Omni), else ``generation_mode="text"`` (Qwen2.5-Omni)."""
+    ask = {"return_audio": False} if takes_return_audio(whole) else {"generation_mode": "text"}
+    return dict(thinker_max_new_tokens=STEPS, thinker_do_sample=False, **ask)
+
+
+@pytest.mark.parametrize("whole_family", list(WHOLE))
+def test_whole_model_generates_compressed_text_through_its_thinker(whole_family):
     """The whole Omni model: retention 1.0 gives its plain text answer bit for bit; 0.25 gives the
-    compressed thinker's answer, rows starting with the caller's prompt; the prefill is timed on
-    the thinker; remove() restores generate."""
-    whole, thinker = tm.build("qwen2_5_omni"), tm.build(THINKER)
-    inputs = tm.make_batch(THINKER, thinker, tm.samples_for(THINKER))
-    plain = whole.generate(**inputs, **text_only())
+    compressed thinker's answer, rows starting with the caller's prompt; the encoder and the
+    prefill are timed on the thinker; remove() restores generate."""
+    family = WHOLE[whole_family]
+    whole, thinker = tm.build(whole_family), tm.build(family)
+    inputs = tm.make_batch(family, thinker, tm.samples_for(family))
+    plain = whole.generate(**inputs, **text_only(whole))
     assert torch.equal(plain, thinker.generate(**inputs, max_new_tokens=STEPS, do_sample=False))
     with adapters.apply_vidcom2(whole, 1.0, exact=True):
-        assert torch.equal(whole.generate(**inputs, **text_only()), plain)
+        assert torch.equal(whole.generate(**inputs, **text_only(whole)), plain)
     with adapters.apply_vidcom2(thinker, 0.25):
         expect = thinker.generate(**inputs, max_new_tokens=STEPS, do_sample=False)
     with adapters.apply_vidcom2(whole, 0.25) as handle:
-        got = whole.generate(**inputs, **text_only())
+        got = whole.generate(**inputs, **text_only(whole))
         call = handle.last_timing
         assert call.video_tokens_after < call.video_tokens_before and call.prefill_s > 0 and call.encoder_s > 0
         assert call.new_tokens == 2 * STEPS
@@ -125,20 +141,26 @@ def test_whole_model_generates_compressed_text_through_its_thinker():
     assert "generate" not in whole.__dict__ and "generate" not in whole.thinker.__dict__
 
 
-@pytest.mark.parametrize("mode", [None, "audio"])
-def test_whole_model_refuses_a_call_that_would_speak(mode):
-    """With its talker, a call that does not ask for text only would hand the talker the thinker's
-    hidden states of the pruned prompt: refused in one line, before the video is encoded."""
-    whole = tm.build("qwen2_5_omni")
-    inputs = tm.make_batch(THINKER, whole.thinker, tm.samples_for(THINKER))
-    extra = {} if mode is None else {"generation_mode": mode}
+@pytest.mark.parametrize("whole_family", list(WHOLE))
+@pytest.mark.parametrize("ask", [{}, {"generation_mode": "audio"}, {"return_audio": True}])
+def test_whole_model_refuses_a_call_that_would_speak(whole_family, ask):
+    """With a talker, a call that does not ask for text only would hand the talker the thinker's
+    hidden states of the pruned prompt: refused in one line, before the video is encoded. (The
+    tiny Qwen3-Omni has no talker modules: the flag alone says it has one, which is what is read.)"""
+    whole = tm.build(whole_family)
+    if not whole.has_talker:
+        whole = copy.deepcopy(whole)
+        whole.has_talker = True
+    family = WHOLE[whole_family]
+    inputs = tm.make_batch(family, whole.thinker, tm.samples_for(family))
     encoded = []
     tower = adapters.adapter_for(whole).inner_model(whole).visual  # in the thinker, or its model (5.21+)
     hook = tower.register_forward_pre_hook(lambda *args: encoded.append(1))
     try:
         with adapters.apply_vidcom2(whole, 0.25) as handle:
-            with pytest.raises(ValueError, match='would also speak.*pass generation_mode="text"'):
-                whole.generate(**inputs, thinker_max_new_tokens=STEPS, **extra)
+            text = "return_audio=False" if takes_return_audio(whole) else 'generation_mode="text"'
+            with pytest.raises(ValueError, match=f"would also speak.*pass {re.escape(text)}"):
+                whole.generate(**inputs, thinker_max_new_tokens=STEPS, **ask)
             assert handle.last is None and handle.last_timing is None and handle.failures == 1
     finally:
         hook.remove()

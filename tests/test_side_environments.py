@@ -4,6 +4,7 @@ test environment is not locked: it resolves the newest releases setup.py allows,
 
 from __future__ import annotations
 
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -80,3 +81,8 @@ def test_side_environment_is_its_lock(name, script, args):
     }
     installed.pop("pip")
     assert installed == pins(LOCKS / f"{name}.txt")
+    if overlay:  # it sees every site directory of this environment (a venv over a system site has two)
+        seen = subprocess.run(
+            [python, "-c", "import sys; print(repr(sys.path))"], capture_output=True, text=True, check=True
+        ).stdout
+        assert all(repr(d) in seen for d in site.getsitepackages()), (seen, site.getsitepackages())

@@ -40,6 +40,7 @@ FAMILIES = [
     "qwen3_5",
     "qwen3_5_moe",
     "qwen2_5_omni_thinker",
+    "qwen3_omni_moe_thinker",
     "glm4v",
     "glm4v_moe",
     "glm46v",
@@ -47,8 +48,8 @@ FAMILIES = [
     "llava_next_video",
     "video_llava",
 ]
-# Qwen2.5-Omni's thinker: the Qwen ids, audio placeholders and markers, a small Whisper-like audio tower
-OMNI = ("qwen2_5_omni_thinker",)
+# the Omni thinkers (Qwen2.5-Omni, Qwen3-Omni): the Qwen ids, audio placeholders and markers, a small audio tower
+OMNI = ("qwen2_5_omni_thinker", "qwen3_omni_moe_thinker")
 OMNI_IDS = dict(audio_token_id=154, audio_start_token_id=155, audio_end_token_id=156)
 OMNI_AUDIO = dict(
     d_model=32,
@@ -319,6 +320,28 @@ def _build(family: str, attn: str):
             vision_feature_layer=-1,
         )
         model = cls(cfg)
+    elif family == "qwen3_omni_moe_thinker":  # MoE text, Qwen3-VL's deepstack vision tower, interleaved M-RoPE
+        cfg = tf.Qwen3OmniMoeThinkerConfig(
+            text_config=dict(
+                TEXT,
+                rope_parameters=QWEN3_ROPE,
+                head_dim=16,
+                num_experts=4,
+                num_experts_per_tok=2,
+                moe_intermediate_size=32,
+                decoder_sparse_step=1,
+            ),
+            vision_config=dict(QWEN3_VISION, spatial_merge_size=2, temporal_patch_size=2),
+            audio_config=dict(
+                OMNI_AUDIO, downsample_hidden_size=16, n_window=50, n_window_infer=800, conv_chunksize=500
+            ),
+            image_token_id=IDS["image_token_id"],
+            video_token_id=IDS["video_token_id"],
+            audio_token_id=OMNI_IDS["audio_token_id"],
+            audio_start_token_id=OMNI_IDS["audio_start_token_id"],
+            vision_start_token_id=IDS["vision_start_token_id"],
+        )
+        model = tf.Qwen3OmniMoeThinkerForConditionalGeneration(cfg)
     elif family == "qwen2_5_omni":  # the whole model: the thinker family's thinker, a tiny talker and vocoder
         thinker = build("qwen2_5_omni_thinker", attn)
         cfg = tf.Qwen2_5OmniConfig(
@@ -331,6 +354,13 @@ def _build(family: str, attn: str):
         model.thinker.load_state_dict(thinker.state_dict())
         model.thinker.generation_config = copy.deepcopy(thinker.generation_config)
         model.speaker_map = {"Chelsie": {}}  # generate() checks the speaker even for text
+    elif family == "qwen3_omni_moe":  # the whole model without its talker (its generate() writes text then)
+        thinker = build("qwen3_omni_moe_thinker", attn)
+        model = tf.Qwen3OmniMoeForConditionalGeneration(
+            tf.Qwen3OmniMoeConfig(thinker_config=thinker.config.to_dict(), enable_audio_output=False)
+        )
+        model.thinker.load_state_dict(thinker.state_dict())
+        model.thinker.generation_config = copy.deepcopy(thinker.generation_config)
     else:
         raise ValueError(family)
     model.config._attn_implementation = attn
@@ -449,15 +479,17 @@ def make_batch(family: str, model, samples, seed: int = 0, side: str = "left") -
 
 
 def omni_audio_video_batch(model, samples, seed: int = 0) -> dict:
-    """Qwen2.5-Omni thinker inputs with ``use_audio_in_video``: each sample is (text_before, (t, h,
-    w), audio feature frames, text_after), its video's placeholders interleaved with its audio's in
-    time chunks by the processor's own rule (``Qwen2_5OmniProcessor.get_chunked_index``), inside
-    ``<vision_bos> <audio_bos> ... <audio_eos> <vision_eos>``. Left-padded."""
+    """Omni thinker inputs with ``use_audio_in_video``: each sample is (text_before, (t, h, w),
+    audio feature frames, text_after), its video's placeholders interleaved with its audio's by the
+    processor's own rule, inside ``<vision_bos> <audio_bos> ... <audio_eos> <vision_eos>``:
+    Qwen2.5-Omni in time chunks (``Qwen2_5OmniProcessor.get_chunked_index``), Qwen3-Omni token by
+    token in time order (each temporal group at its start time, then the audio up to the next).
+    Left-padded."""
     from transformers import Qwen2_5OmniProcessor
+    from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import _get_feat_extract_output_lengths
 
     g = torch.Generator().manual_seed(seed)
     cfg = model.config
-    per_chunk = int(cfg.position_id_per_seconds * cfg.seconds_per_chunk)
     V, A = IDS["video_token_id"], OMNI_IDS["audio_token_id"]
     rows, pixels, grids, frames = [], [], [], []
     for before, (t, h, w), audio_frames, after in samples:
@@ -468,15 +500,20 @@ def omni_audio_video_batch(model, samples, seed: int = 0) -> dict:
         times = (
             torch.arange(t).repeat_interleave(per_frame).numpy() * OMNI_SECONDS_PER_GRID * cfg.position_id_per_seconds
         )
-        audio = ((audio_frames - 1) // 2 + 1 - 2) // 2 + 1  # the audio tower's output length (two stride-2 steps)
-        video_chunks = Qwen2_5OmniProcessor.get_chunked_index(None, times, per_chunk)
-        audio_chunks = Qwen2_5OmniProcessor.get_chunked_index(None, torch.arange(audio).numpy(), per_chunk)
         ids = [IDS["vision_start_token_id"], OMNI_IDS["audio_start_token_id"]]
-        for j in range(max(len(video_chunks), len(audio_chunks))):
-            if j < len(video_chunks):
-                ids += [V] * (video_chunks[j][1] - video_chunks[j][0])
-            if j < len(audio_chunks):
-                ids += [A] * (audio_chunks[j][1] - audio_chunks[j][0])
+        if cfg.model_type == "qwen3_omni_moe_thinker":
+            audio = int(_get_feat_extract_output_lengths(torch.tensor(audio_frames)))
+            ids += [A if kind else V for _, kind in sorted([(x, 0) for x in times] + [(j, 1) for j in range(audio)])]
+        else:
+            audio = ((audio_frames - 1) // 2 + 1 - 2) // 2 + 1  # the audio tower's output length (two stride-2 steps)
+            per_chunk = int(cfg.position_id_per_seconds * cfg.seconds_per_chunk)
+            video_chunks = Qwen2_5OmniProcessor.get_chunked_index(None, times, per_chunk)
+            audio_chunks = Qwen2_5OmniProcessor.get_chunked_index(None, torch.arange(audio).numpy(), per_chunk)
+            for j in range(max(len(video_chunks), len(audio_chunks))):
+                if j < len(video_chunks):
+                    ids += [V] * (video_chunks[j][1] - video_chunks[j][0])
+                if j < len(audio_chunks):
+                    ids += [A] * (audio_chunks[j][1] - audio_chunks[j][0])
         ids += [OMNI_IDS["audio_end_token_id"], IDS["vision_end_token_id"]]
         rows.append(list(before) + ids + list(after))
     L, F = max(len(r) for r in rows), max(frames)

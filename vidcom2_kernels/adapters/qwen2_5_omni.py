@@ -46,10 +46,11 @@ class Qwen25OmniAdapter(Qwen2VLAdapter):
 
     def check_inputs(self, model, inputs: dict) -> None:
         if talker_runs(model, inputs):
+            text = "return_audio=False" if takes_return_audio(model) else 'generation_mode="text"'
             raise ValueError(
-                "this Qwen2.5-Omni generate() call would also speak: its talker reads the thinker's hidden state "
-                "at every position of the unpruned prompt, so it cannot follow a pruned one; pass "
-                'generation_mode="text" for a compressed text answer'
+                f"this {type(model).__name__}.generate() call would also speak: its talker reads the thinker's "
+                "hidden state at every position of the unpruned prompt, so it cannot follow a pruned one; pass "
+                f"{text} for a compressed text answer"
             )
         super().check_inputs(model, inputs)
 
@@ -70,12 +71,18 @@ class Qwen25OmniAdapter(Qwen2VLAdapter):
 
 
 def talker_runs(model, inputs: dict) -> bool:
-    """Whether a whole Qwen2.5-Omni model's ``generate(**inputs)`` runs its talker, read the way the
-    installed ``generate`` reads it: the model has a talker, and the call does not ask for text
-    only (``return_audio=False`` where ``generate`` takes that parameter; else
-    ``generation_mode="text"`` or ``False``). Without a talker such a call is transformers' own error."""
+    """Whether a whole Omni model's ``generate(**inputs)`` may run its talker: it has one, and the
+    call does not ask for text only. Text only is ``return_audio=False`` where the installed
+    ``generate`` takes that parameter (Qwen3-Omni; it then decides), else ``generation_mode="text"``
+    (what Qwen2.5-Omni's reads; any other value, or none, may speak). Without a talker such a call
+    is transformers' own error."""
     if not getattr(model, "has_talker", False):
         return False
-    if "return_audio" in inspect.signature(type(model).generate).parameters and inputs.get("return_audio") is not None:
+    if takes_return_audio(model) and inputs.get("return_audio") is not None:
         return bool(inputs["return_audio"])
-    return inputs.get("generation_mode") not in ("text", False)
+    return inputs.get("generation_mode") != "text"
+
+
+def takes_return_audio(model) -> bool:
+    """The installed whole model's ``generate`` has a ``return_audio`` parameter."""
+    return "return_audio" in inspect.signature(type(model).generate).parameters

@@ -11,6 +11,7 @@ from .qwen2_5_omni import Qwen25OmniAdapter
 from .qwen2_5_vl import Qwen25VLAdapter
 from .qwen2_vl import Qwen2VLAdapter
 from .qwen3_5 import Qwen35Adapter
+from .qwen3_omni import Qwen3OmniAdapter
 from .qwen3_vl import Qwen3VLAdapter
 from .video_llava import VideoLlavaAdapter
 
@@ -20,6 +21,7 @@ FAMILIES = (
     Qwen3VLAdapter,
     Qwen35Adapter,
     Qwen25OmniAdapter,
+    Qwen3OmniAdapter,
     Glm4vAdapter,
     LlavaOnevisionAdapter,
     LlavaNextVideoAdapter,
