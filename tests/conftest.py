@@ -81,7 +81,11 @@ def dtype(request):
 
 @pytest.fixture(params=tm.FAMILIES)
 def family(request):
-    """Every model family with an adapter (tiny random models, tests/tiny_models.py)."""
+    """Every model family with an adapter (tiny random models, tests/tiny_models.py) that the
+    installed transformers can run."""
+    reason = tm.unsupported(request.param)
+    if reason:
+        pytest.skip(reason)
     return request.param
 
 

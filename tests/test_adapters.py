@@ -80,7 +80,7 @@ def _positions_seen(model, inputs, handle_settings=None):
     return seen
 
 
-@pytest.mark.parametrize("family", [f for f in tm.FAMILIES if f not in tm.FRAME_PIXELS])  # M-RoPE families
+@pytest.mark.parametrize("family", [f for f in tm.FAMILIES if f not in tm.ONE_D])  # M-RoPE families
 def test_decode_positions_follow_unpruned(family):
     model = tm.build(family)
     inputs = tm.make_batch(family, model, tm.samples_for(family))
@@ -575,6 +575,22 @@ def test_images_several_videos_and_text_only_rows(rows, family):
             assert torch.equal(together.sequences[b, -STEPS:], alone.sequences[0, -STEPS:])
             for step_batch, step_alone in zip(together.logits, alone.logits):
                 torch.testing.assert_close(step_batch[b], step_alone[0], atol=1e-5, rtol=0)
+
+
+def test_gemma4_without_its_video_api_is_refused():
+    """A Gemma 4 whose forward takes no ``num_frames_per_video`` (transformers before 5.19, whose
+    video inputs are laid out otherwise) is refused with the reason before any work; the later API
+    passes the check (tests/test_transformers_versions.py runs this on 5.17)."""
+    model = tm.build("gemma4")
+    inputs = tm.make_batch("gemma4", model, tm.samples_for("gemma4"))
+    adapter = adapters.adapter_for(model)
+    if tm.unsupported("gemma4"):
+        with pytest.raises(ValueError, match=r"without num_frames_per_video \(transformers < 5.19\)"):
+            adapter.check_inputs(model, inputs)
+    else:
+        adapter.check_inputs(model, inputs)
+        with pytest.raises(ValueError, match="video_position_ids is missing"):
+            adapter.check_inputs(model, {**inputs, "video_position_ids": None})
 
 
 def _nth_sample(model, rows, b, family="qwen2_vl"):

@@ -44,6 +44,7 @@ FAMILIES = [
     "glm4v",
     "glm4v_moe",
     "glm46v",
+    "gemma4",
     "llava_onevision",
     "llava_next_video",
     "video_llava",
@@ -97,6 +98,13 @@ OMNI_TOKEN2WAV = dict(
     bigvgan_config=dict(mel_dim=16, upsample_initial_channel=16, upsample_rates=[2, 2], upsample_kernel_sizes=[4, 4]),
 )
 OMNI_SECONDS_PER_GRID = 1.0  # a temporal patch group every second: time rows 0, 25, 50, ...
+# Gemma 4: frames of every video concatenated, (frames, patches, 3 * 14 * 14) pixels with (x, y) patch
+# positions, a 6 x 6 patch frame pooled 3 x 3 into 4 placeholders between <boi> / <eoi>, after its timestamp
+GEMMA = ("gemma4",)
+GEMMA_IDS = dict(image_token_id=150, video_token_id=151, boi_token_id=152, eoi_token_id=153)
+GEMMA_SIDE = 6
+# families with 1-D positions (the others have M-RoPE): LLaVA-style and Gemma 4
+ONE_D = ("llava_onevision", "llava_next_video", "video_llava", "gemma4")
 # families whose videos are (videos, frames, 3, H, W) pixels, a frame count per sample in the tests
 FRAME_PIXELS = ("llava_onevision", "llava_next_video", "video_llava")
 # their vision tower: CLIP (SigLIP for LLaVA-OneVision), 4 x 4 patches of 14 pixels per frame
@@ -149,6 +157,17 @@ def build(family: str, attn: str = "sdpa"):
     if key not in BUILT:
         BUILT[key] = _build(family, attn)
     return BUILT[key]
+
+
+def unsupported(family: str) -> str | None:
+    """Why the installed transformers cannot run ``family``'s tests, or None."""
+    import inspect
+
+    import transformers as tf
+
+    if family in GEMMA and "num_frames_per_video" not in inspect.signature(tf.Gemma4Model.forward).parameters:
+        return f"transformers {tf.__version__}'s Gemma 4 has another video API (num_frames_per_video: 5.19+)"
+    return None
 
 
 def foreign_hooks(model) -> list:
@@ -342,6 +361,35 @@ def _build(family: str, attn: str):
             vision_start_token_id=IDS["vision_start_token_id"],
         )
         model = tf.Qwen3OmniMoeThinkerForConditionalGeneration(cfg)
+    elif family == "gemma4":  # bidirectional attention inside each frame's run of placeholders
+        cfg = tf.Gemma4Config(
+            text_config=dict(
+                TEXT,
+                head_dim=16,
+                vocab_size_per_layer_input=TEXT["vocab_size"],
+                hidden_size_per_layer_input=8,
+                sliding_window=64,
+                layer_types=["sliding_attention", "full_attention"],
+                use_bidirectional_attention="vision",
+            ),
+            vision_config=dict(
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                num_key_value_heads=2,
+                head_dim=16,
+                pooling_kernel_size=3,
+                patch_size=14,
+                position_embedding_size=64,
+            ),
+            audio_config=None,
+            boa_token_id=154,
+            eoa_token_index=155,
+            audio_token_id=156,
+            **GEMMA_IDS,
+        )
+        model = tf.Gemma4ForConditionalGeneration(cfg)
     elif family == "qwen2_5_omni":  # the whole model: the thinker family's thinker, a tiny talker and vocoder
         thinker = build("qwen2_5_omni_thinker", attn)
         cfg = tf.Qwen2_5OmniConfig(
@@ -377,6 +425,13 @@ def video_tokens(family: str, model, video) -> list:
         IDS["vision_end_token_id"],
         IDS["video_token_id"],
     )
+    if family in GEMMA:  # per frame "mm:ss" (two text tokens), <boi>, its placeholders, <eoi>; frames joined by " "
+        per = (GEMMA_SIDE // model.config.vision_config.pooling_kernel_size) ** 2
+        out = []
+        for f in range(video):
+            out += ([40] if f else []) + [41, 42 + f, GEMMA_IDS["boi_token_id"]]
+            out += [GEMMA_IDS["video_token_id"]] * per + [GEMMA_IDS["eoi_token_id"]]
+        return out
     if family == "llava_onevision":
         frames = video.shape[0]
         side = model.config.vision_config.image_size // model.config.vision_config.patch_size
@@ -438,6 +493,8 @@ def samples_for(family: str) -> list:
     (text_before, video, text_after), video as ``make_batch`` takes it."""
     if family in FRAME_PIXELS:
         return [([1, 5, 6], 3, [7, 8]), ([1, 9], 3, [10, 11, 12, 13])]
+    if family in GEMMA:
+        return [([1, 5, 6], 3, [7, 8]), ([1, 9], 2, [10, 11, 12, 13])]
     return [([1, 5, 6], (2, 4, 6), [7, 8]), ([1, 9], (3, 4, 4), [10, 11, 12, 13])]
 
 
@@ -447,7 +504,11 @@ def make_batch(family: str, model, samples, seed: int = 0, side: str = "left") -
     g = torch.Generator().manual_seed(seed)
     rows, pixels, grids = [], [], []
     for before, video, after in samples:
-        if family in FRAME_PIXELS:
+        if family in GEMMA:
+            pixels.append(torch.randn(video, GEMMA_SIDE**2, 3 * 14 * 14, generator=g))
+            grids.append(video)
+            rows.append(list(before) + video_tokens(family, model, video) + list(after))
+        elif family in FRAME_PIXELS:
             size = model.config.vision_config.image_size
             clip = torch.randn(video, 3, size, size, generator=g)
             pixels.append(clip)
@@ -465,7 +526,12 @@ def make_batch(family: str, model, samples, seed: int = 0, side: str = "left") -
         ids[b, at] = torch.tensor(r)
         mask[b, at] = 1
     out = {"input_ids": ids, "attention_mask": mask}
-    if family in FRAME_PIXELS:
+    if family in GEMMA:
+        out["pixel_values_videos"] = torch.cat(pixels)
+        out["video_position_ids"] = gemma_positions(out["pixel_values_videos"].shape[0])
+        out["num_frames_per_video"] = torch.tensor(grids)
+        out["mm_token_type_ids"] = (ids == GEMMA_IDS["video_token_id"]).long() * 2
+    elif family in FRAME_PIXELS:
         out["pixel_values_videos"] = torch.stack(pixels)
     else:
         out["pixel_values_videos"] = torch.cat(pixels)
@@ -531,11 +597,24 @@ def omni_audio_video_batch(model, samples, seed: int = 0) -> dict:
     return out
 
 
+def gemma_positions(frames: int) -> torch.Tensor:
+    """(frames, patches, 2) (x, y) of every patch of a GEMMA_SIDE x GEMMA_SIDE frame."""
+    ys, xs = torch.meshgrid(torch.arange(GEMMA_SIDE), torch.arange(GEMMA_SIDE), indexing="ij")
+    return torch.stack([xs.flatten(), ys.flatten()], dim=-1)[None].repeat(frames, 1, 1)
+
+
 def split_batch(family: str, batch: dict, b: int, samples) -> dict:
     """Sample b of a batch built by make_batch, unpadded, as its own batch of one."""
     keep = batch["attention_mask"][b].bool()
     out = {"input_ids": batch["input_ids"][b, keep][None], "attention_mask": batch["attention_mask"][b, keep][None]}
-    if family in FRAME_PIXELS:
+    if family in GEMMA:
+        frames = batch["num_frames_per_video"].tolist()
+        at = slice(sum(frames[:b]), sum(frames[: b + 1]))
+        out["pixel_values_videos"] = batch["pixel_values_videos"][at]
+        out["video_position_ids"] = batch["video_position_ids"][at]
+        out["num_frames_per_video"] = batch["num_frames_per_video"][b : b + 1]
+        out["mm_token_type_ids"] = batch["mm_token_type_ids"][b, keep][None]
+    elif family in FRAME_PIXELS:
         out["pixel_values_videos"] = batch["pixel_values_videos"][b : b + 1]
     else:
         sizes = [t * h * w for _, (t, h, w), _ in samples]

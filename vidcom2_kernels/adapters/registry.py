@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from .base import Adapter
+from .gemma4 import Gemma4Adapter
 from .glm4v import Glm4vAdapter
 from .llava_next_video import LlavaNextVideoAdapter
 from .llava_onevision import LlavaOnevisionAdapter
@@ -23,6 +24,7 @@ FAMILIES = (
     Qwen25OmniAdapter,
     Qwen3OmniAdapter,
     Glm4vAdapter,
+    Gemma4Adapter,
     LlavaOnevisionAdapter,
     LlavaNextVideoAdapter,
     VideoLlavaAdapter,
