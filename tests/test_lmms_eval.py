@@ -83,10 +83,10 @@ UNREAD_KEYWORD = {"qwen2_5_omni_thinker": "qwen2_5_omni"}
 #: families whose lmms-eval model imports packages the side environment does not install, so it is
 #: not run end to end here (test_lmms_eval_model_needs_packages_not_installed_here):
 #: family -> (--model, its module, the packages)
-#: families whose lmms-eval model is not run end to end YET: the harness builds no processor for it
-#: (test_lmms_eval_model_not_run_yet_passes_videos checks that its videos reach generate()):
-#: family -> (--model, its module)
-NOT_RUN_YET = {"gemma4": ("gemma4", "lmms_eval.models.simple.gemma4")}
+#: families whose lmms-eval model hands transformers' video processor a video FILE, which it decodes
+#: only with torchcodec (FFmpeg's libraries) or an old torchvision, neither here, so it is not run end to
+#: end here (test_lmms_eval_model_needs_a_video_decoder_not_here): family -> (--model, its module)
+NEEDS_DECODER = {"gemma4": ("gemma4", "lmms_eval.models.simple.gemma4")}
 NOT_RUN_HERE = {
     "qwen3_omni_moe_thinker": (
         "qwen3_omni",
@@ -103,7 +103,7 @@ def test_every_adapter_family_has_a_case():
     without = {model_type for cls in adapters.FAMILIES if not cls.lmms_eval_models for model_type in cls.model_classes}
     assert without == {"llava_next_video"}
     covered = {c.family for c in CASES} | {c.family for c in CANNOT_RUN.values()} | without | NO_VIDEO
-    covered |= set(UNREAD_KEYWORD) | set(NOT_RUN_HERE) | set(NOT_RUN_YET)
+    covered |= set(UNREAD_KEYWORD) | set(NOT_RUN_HERE) | set(NEEDS_DECODER)
     assert covered == set(tm.FAMILIES)
 
 
@@ -589,13 +589,15 @@ def test_launcher_refuses_a_model_lmms_eval_cannot_run(side_python, material, na
 
 
 @pytest.mark.lmms_eval
-@pytest.mark.parametrize("family", list(NOT_RUN_YET))
-def test_lmms_eval_model_not_run_yet_passes_videos(side_python, family):
-    """lmms-eval 0.7.3's ``gemma4`` loads an ``AutoModelForImageTextToText`` (transformers' Gemma 4)
-    and puts a video file into the chat as ``{"type": "video", ...}``, so its videos reach
-    ``generate()`` and the launcher compresses them as for any family; an end-to-end run needs a
-    tiny Gemma 4 processor the harness does not build yet (read off the installed source)."""
-    name, module = NOT_RUN_YET[family]
+@pytest.mark.parametrize("family", list(NEEDS_DECODER))
+def test_lmms_eval_model_needs_a_video_decoder_not_here(side_python, family):
+    """lmms-eval 0.7.3's ``gemma4`` loads transformers' Gemma 4 (``AutoModelForImageTextToText``) and
+    puts the video file into the chat, so its videos reach ``generate()`` through transformers'
+    video processor, which decodes a file only with torchcodec (or a torchvision from before 0.26):
+    in the side environment that raises for every video, plain lmms-eval too. apply_vidcom2 on Gemma 4
+    is tested in test_adapters.py; a decoder appearing here makes this test fail, and the family
+    needs a real case in CASES."""
+    name, module = NEEDS_DECODER[family]
     source = subprocess.run(
         [side_python, "-c", f"import inspect, {module} as m; print(inspect.getsource(m))"],
         capture_output=True,
@@ -604,6 +606,13 @@ def test_lmms_eval_model_not_run_yet_passes_videos(side_python, family):
     ).stdout
     assert f'@register_model("{name}")' in source and "AutoModelForImageTextToText.from_pretrained" in source
     assert '{"type": "video", "video": visual}' in source and "self.model.generate(" in source
+    decode = (
+        "import transformers as tf; from vidcom2_kernels.video import sample_clip_path as p\n"
+        "try: tf.Gemma4VideoProcessor().fetch_videos(str(p()))\n"
+        "except ImportError as e: print('no decoder:', e)"
+    )
+    done = subprocess.run([side_python, "-c", decode], capture_output=True, text=True, check=True)
+    assert "no decoder: `torchcodec` is not installed" in done.stdout, done.stdout + done.stderr[-2000:]
 
 
 @pytest.mark.lmms_eval
