@@ -83,9 +83,7 @@ def dtype(request):
 def family(request):
     """Every model family with an adapter (tiny random models, tests/tiny_models.py) that the
     installed transformers can run."""
-    reason = tm.unsupported(request.param)
-    if reason:
-        pytest.skip(reason)
+    tm.require(request.param)
     return request.param
 
 

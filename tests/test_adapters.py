@@ -82,6 +82,7 @@ def _positions_seen(model, inputs, handle_settings=None):
 
 @pytest.mark.parametrize("family", [f for f in tm.FAMILIES if f not in tm.ONE_D])  # M-RoPE families
 def test_decode_positions_follow_unpruned(family):
+    tm.require(family)
     model = tm.build(family)
     inputs = tm.make_batch(family, model, tm.samples_for(family))
     plain = _positions_seen(model, inputs)
@@ -558,6 +559,7 @@ MIXED_ROWS = {
 def test_images_several_videos_and_text_only_rows(rows, family):
     """Images stay whole, several videos in one sample are compressed each, samples without video
     ride along; every row equals that sample alone, and retention 1.0 changes nothing."""
+    tm.require(family)
     model = tm.build(family)
     batch = tm.make_mixed_batch([MIXED_ROWS[r] for r in rows], family=family)
     plain = generate(model, batch)
@@ -575,6 +577,20 @@ def test_images_several_videos_and_text_only_rows(rows, family):
             assert torch.equal(together.sequences[b, -STEPS:], alone.sequences[0, -STEPS:])
             for step_batch, step_alone in zip(together.logits, alone.logits):
                 torch.testing.assert_close(step_batch[b], step_alone[0], atol=1e-5, rtol=0)
+
+
+def test_video_llama_3_own_compression_is_refused():
+    """VideoLLaMA3's processor drops repeated patches itself (``video_compression_mask``), leaving
+    frames of different sizes: refused in one line before any work, through generate() too; an
+    all-true mask (``use_token_compression=False``) is what the tests above run."""
+    model = tm.build("video_llama_3")
+    inputs = tm.make_batch("video_llama_3", model, tm.samples_for("video_llama_3"))
+    mask = inputs["video_compression_mask"].clone()
+    mask[5:9] = False
+    with adapters.apply_vidcom2(model, 0.5) as handle:
+        with pytest.raises(ValueError, match=r"already dropped 4 of \d+ video tokens .*use_token_compression=False"):
+            model.generate(**{**inputs, "video_compression_mask": mask}, max_new_tokens=2)
+        assert handle.last is None and handle.failures == 1
 
 
 def test_gemma4_without_its_video_api_is_refused():

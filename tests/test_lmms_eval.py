@@ -99,9 +99,10 @@ NOT_RUN_HERE = {
 def test_every_adapter_family_has_a_case():
     """Every family runs here, is refused for a reason tested below, has an lmms-eval model that
     never passes a video, or has no lmms-eval model (lmms-eval 0.7.3 loads LLaVA-NeXT-Video with no
-    model name; its llava_hf maps llava and llava_next only)."""
+    model name, its llava_hf maps llava and llava_next only; its videollama3 loads DAMO's remote code,
+    refused by the launcher in test_launch_checks)."""
     without = {model_type for cls in adapters.FAMILIES if not cls.lmms_eval_models for model_type in cls.model_classes}
-    assert without == {"llava_next_video"}
+    assert without == {"llava_next_video", "video_llama_3"}  # lmms-eval's videollama3 loads remote code
     covered = {c.family for c in CASES} | {c.family for c in CANNOT_RUN.values()} | without | NO_VIDEO
     covered |= set(UNREAD_KEYWORD) | set(NOT_RUN_HERE) | set(NEEDS_DECODER)
     assert covered == set(tm.FAMILIES)
@@ -171,6 +172,9 @@ def test_launch_checks(monkeypatch):
     assert (
         "--model plm cannot be timed (COMPRESSOR=none): it loads Meta's perception_models package" in info.value.message
     )
+    with pytest.raises(launcher.LaunchError) as info:
+        launcher.check_launch(["--model", "videollama3"], {"COMPRESSOR": "vidcom2"})
+    assert "--model videollama3 cannot be compressed: it loads DAMO's remote-code VideoLLaMA3" in info.value.message
 
 
 FAKE_EVALUATOR = """

@@ -47,6 +47,7 @@ def sample(batch: dict, b: int) -> dict:
 
 @pytest.mark.parametrize("family", THINKERS)
 def test_audio_in_the_video_is_kept_in_order_at_its_positions(family):
+    tm.require(family)
     model = tm.build(family)
     batch = tm.omni_audio_video_batch(model, AUDIO_SAMPLES)
     ids, video = batch["input_ids"], batch["input_ids"] == tm.IDS["video_token_id"]
@@ -88,6 +89,7 @@ def test_tmrope_time_rows_follow_the_seconds_per_grid(seconds, family):
     """The kept video tokens carry the time row the unpruned prompt gives them (grid index x
     ``video_second_per_grid`` x ``position_id_per_seconds``), and decoding continues after the
     largest position, as in the plain model."""
+    tm.require(family)
     model = tm.build(family)
     inputs = tm.make_batch(family, model, tm.samples_for(family))
     inputs["video_second_per_grid"] = torch.full((2,), seconds)
@@ -123,6 +125,7 @@ def test_whole_model_generates_compressed_text_through_its_thinker(whole_family)
     """The whole Omni model: retention 1.0 gives its plain text answer bit for bit; 0.25 gives the
     compressed thinker's answer, rows starting with the caller's prompt; the encoder and the
     prefill are timed on the thinker; remove() restores generate."""
+    tm.require(whole_family)
     family = WHOLE[whole_family]
     whole, thinker = tm.build(whole_family), tm.build(family)
     inputs = tm.make_batch(family, thinker, tm.samples_for(family))
@@ -147,6 +150,7 @@ def test_whole_model_refuses_a_call_that_would_speak(whole_family, ask):
     """With a talker, a call that does not ask for text only would hand the talker the thinker's
     hidden states of the pruned prompt: refused in one line, before the video is encoded. (The
     tiny Qwen3-Omni has no talker modules: the flag alone says it has one, which is what is read.)"""
+    tm.require(whole_family)
     whole = tm.build(whole_family)
     if not whole.has_talker:
         whole = copy.deepcopy(whole)
@@ -165,3 +169,18 @@ def test_whole_model_refuses_a_call_that_would_speak(whole_family, ask):
     finally:
         hook.remove()
     assert encoded == []
+
+
+@pytest.mark.parametrize("family", THINKERS)
+def test_a_thinker_without_encoder_outputs_is_refused(family):
+    """A thinker whose forward takes no ``mm_encoder_outputs`` (transformers < 5.18: it re-encodes
+    inside forward and garbles videos for beams, the plain model too) is refused with the reason
+    before any work; later ones pass the check (test_transformers_versions.py runs this on 5.17)."""
+    model = tm.build(family)
+    inputs = tm.make_batch(family, model, tm.samples_for(family))
+    adapter = adapters.adapter_for(model)
+    if tm.unsupported(family):
+        with pytest.raises(ValueError, match=r"takes no mm_encoder_outputs \(transformers < 5.18\)"):
+            adapter.check_inputs(model, inputs)
+    else:
+        adapter.check_inputs(model, inputs)

@@ -48,6 +48,7 @@ FAMILIES = [
     "llava_onevision",
     "llava_next_video",
     "video_llava",
+    "video_llama_3",
 ]
 # the Omni thinkers (Qwen2.5-Omni, Qwen3-Omni): the Qwen ids, audio placeholders and markers, a small audio tower
 OMNI = ("qwen2_5_omni_thinker", "qwen3_omni_moe_thinker")
@@ -103,8 +104,11 @@ OMNI_SECONDS_PER_GRID = 1.0  # a temporal patch group every second: time rows 0,
 GEMMA = ("gemma4",)
 GEMMA_IDS = dict(image_token_id=150, video_token_id=151, boi_token_id=152, eoi_token_id=153)
 GEMMA_SIDE = 6
-# families with 1-D positions (the others have M-RoPE): LLaVA-style and Gemma 4
-ONE_D = ("llava_onevision", "llava_next_video", "video_llava", "gemma4")
+# families with 1-D positions (the others have M-RoPE): LLaVA-style, Gemma 4, VideoLLaMA3
+ONE_D = ("llava_onevision", "llava_next_video", "video_llava", "gemma4", "video_llama_3")
+# VideoLLaMA3: (t, h, w) patch grids with t = frames and a spatial merge of 2 per video; every frame
+# "t.1f" (text) then its placeholders, frames joined by ","
+VIDEO_LLAMA_3 = ("video_llama_3",)
 # families whose videos are (videos, frames, 3, H, W) pixels, a frame count per sample in the tests
 FRAME_PIXELS = ("llava_onevision", "llava_next_video", "video_llava")
 # their vision tower: CLIP (SigLIP for LLaVA-OneVision), 4 x 4 patches of 14 pixels per frame
@@ -167,7 +171,24 @@ def unsupported(family: str) -> str | None:
 
     if family in GEMMA and "num_frames_per_video" not in inspect.signature(tf.Gemma4Model.forward).parameters:
         return f"transformers {tf.__version__}'s Gemma 4 has another video API (num_frames_per_video: 5.19+)"
+    thinker = {
+        "qwen2_5_omni_thinker": "Qwen2_5OmniThinkerForConditionalGeneration",
+        "qwen2_5_omni": "Qwen2_5OmniThinkerForConditionalGeneration",
+        "qwen3_omni_moe_thinker": "Qwen3OmniMoeThinkerForConditionalGeneration",
+        "qwen3_omni_moe": "Qwen3OmniMoeThinkerForConditionalGeneration",
+    }.get(family)
+    if thinker and "mm_encoder_outputs" not in inspect.signature(getattr(tf, thinker).forward).parameters:
+        return f"transformers {tf.__version__}'s Omni thinkers take no mm_encoder_outputs (refused: test_omni.py)"
     return None
+
+
+def require(family: str) -> None:
+    """Skip the calling test where the installed transformers cannot run ``family``."""
+    import pytest
+
+    reason = unsupported(family)
+    if reason:
+        pytest.skip(reason)
 
 
 def foreign_hooks(model) -> list:
@@ -390,6 +411,16 @@ def _build(family: str, attn: str):
             **GEMMA_IDS,
         )
         model = tf.Gemma4ForConditionalGeneration(cfg)
+    elif family == "video_llama_3":
+        cfg = tf.VideoLlama3Config(
+            text_config=dict(TEXT, model_type="qwen2"),
+            vision_config=dict(
+                hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, patch_size=14
+            ),
+            image_token_id=IDS["image_token_id"],
+            video_token_id=IDS["video_token_id"],
+        )
+        model = tf.VideoLlama3ForConditionalGeneration(cfg)
     elif family == "qwen2_5_omni":  # the whole model: the thinker family's thinker, a tiny talker and vocoder
         thinker = build("qwen2_5_omni_thinker", attn)
         cfg = tf.Qwen2_5OmniConfig(
@@ -450,6 +481,11 @@ def video_tokens(family: str, model, video) -> list:
         for i in range(t):  # each group: its placeholders (the IMAGE token id), then its timestamp
             out += [ids["image_start_token_id"]] + [ids["image_token_id"]] * per + [ids["image_end_token_id"], 40 + i]
         return out + [ids["video_end_token_id"]]
+    if family in VIDEO_LLAMA_3:  # per frame "t.1fs:" (two text tokens) then its placeholders, "," between frames
+        out = []
+        for i in range(t):
+            out += ([43] if i else []) + [44, 45 + i] + [V] * per
+        return out
     if family in TIMESTAMPED:
         out = []
         for i in range(t):
@@ -515,7 +551,8 @@ def make_batch(family: str, model, samples, seed: int = 0, side: str = "left") -
             rows.append(list(before) + video_tokens(family, model, clip) + list(after))
         else:
             t, h, w = video
-            pixels.append(torch.randn(t * h * w, 3 * 2 * 14 * 14, generator=g))
+            width = 3 * 14 * 14 if family in VIDEO_LLAMA_3 else 3 * 2 * 14 * 14  # no temporal patches there
+            pixels.append(torch.randn(t * h * w, width, generator=g))
             grids.append([t, h, w])
             rows.append(list(before) + video_tokens(family, model, video) + list(after))
     L = max(len(r) for r in rows)
@@ -538,6 +575,9 @@ def make_batch(family: str, model, samples, seed: int = 0, side: str = "left") -
         out["video_grid_thw"] = torch.tensor(grids)
         if family in OMNI:  # no mm_token_type_ids: its processor makes none, its generate() takes none
             out["video_second_per_grid"] = torch.full((len(grids),), OMNI_SECONDS_PER_GRID)
+        elif family in VIDEO_LLAMA_3:  # whole frames: what its processor gives with use_token_compression=False
+            out["video_merge_sizes"] = torch.full((len(grids),), 2)
+            out["video_compression_mask"] = torch.ones(sum(t * h * w // 4 for t, h, w in grids), dtype=torch.bool)
         else:
             placeholder = GLM_IDS["image_token_id"] if family in GLM else IDS["video_token_id"]
             out["mm_token_type_ids"] = (ids == placeholder).int() * 2
@@ -623,6 +663,10 @@ def split_batch(family: str, batch: dict, b: int, samples) -> dict:
         out["video_grid_thw"] = batch["video_grid_thw"][b : b + 1]
         if family in OMNI:
             out["video_second_per_grid"] = batch["video_second_per_grid"][b : b + 1]
+        elif family in VIDEO_LLAMA_3:
+            out["video_merge_sizes"] = batch["video_merge_sizes"][b : b + 1]
+            tokens = [t * h * w // 4 for _, (t, h, w), _ in samples]
+            out["video_compression_mask"] = batch["video_compression_mask"][sum(tokens[:b]) : sum(tokens[: b + 1])]
         else:
             out["mm_token_type_ids"] = batch["mm_token_type_ids"][b, keep][None]
     return out

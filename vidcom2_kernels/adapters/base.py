@@ -24,6 +24,16 @@ import torch
 from ..records import Compression
 from .settings import Settings
 
+#: the video inputs that the kept features replace in ``forward`` (VideoLLaMA3's compression mask
+#: indexes every encoder token, so it goes too)
+VIDEO_INPUTS = (
+    "pixel_values_videos",
+    "video_grid_thw",
+    "second_per_grid_ts",
+    "video_second_per_grid",
+    "video_compression_mask",
+)
+
 
 @dataclass
 class EncodedVideos:
@@ -237,10 +247,11 @@ class Adapter:
         a stand-in for ``get_video_features`` during the call (forward re-encodes on 5.12-5.17)."""
         out = pruned.kwargs
         if accepts_encoder_outputs(self.step_model(model)):
-            for key in ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts", "video_second_per_grid"):
+            for key in VIDEO_INPUTS:
                 out.pop(key, None)
             out["mm_encoder_outputs"] = {**(out.get("mm_encoder_outputs") or {}), "video": kept_output}
-        else:
+        else:  # forward re-encodes the pixels through the stand-in, which returns the kept tokens only
+            out.pop("video_compression_mask", None)
             pruned.encoder = self.compressing_encoder(model, settings)
 
     def compressing_encoder(self, model, settings: Settings):
@@ -249,10 +260,16 @@ class Adapter:
         expanded for beams or several return sequences stay aligned with the pruned prompts."""
         original = self.inner_model(model).get_video_features
 
+        signature = inspect.signature(original)
+        pixels = next(iter(signature.parameters))  # the pixels come first, whatever their name
+
         @functools.wraps(original)
         def get_video_features(*args, **kwargs):
-            inputs = dict(zip(("pixel_values_videos", "video_grid_thw"), args))
-            inputs.update(kwargs)
+            inputs = {}  # the encoder's arguments by name (VideoLLaMA3's video_merge_sizes, ...)
+            for name, value in signature.bind_partial(*args, **kwargs).arguments.items():
+                kind = signature.parameters[name].kind
+                inputs.update(value if kind is inspect.Parameter.VAR_KEYWORD else {name: value})
+            inputs["pixel_values_videos"] = inputs.pop(pixels)
             videos = self.encode_videos(model, inputs, original)
             return self.kept_encoder_output(videos, settings.compress(videos.features, videos.frames, videos.extras))
 

@@ -67,6 +67,10 @@ NOT_TRANSFORMERS = {
         "loads Meta's perception_models package (apps.plm), not transformers",
         "no lmms-eval name loads a transformers PerceptionLM",
     ),
+    "videollama3": (
+        "loads DAMO's remote-code VideoLLaMA3 (AutoModelForCausalLM with trust_remote_code), not transformers' class",
+        "no lmms-eval name loads transformers' VideoLlama3ForConditionalGeneration; apply_vidcom2 compresses that one",
+    ),
 }
 SUPPORTED_NAMES = ", ".join(LMMS_EVAL_MODELS)
 #: lmms-eval modules that reach into filelock's internals on every run (0.7.3's evaluator imports

@@ -11,8 +11,12 @@ hands the prompt to its thinker. The whole model's talker (speech output) reads 
 hidden state at every position of the prompt it was given, so it cannot follow a pruned prompt:
 a call with a video that would run the talker is refused (:func:`talker_runs`); ask for text with
 ``generation_mode="text"``. (transformers' whole-model ``generate`` reads the talker's pad token
-even then, so a whole model with its talker disabled cannot generate at all.) Before transformers 5.21 the thinker holds its vision tower,
-``get_rope_index`` and ``rope_deltas`` itself; from 5.21 on, ``thinker.model`` does."""
+even then, so a whole model with its talker disabled cannot generate at all.) The thinkers need
+transformers 5.18 or later (``mm_encoder_outputs``): before, the thinker re-encodes the video inside
+``forward`` and, for beams or several return sequences, repeats ``pixel_values_videos`` patch by
+patch, garbling every video (the plain model's answers too), so those versions are refused. Before
+5.21 the thinker holds its vision tower, ``get_rope_index`` and ``rope_deltas`` itself; from 5.21
+on, ``thinker.model`` does."""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import inspect
 
 import torch
 
+from .base import accepts_encoder_outputs
 from .qwen2_vl import Qwen2VLAdapter
 
 
@@ -45,6 +50,14 @@ class Qwen25OmniAdapter(Qwen2VLAdapter):
         return inputs["input_ids"] == self.step_model(model).config.video_token_id
 
     def check_inputs(self, model, inputs: dict) -> None:
+        thinker = self.step_model(model)
+        if not accepts_encoder_outputs(thinker):
+            raise ValueError(
+                f"this transformers' {type(thinker).__name__} takes no mm_encoder_outputs (transformers < 5.18): "
+                "it re-encodes the video inside forward and, for beams or several return sequences, repeats "
+                "pixel_values_videos patch by patch, which garbles every video (the plain model's answers too); "
+                "VidCom2 needs transformers >= 5.18 for the Omni thinkers"
+            )
         if talker_runs(model, inputs):
             text = "return_audio=False" if takes_return_audio(model) else 'generation_mode="text"'
             raise ValueError(

@@ -14,6 +14,7 @@ from .qwen2_vl import Qwen2VLAdapter
 from .qwen3_5 import Qwen35Adapter
 from .qwen3_omni import Qwen3OmniAdapter
 from .qwen3_vl import Qwen3VLAdapter
+from .video_llama_3 import VideoLlama3Adapter
 from .video_llava import VideoLlavaAdapter
 
 FAMILIES = (
@@ -28,6 +29,7 @@ FAMILIES = (
     LlavaOnevisionAdapter,
     LlavaNextVideoAdapter,
     VideoLlavaAdapter,
+    VideoLlama3Adapter,
 )
 #: model_type -> adapter class
 ADAPTERS = {model_type: cls for cls in FAMILIES for model_type in cls.model_classes}
