@@ -251,7 +251,6 @@ class Adapter:
                 out.pop(key, None)
             out["mm_encoder_outputs"] = {**(out.get("mm_encoder_outputs") or {}), "video": kept_output}
         else:  # forward re-encodes the pixels through the stand-in, which returns the kept tokens only
-            out.pop("video_compression_mask", None)
             pruned.encoder = self.compressing_encoder(model, settings)
 
     def compressing_encoder(self, model, settings: Settings):
