@@ -49,6 +49,7 @@ FAMILIES = [
     "llava_next_video",
     "video_llava",
     "video_llama_3",
+    "molmo2",
 ]
 # the Omni thinkers (Qwen2.5-Omni, Qwen3-Omni): the Qwen ids, audio placeholders and markers, a small audio tower
 OMNI = ("qwen2_5_omni_thinker", "qwen3_omni_moe_thinker")
@@ -104,8 +105,13 @@ OMNI_SECONDS_PER_GRID = 1.0  # a temporal patch group every second: time rows 0,
 GEMMA = ("gemma4",)
 GEMMA_IDS = dict(image_token_id=150, video_token_id=151, boi_token_id=152, eoi_token_id=153)
 GEMMA_SIDE = 6
-# families with 1-D positions (the others have M-RoPE): LLaVA-style, Gemma 4, VideoLLaMA3
-ONE_D = ("llava_onevision", "llava_next_video", "video_llava", "gemma4", "video_llama_3")
+# families with 1-D positions (the others have M-RoPE): LLaVA-style, Gemma 4, VideoLLaMA3, Molmo2
+ONE_D = ("llava_onevision", "llava_next_video", "video_llava", "gemma4", "video_llama_3", "molmo2")
+# Molmo2: frames of 4 x 4 patches, each pooled 2 x 2 into 2 x 2 placeholders (image_patch_id) between
+# <frame_start> / <frame_end> after the frame's timestamp; markers and placeholders have mm_token_type_ids 1
+MOLMO = ("molmo2",)
+MOLMO_IDS = dict(image_patch_id=151, frame_start_token_id=154, frame_end_token_id=155)
+MOLMO_SIDE = 4
 # VideoLLaMA3: (t, h, w) patch grids with t = frames and a spatial merge of 2 per video; every frame
 # "t.1f" (text) then its placeholders, frames joined by ","
 VIDEO_LLAMA_3 = ("video_llama_3",)
@@ -171,6 +177,8 @@ def unsupported(family: str) -> str | None:
 
     if family in GEMMA and "num_frames_per_video" not in inspect.signature(tf.Gemma4Model.forward).parameters:
         return f"transformers {tf.__version__}'s Gemma 4 has another video API (num_frames_per_video: 5.19+)"
+    if family in MOLMO and not hasattr(tf, "Molmo2ForConditionalGeneration"):
+        return f"transformers {tf.__version__} has no Molmo2"
     thinker = {
         "qwen2_5_omni_thinker": "Qwen2_5OmniThinkerForConditionalGeneration",
         "qwen2_5_omni": "Qwen2_5OmniThinkerForConditionalGeneration",
@@ -421,6 +429,36 @@ def _build(family: str, attn: str):
             video_token_id=IDS["video_token_id"],
         )
         model = tf.VideoLlama3ForConditionalGeneration(cfg)
+    elif family == "molmo2":
+        text = {k: v for k, v in TEXT.items() if not k.endswith("_token_id")}
+        cfg = tf.Molmo2Config(
+            vision_config=dict(
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                num_key_value_heads=2,
+                head_dim=16,
+                image_size=[MOLMO_SIDE * 14] * 2,
+                patch_size=14,
+                num_position_embeddings=MOLMO_SIDE**2,
+            ),
+            adapter_config=dict(
+                vision_feature_layer=[-1],
+                hidden_size=32,
+                num_attention_heads=2,
+                num_key_value_heads=2,
+                head_dim=16,
+                intermediate_size=64,
+                text_hidden_size=TEXT["hidden_size"],
+            ),
+            text_config=dict(text, head_dim=16, additional_vocab_size=16),
+            image_start_token_id=150,
+            low_res_image_start_token_id=152,
+            image_end_token_id=153,
+            **MOLMO_IDS,
+        )
+        model = tf.Molmo2ForConditionalGeneration(cfg)
     elif family == "qwen2_5_omni":  # the whole model: the thinker family's thinker, a tiny talker and vocoder
         thinker = build("qwen2_5_omni_thinker", attn)
         cfg = tf.Qwen2_5OmniConfig(
@@ -456,6 +494,15 @@ def video_tokens(family: str, model, video) -> list:
         IDS["vision_end_token_id"],
         IDS["video_token_id"],
     )
+    if (
+        family in MOLMO
+    ):  # per frame " " (between frames), "t.1f " (two text tokens), <frame_start>, placeholders, <frame_end>
+        per = (MOLMO_SIDE // 2) ** 2
+        out = []
+        for f in range(video):
+            out += ([40] if f else []) + [41, 42 + f, MOLMO_IDS["frame_start_token_id"]]
+            out += [MOLMO_IDS["image_patch_id"]] * per + [MOLMO_IDS["frame_end_token_id"]]
+        return out
     if family in GEMMA:  # per frame "mm:ss" (two text tokens), <boi>, its placeholders, <eoi>; frames joined by " "
         per = (GEMMA_SIDE // model.config.vision_config.pooling_kernel_size) ** 2
         out = []
@@ -529,7 +576,7 @@ def samples_for(family: str) -> list:
     (text_before, video, text_after), video as ``make_batch`` takes it."""
     if family in FRAME_PIXELS:
         return [([1, 5, 6], 3, [7, 8]), ([1, 9], 3, [10, 11, 12, 13])]
-    if family in GEMMA:
+    if family in GEMMA + MOLMO:
         return [([1, 5, 6], 3, [7, 8]), ([1, 9], 2, [10, 11, 12, 13])]
     return [([1, 5, 6], (2, 4, 6), [7, 8]), ([1, 9], (3, 4, 4), [10, 11, 12, 13])]
 
@@ -540,7 +587,11 @@ def make_batch(family: str, model, samples, seed: int = 0, side: str = "left") -
     g = torch.Generator().manual_seed(seed)
     rows, pixels, grids = [], [], []
     for before, video, after in samples:
-        if family in GEMMA:
+        if family in MOLMO:
+            pixels.append(torch.randn(video, MOLMO_SIDE**2, 3 * 14 * 14, generator=g))
+            grids.append([video, MOLMO_SIDE // 2, MOLMO_SIDE // 2])
+            rows.append(list(before) + video_tokens(family, model, video) + list(after))
+        elif family in GEMMA:
             pixels.append(torch.randn(video, GEMMA_SIDE**2, 3 * 14 * 14, generator=g))
             grids.append(video)
             rows.append(list(before) + video_tokens(family, model, video) + list(after))
@@ -563,7 +614,13 @@ def make_batch(family: str, model, samples, seed: int = 0, side: str = "left") -
         ids[b, at] = torch.tensor(r)
         mask[b, at] = 1
     out = {"input_ids": ids, "attention_mask": mask}
-    if family in GEMMA:
+    if family in MOLMO:
+        out["pixel_values_videos"] = torch.cat(pixels)
+        out["video_grids"] = torch.tensor(grids)
+        out["video_token_pooling"] = torch.cat([molmo_pooling(frames) for frames, _, _ in grids])
+        marks = (MOLMO_IDS["image_patch_id"], MOLMO_IDS["frame_start_token_id"], MOLMO_IDS["frame_end_token_id"])
+        out["mm_token_type_ids"] = torch.isin(ids, torch.tensor(marks)).long()
+    elif family in GEMMA:
         out["pixel_values_videos"] = torch.cat(pixels)
         out["video_position_ids"] = gemma_positions(out["pixel_values_videos"].shape[0])
         out["num_frames_per_video"] = torch.tensor(grids)
@@ -637,6 +694,19 @@ def omni_audio_video_batch(model, samples, seed: int = 0) -> dict:
     return out
 
 
+def molmo_pooling(frames: int) -> torch.Tensor:
+    """(frames * (side/2)**2, 4) patch indices of a video: each placeholder pools its 2 x 2 patches."""
+    half = MOLMO_SIDE // 2
+    return torch.tensor(
+        [
+            [f * MOLMO_SIDE**2 + (2 * r + dr) * MOLMO_SIDE + 2 * c + dc for dr in range(2) for dc in range(2)]
+            for f in range(frames)
+            for r in range(half)
+            for c in range(half)
+        ]
+    )
+
+
 def gemma_positions(frames: int) -> torch.Tensor:
     """(frames, patches, 2) (x, y) of every patch of a GEMMA_SIDE x GEMMA_SIDE frame."""
     ys, xs = torch.meshgrid(torch.arange(GEMMA_SIDE), torch.arange(GEMMA_SIDE), indexing="ij")
@@ -647,7 +717,14 @@ def split_batch(family: str, batch: dict, b: int, samples) -> dict:
     """Sample b of a batch built by make_batch, unpadded, as its own batch of one."""
     keep = batch["attention_mask"][b].bool()
     out = {"input_ids": batch["input_ids"][b, keep][None], "attention_mask": batch["attention_mask"][b, keep][None]}
-    if family in GEMMA:
+    if family in MOLMO:
+        frames = batch["video_grids"][:, 0].tolist()
+        tokens = batch["video_grids"].prod(-1).tolist()
+        out["pixel_values_videos"] = batch["pixel_values_videos"][sum(frames[:b]) : sum(frames[: b + 1])]
+        out["video_grids"] = batch["video_grids"][b : b + 1]
+        out["video_token_pooling"] = batch["video_token_pooling"][sum(tokens[:b]) : sum(tokens[: b + 1])]
+        out["mm_token_type_ids"] = batch["mm_token_type_ids"][b, keep][None]
+    elif family in GEMMA:
         frames = batch["num_frames_per_video"].tolist()
         at = slice(sum(frames[:b]), sum(frames[: b + 1]))
         out["pixel_values_videos"] = batch["pixel_values_videos"][at]

@@ -25,13 +25,15 @@ from ..records import Compression
 from .settings import Settings
 
 #: the video inputs that the kept features replace in ``forward`` (VideoLLaMA3's compression mask
-#: indexes every encoder token, so it goes too)
+#: and Molmo2's pooling indices address every encoder token, so they go too)
 VIDEO_INPUTS = (
     "pixel_values_videos",
     "video_grid_thw",
     "second_per_grid_ts",
     "video_second_per_grid",
     "video_compression_mask",
+    "video_token_pooling",
+    "video_grids",
 )
 
 

@@ -8,6 +8,7 @@ from .gemma4 import Gemma4Adapter
 from .glm4v import Glm4vAdapter
 from .llava_next_video import LlavaNextVideoAdapter
 from .llava_onevision import LlavaOnevisionAdapter
+from .molmo2 import Molmo2Adapter
 from .qwen2_5_omni import Qwen25OmniAdapter
 from .qwen2_5_vl import Qwen25VLAdapter
 from .qwen2_vl import Qwen2VLAdapter
@@ -30,6 +31,7 @@ FAMILIES = (
     LlavaNextVideoAdapter,
     VideoLlavaAdapter,
     VideoLlama3Adapter,
+    Molmo2Adapter,
 )
 #: model_type -> adapter class
 ADAPTERS = {model_type: cls for cls in FAMILIES for model_type in cls.model_classes}
