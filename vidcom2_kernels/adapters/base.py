@@ -181,8 +181,10 @@ class Adapter:
         return None
 
     def kept_encoder_output(self, videos: EncodedVideos, comp: Compression):
-        """The encoder output restricted to the kept tokens, in the form ``forward`` expects."""
-        raise NotImplementedError
+        """The encoder output restricted to the kept tokens, in the form ``forward`` expects: by
+        default one ``pooler_output`` tensor per video, of its kept tokens."""
+        videos.output.pooler_output = comp.split()
+        return videos.output
 
     def has_video(self, inputs: dict) -> bool:
         return inputs.get("pixel_values_videos") is not None

@@ -57,8 +57,3 @@ class Gemma4Adapter(Adapter):
             return_dict=True,
         )
         return EncodedVideos(out, torch.cat(out.pooler_output), self.frames(model, inputs))
-
-    def kept_encoder_output(self, videos: EncodedVideos, comp):
-        """One ``pooler_output`` tensor per video, of its kept tokens."""
-        videos.output.pooler_output = comp.split()
-        return videos.output

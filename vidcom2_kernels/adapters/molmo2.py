@@ -43,8 +43,3 @@ class Molmo2Adapter(Adapter):
         )
         frames = [(t, rows * cols) for t, rows, cols in inputs["video_grids"].tolist()]
         return EncodedVideos(out, torch.cat(out.pooler_output), frames)
-
-    def kept_encoder_output(self, videos: EncodedVideos, comp):
-        """One ``pooler_output`` tensor per video, of its kept tokens."""
-        videos.output.pooler_output = comp.split()
-        return videos.output

@@ -48,8 +48,3 @@ class Qwen2VLAdapter(Adapter):
             )
         positions, _ = self.inner_model(model).get_rope_index(inputs["input_ids"], **self.rope_inputs(inputs))
         return positions
-
-    def kept_encoder_output(self, videos: EncodedVideos, comp):
-        """One ``pooler_output`` tensor per video, of its kept tokens."""
-        videos.output.pooler_output = comp.split()
-        return videos.output

@@ -65,8 +65,3 @@ class VideoLlama3Adapter(Adapter):
             super().hand_over(model, pruned, kept_output, settings)
         else:
             pruned.kwargs["video_compression_mask"] = pruned.compression.mask
-
-    def kept_encoder_output(self, videos: EncodedVideos, comp):
-        """One ``pooler_output`` tensor per video, of its kept tokens."""
-        videos.output.pooler_output = comp.split()
-        return videos.output
