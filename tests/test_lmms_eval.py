@@ -114,12 +114,7 @@ def test_lmms_eval_glm4v_sends_videos_as_images(side_python):
     request, a video file included, into the chat as ``{"type": "image", ...}``: no video reaches
     ``generate()``, so there is nothing to compress there (image tasks run untouched). Read off the
     installed source, so an lmms-eval that passes videos makes this test fail and GLM joins CASES."""
-    source = subprocess.run(
-        [side_python, "-c", "import inspect, lmms_eval.models.simple.glm4v as m; print(inspect.getsource(m))"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    source = side_source(side_python, "lmms_eval.models.simple.glm4v")
     kinds = set(re.findall(r'"type":\s*"(\w+)"', source))
     assert kinds == {"image", "text"}, kinds
 
@@ -277,6 +272,18 @@ def test_help_and_missing_lmms_eval_in_this_environment():
 
 # ---------------------------------------------------------------------------------------------
 # lmms-eval end to end, in the side environment
+
+
+def side_source(side_python, module: str) -> str:
+    """The source of lmms-eval's ``module`` in the side environment, read from its file (not
+    imported: some import packages that are not installed there)."""
+    path = subprocess.run(
+        [side_python, "-c", f"import importlib.util as u; print(u.find_spec({module!r}).origin)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    return Path(path).read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
@@ -602,12 +609,7 @@ def test_lmms_eval_model_needs_a_video_decoder_not_here(side_python, family):
     is tested in test_adapters.py; a decoder appearing here makes this test fail, and the family
     needs a real case in CASES."""
     name, module = NEEDS_DECODER[family]
-    source = subprocess.run(
-        [side_python, "-c", f"import inspect, {module} as m; print(inspect.getsource(m))"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    source = side_source(side_python, module)
     assert f'@register_model("{name}")' in source and "AutoModelForImageTextToText.from_pretrained" in source
     assert '{"type": "video", "video": visual}' in source and "self.model.generate(" in source
     decode = (
@@ -627,13 +629,7 @@ def test_lmms_eval_model_needs_packages_not_installed_here(side_python, family):
     on the whole model is tested in test_omni.py). Installing them makes this test fail, and the
     family needs a real case in CASES."""
     name, module, packages = NOT_RUN_HERE[family]
-    source = subprocess.run(
-        [side_python, "-c", f"import importlib.util as u; print(u.find_spec('{module}').origin)"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    tree = ast.parse(Path(source).read_text())
+    tree = ast.parse(side_source(side_python, module))
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert set(packages) <= imported

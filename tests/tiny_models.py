@@ -4,6 +4,7 @@ laid out the way each family's processor lays them out."""
 from __future__ import annotations
 
 import copy
+import inspect
 
 import torch
 
@@ -171,8 +172,6 @@ def build(family: str, attn: str = "sdpa"):
 
 def unsupported(family: str) -> str | None:
     """Why the installed transformers cannot run ``family``'s tests, or None."""
-    import inspect
-
     import transformers as tf
 
     if family in GEMMA and "num_frames_per_video" not in inspect.signature(tf.Gemma4Model.forward).parameters:
@@ -192,7 +191,7 @@ def unsupported(family: str) -> str | None:
 
 def require(family: str) -> None:
     """Skip the calling test where the installed transformers cannot run ``family``."""
-    import pytest
+    import pytest  # here: the side environments import this module to build models, without pytest
 
     reason = unsupported(family)
     if reason:
