@@ -138,14 +138,15 @@ def test_method_kernels_do_not_import_a_reference():
 
 def test_method_errors_list_the_registry(toys):
     with pytest.raises(
-        ValueError, match=r"method must be one of \('vidcom2', 'dycoke', 'visionzip', 'fastvid', 'norm', 'norm_merge'\)"
+        ValueError,
+        match=r"method must be one of \('vidcom2', 'dycoke', 'visionzip', 'fastvid', 'holitom', 'norm', 'norm_merge'\)",
     ):
         vk.compress(torch.randn(8, 4), 4, method="visionzip_typo")
     with pytest.raises(ValueError, match="quirks=True only applies to method='dycoke'"):
         vk.compress(torch.randn(8, 4), 4, method="norm", quirks=True)
     with pytest.raises(
         ValueError,
-        match="only applies to method='dycoke' or method='visionzip' or method='fastvid' or method='norm' or method='norm_merge'",
+        match="only applies to method='dycoke' or method='visionzip' or method='fastvid' or method='holitom' or method='norm' or method='norm_merge'",
     ):
         vk.compress(torch.randn(8, 4), 4, method="vidcom2", frame_budgets="vidcom2")
 
@@ -229,11 +230,12 @@ def test_plugin_through_settings_and_the_environment(toys):
     assert settings == adapters.Settings(method="norm", retention=0.5, frame_budgets="vidcom2")
     with pytest.raises(
         ValueError,
-        match="FRAME_BUDGETS=vidcom2 only applies to COMPRESSOR=dycoke or COMPRESSOR=visionzip or COMPRESSOR=fastvid or COMPRESSOR=norm",
+        match="FRAME_BUDGETS=vidcom2 only applies to COMPRESSOR=dycoke or COMPRESSOR=visionzip or COMPRESSOR=fastvid or COMPRESSOR=holitom or COMPRESSOR=norm",
     ):
         adapters.settings_from_env({"COMPRESSOR": "vidcom2", "FRAME_BUDGETS": "vidcom2"})
     with pytest.raises(
-        ValueError, match="COMPRESSOR must be one of vidcom2, dycoke, visionzip, fastvid, norm, norm_merge or none"
+        ValueError,
+        match="COMPRESSOR must be one of vidcom2, dycoke, visionzip, fastvid, holitom, norm, norm_merge or none",
     ):
         adapters.settings_from_env({"COMPRESSOR": "fastv"})
 

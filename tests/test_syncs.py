@@ -71,3 +71,18 @@ def test_fastvid_sync_budget(backend, kwargs, expected, device):
     reads the context tokens' count per frame once more."""
     counter = reads(backend, device, method="fastvid", **kwargs)
     assert counter.total == expected, dict(counter.reads)
+
+
+@pytest.mark.parametrize(
+    "kwargs,expected",
+    [({}, 2), ({"validate": False}, 2), ({"frame_budgets": "vidcom2"}, 2), ({"options": {"dominant_ratio": 0.5}}, 2)],
+    ids=["budgets", "budgets-novalidate", "fca", "contextual"],
+)
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_holitom_sync_budget(backend, kwargs, expected, device):
+    """HoliTom's plan needs every row's static run on the host: that read is the call's first
+    (with the validation flags and FCA's budgets); the placeholders, ``torch.linspace`` on the
+    features' device as in the released code, are the second (one for the batch); the merge
+    reads nothing (the plan is on the host)."""
+    counter = reads(backend, device, method="holitom", **kwargs)
+    assert counter.total == expected, dict(counter.reads)

@@ -748,10 +748,12 @@ def split_batch(family: str, batch: dict, b: int, samples) -> dict:
     return out
 
 
-def check_merging_method(family: str, method: str) -> None:
-    """A merging method through ``generate()`` on the tiny model of ``family``: retention 1.0 keeps
-    the plain model's outputs; at 0.5 the prefill is shorter, merged rows are reported, each row
-    of a left-padded batch equals its sample alone, and every row starts with the caller's ids."""
+def check_merging_method(family: str, method: str, options=None, identity_at_full: bool = True) -> None:
+    """A merging method (with its ``options``) through ``generate()`` on the tiny model of
+    ``family``: retention 1.0 keeps the plain model's outputs (unless the method folds tokens
+    even there: ``identity_at_full=False``); at 0.5 the prefill is shorter, merged rows are
+    reported, each row of a left-padded batch equals its sample alone, and every row starts with
+    the caller's ids."""
     from vidcom2_kernels import adapters  # the package after conftest has configured Triton
 
     model = build(family)
@@ -759,9 +761,10 @@ def check_merging_method(family: str, method: str) -> None:
     batch = make_batch(family, model, samples)
     kw = dict(max_new_tokens=3, do_sample=False)
     plain = model.generate(**batch, **kw)
-    with adapters.apply_compression(model, method, 1.0):
-        assert torch.equal(model.generate(**batch, **kw), plain)
-    with adapters.apply_compression(model, method, 0.5) as handle:
+    if identity_at_full:
+        with adapters.apply_compression(model, method, 1.0, options=options):
+            assert torch.equal(model.generate(**batch, **kw), plain)
+    with adapters.apply_compression(model, method, 0.5, options=options) as handle:
         together = model.generate(**batch, **kw)
         assert handle.last.video_tokens_after < handle.last.video_tokens_before
         assert handle.last.compression.merged.any()

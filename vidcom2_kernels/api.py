@@ -37,6 +37,7 @@ def prepare(
     spec = methods.check_method(method, frame_budgets, quirks)
     options = methods.check_options(spec, options)
     exact, validate = check_flag(exact, "exact"), check_flag(validate, "validate")
+    methods.check_counts(spec, exact, target)
     fca = spec.budgets is None or frame_budgets == "vidcom2"
     features = check_features(features)
     layout = parse_frames(frames, features.shape[0])

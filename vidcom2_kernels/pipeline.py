@@ -96,7 +96,7 @@ def read_back(req: Request, plan: Budgets, readback: torch.Tensor) -> int:
 
 def host_plan(req: Request, backend: ModuleType, scored: Scored, readback: torch.Tensor) -> tuple:
     """The budgets of a method with a host plan (:attr:`~vidcom2_kernels.methods.Method.plan`):
-    its per-frame statistics, the base budgets when FCA plans them on the device, and the
+    its statistics (per frame or per row), the base budgets when FCA plans them on the device, and the
     validation flags come to the host in the call's one read (as float64: exact for all three);
     the plan's per-frame counts then go to the device. Returns (the request carrying the plan,
     :class:`Budgets`, the number of kept tokens)."""
@@ -107,11 +107,11 @@ def host_plan(req: Request, backend: ModuleType, scored: Scored, readback: torch
     if req.validate:
         parts.append(readback[1].double())
     host = torch.cat(parts).cpu().numpy()
-    F = layout.total_frames
+    F, S = layout.total_frames, scored.stats.numel()
     if req.validate:
         raise_nonfinite(np.flatnonzero(host[len(host) - layout.num_videos :]).tolist())
-    base = host[F : 2 * F].astype(np.int64) if req.fca else own_budgets(req)
-    budgets, plan = method.plan(req, host[:F], base)
+    base = host[S : S + F].astype(np.int64) if req.fca else own_budgets(req)
+    budgets, plan = method.plan(req, host[:S], base)
     device_budgets = request_arrays(layout, req.features.device, budgets=budgets).budgets
     num_kept = int(req.targets.sum()) if req.targets is not None else int(budgets.sum())
     return replace(req, plan=plan), Budgets(device_budgets, None, layout.per_video_sum(budgets)), num_kept

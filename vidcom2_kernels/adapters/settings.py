@@ -38,7 +38,7 @@ class Settings:
         per-video list's length, a target's upper bound): those are checked per call."""
         spec = methods.check_method(self.method, self.frame_budgets, self.quirks)
         methods.check_options(spec, self.options)
-        check_flag(self.exact, "exact")
+        methods.check_counts(spec, check_flag(self.exact, "exact"), self.target)
         check_flag(self.quirks, "quirks")
         if not isinstance(self.backend, str) or self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")

@@ -13,11 +13,11 @@ from types import MappingProxyType
 from typing import Mapping, Optional
 
 from ..records import FRAME_BUDGETS, check_flag
-from . import dycoke, fastvid, vidcom2, visionzip
+from . import dycoke, fastvid, holitom, vidcom2, visionzip
 from .base import Method, Scored
 
 #: name -> Method, in the order the docs list them
-REGISTRY: dict = {m.name: m for m in (vidcom2.METHOD, dycoke.METHOD, visionzip.METHOD, fastvid.METHOD)}
+REGISTRY: dict = {m.name: m for m in (vidcom2.METHOD, dycoke.METHOD, visionzip.METHOD, fastvid.METHOD, holitom.METHOD)}
 
 
 def names() -> tuple:
@@ -62,6 +62,13 @@ def check_method(method: str, frame_budgets: Optional[str], quirks: bool) -> Met
     return spec
 
 
+def check_counts(spec: Method, exact: bool, target) -> None:
+    """``exact=True`` or a ``target`` for a method that decides its own count of output rows
+    (:attr:`~.base.Method.exact_counts` False) is an error."""
+    if (exact or target is not None) and not spec.exact_counts:
+        raise ValueError(f"exact=True / target= do not apply to method={spec.name!r}: it decides its own count of rows")
+
+
 def check_options(spec: Method, options: Optional[Mapping]) -> Mapping:
     """``options`` of the method ``spec`` with its defaults filled in, checked, read-only. An
     option the method does not take is an error naming what it takes."""
@@ -81,6 +88,7 @@ __all__ = [
     "Method",
     "REGISTRY",
     "Scored",
+    "check_counts",
     "check_method",
     "check_options",
     "get",

@@ -24,7 +24,8 @@ from ..records import Request, Selection
 class Scored(NamedTuple):
     """Scores (N,) float32 (low = kept first), frame uniqueness (F,) float32 (None: the scorer has
     none), non-finite videos (V,) flags (None unless validating), and per-frame statistics (F,)
-    float32 a method's host plan reads (None: it has no host plan)."""
+    float32 a method's host plan reads (None: it has no host plan; (F,) per frame for FastVID,
+    (N,) per row for HoliTom)."""
 
     scores: torch.Tensor
     uniqueness: Optional[torch.Tensor]
@@ -37,7 +38,7 @@ class Scored(NamedTuple):
 Scorer = Callable[[Request, ModuleType, torch.Tensor], Scored]
 #: (request) -> (F,) int64 kept count per frame, known on the host before any tensor work
 Planner = Callable[[Request], np.ndarray]
-#: (request, the scorer's ``stats`` (F,) float64 and the base budgets (F,) int64 (the method's own
+#: (request, the scorer's ``stats`` float64 (the length the method's scorer gives) and the base budgets (F,) int64 (the method's own
 #: or FCA's), both read to the host in the call's one read) -> ((F,) int64 kept count per frame,
 #: the method's plan, carried to its refine and merge as ``Request.plan``)
 HostPlanner = Callable[[Request, np.ndarray, np.ndarray], tuple[np.ndarray, Any]]
@@ -65,7 +66,8 @@ class Method:
     the base budgets into the kept count of every frame after the call's one host read, so the
     count is not known up front (``exact`` then reconciles to vLLM's counts). ``refine`` (optional)
     turns the scores into the final order keys once the budgets are known. ``merge`` None: every
-    output row is an input row. ``keywords``: the :func:`~vidcom2_kernels.compress` keywords only
+    output row is an input row. ``exact_counts`` False: the method decides its own count of
+    output rows (HoliTom's synthesised rows), so ``exact`` / ``target`` are refused. ``keywords``: the :func:`~vidcom2_kernels.compress` keywords only
     this method takes (DyCoke's ``quirks``). ``defaults``: its ``options=`` with their defaults,
     checked by ``check_options``; ``env``: the environment variable of each option in the
     released lmms-eval fork.
@@ -81,6 +83,7 @@ class Method:
     refine: Optional[Refiner] = None
     merge: Optional[Merger] = None
     gives_uniqueness: bool = False
+    exact_counts: bool = True
     keywords: tuple = ()
     defaults: Mapping = field(default_factory=dict)
     check_options: Optional[OptionCheck] = None

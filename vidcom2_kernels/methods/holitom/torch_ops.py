@@ -1,0 +1,141 @@
+"""HoliTom's kernels on the ``torch`` backend: no loop over frames or tokens. The static runs come
+from one product of consecutive frames and a reverse running minimum per video; the dominant
+tokens of every frame from one per-frame ranking of the whole batch; the DPC-kNN clusters are
+one batched product a window (the static block), or a window's frames together (the contextual
+tokens, only when ``dominant_ratio > 0``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ...backends.contract import write_out
+from ...backends.torch_backend import as_float32, lowest_per_frame, out_of_range
+from ...buffers import to_device
+from ...constants import NORM_EPS
+from ...device_layout import device_layout
+from ...layout import VideoLayout
+from .plan import Plan
+
+#: the key of a dynamic token whose norm is NaN: after every finite norm, before the static tokens
+NAN_NORM_KEY = torch.finfo(torch.float32).max
+
+
+def token_runs(features: torch.Tensor, layout: VideoLayout, tau: float, validate: bool, out=None) -> tuple:
+    """(N,) float32 ``-||x||``, NaN as +inf; (N,) float32 each row's static run: the following
+    frames over which its token's cosine with the next frame stays above ``tau``; (V,) non-finite
+    videos."""
+    device = features.device
+    scores = torch.empty(layout.num_tokens, dtype=torch.float32, device=device)
+    runs = torch.zeros(layout.num_tokens, dtype=torch.float32, device=device)
+    bad = []
+    for v in range(layout.num_videos):
+        t, T = int(layout.num_frames[v]), int(layout.tokens_per_frame[v])
+        a = int(layout.row_start[v])
+        if t * T == 0:
+            bad.append(torch.zeros((), dtype=torch.bool, device=device))
+            continue
+        x = as_float32(features[a : a + t * T], "holitom_x").view(t, T, -1)
+        norm = torch.linalg.vector_norm(x, dim=2)
+        scores[a : a + t * T] = torch.nan_to_num(-norm.flatten(), nan=float("inf"))
+        if validate:
+            bad.append(out_of_range(x))
+        if t > 1:
+            unit = x / norm.clamp_min(NORM_EPS)[:, :, None]
+            static = (unit[:-1] * unit[1:]).sum(dim=2) > tau  # (t - 1, T)
+            f = torch.arange(t - 1, device=device)[:, None]
+            breaks = torch.where(static, t - 1, f)  # the first frame at or after f that breaks
+            first_break = torch.flip(torch.cummin(torch.flip(breaks, [0]), dim=0).values, [0])
+            runs[a : a + (t - 1) * T] = (first_break - f).flatten().float()
+    nonfinite = torch.stack(bad) if validate and bad else None
+    if validate and nonfinite is None:
+        nonfinite = torch.zeros(layout.num_videos, dtype=torch.bool, device=device)
+    return scores, runs, write_out(out, nonfinite)
+
+
+def cluster_rows(x: torch.Tensor, count: int, k_neighbors: int, beta: float) -> tuple:
+    """The reference's :func:`.reference.cluster_rows` for a batch of groups ``x`` (g, n, C)
+    float32, each clustered alone: distances from one product (``|a|^2 + |b|^2 - 2 a.b``, made
+    exactly symmetric, 0 on the diagonal: two mutually nearest rows get equal densities, a tie the
+    lower row wins, as in the reference). Returns (rows (g, count, C) float32, merged (g, count) bool)."""
+    g, n, C = x.shape
+    sq = torch.linalg.vector_norm(x, dim=2).square()
+    d2 = torch.baddbmm(sq[:, :, None] + sq[:, None, :], x, x.transpose(1, 2), alpha=-2.0).clamp_min_(0.0).div_(C)
+    d2 = torch.minimum(d2, d2.transpose(1, 2))  # exactly symmetric: mutual nearest rows tie as they should
+    d2.diagonal(dim1=1, dim2=2).zero_()
+    k = max(1, min(k_neighbors, count, n))
+    density = torch.exp(-torch.topk(d2, k, dim=2, largest=False).values.mean(dim=2))
+    dist = d2.sqrt_()
+    i = torch.arange(n, device=x.device)
+    di, dj = density[:, :, None], density[:, None, :]
+    denser = (dj > di) | ((dj == di) & (i[None, None, :] < i[None, :, None]))
+    dist_max = dist.flatten(1).amax(dim=1)[:, None, None]
+    delta = torch.where(denser, dist, dist_max).amin(dim=2)
+    key = torch.nan_to_num(-(delta * density), nan=float("inf"))
+    centres = torch.sort(torch.sort(key, dim=1, stable=True).indices[:, :count], dim=1).values  # (g, count)
+    to_centre = dist.gather(2, centres[:, None, :].expand(g, n, count))
+    assign = torch.argmin(to_centre, dim=2)  # (g, n): the first centre on equal distances
+    other = torch.ones(g, n, dtype=torch.bool, device=x.device).scatter_(1, centres, False)
+    sums = torch.zeros(g, count, C, dtype=torch.float32, device=x.device)
+    sums.scatter_add_(1, assign[:, :, None].expand(g, n, C), torch.where(other[:, :, None], x, 0.0))
+    members = torch.zeros(g, count, dtype=torch.float32, device=x.device).scatter_add_(1, assign, other.float())
+    own = x.gather(1, centres[:, :, None].expand(g, count, C))
+    blend = beta * own + (1 - beta) * (sums / members.clamp_min(1.0)[:, :, None])
+    merged = members > 0
+    return torch.where(merged[:, :, None], blend, own), merged
+
+
+def merge_windows(features: torch.Tensor, layout: VideoLayout, rows: list, plan: Plan, beta: float, k_neighbors: int):
+    """HoliTom's output rows (the reference's :func:`.reference.merge_windows`): the static
+    clusters one window at a time, every frame's dominant tokens at once, the contextual clusters
+    one window (its frames batched) at a time. Returns (rows, merged (K,) bool)."""
+    device, K, C = features.device, len(plan.keep), features.shape[1]
+    out = torch.zeros(K, C, dtype=torch.float32, device=device)
+    merged = torch.zeros(K, dtype=torch.bool, device=device)
+    is_static = to_device(plan.is_static, device)
+    for w in np.flatnonzero(plan.clusters > 0).tolist():
+        T, f0, W = int(layout.tokens_per_frame[plan.video[w]]), int(plan.start[w]), int(plan.size[w])
+        a, c, o = int(layout.frame_row_start[f0]), int(plan.clusters[w]), int(plan.static_first[w])
+        static = to_device(np.flatnonzero(plan.is_static[a : a + T]), device)
+        means = features[a : a + W * T].float().view(W, T, C).index_select(1, static).mean(dim=0)
+        out[o : o + c] = cluster_rows(means[None], c, k_neighbors, beta)[0][0]
+        merged[o : o + c] = True  # a mean over W >= 2 frames
+    # every frame's dominant tokens: the lowest keys among its dynamic rows, in row order
+    ids = device_layout(layout, device)
+    norm = torch.linalg.vector_norm(features.float(), dim=1)
+    key = torch.where(is_static, float("inf"), torch.nan_to_num(-norm, nan=NAN_NORM_KEY))
+    dominant = to_device(plan.dominant, device)
+    chosen = lowest_per_frame(key, layout, dominant)
+    rank = torch.cumsum(chosen.long(), 0) - 1
+    before = torch.cat([torch.zeros(1, dtype=torch.int64, device=device), torch.cumsum(dominant, 0)[:-1]])
+    slot = to_device(plan.first, device).index_select(0, ids.row_frame) + rank - before.index_select(0, ids.row_frame)
+    slot = torch.where(chosen, slot, K)  # the rest land in a spare row
+    spare = torch.cat([out, torch.zeros(1, C, dtype=torch.float32, device=device)])
+    spare.index_copy_(0, slot, features.float())
+    out = spare[:K]
+    for w in np.flatnonzero(plan.contextual[plan.start] > 0).tolist():
+        out, merged = _contextual(features, layout, plan, w, chosen, out, merged, k_neighbors, beta)
+    return [out.to(features.dtype), *rows[1:]], merged
+
+
+def _contextual(features, layout: VideoLayout, plan: Plan, w: int, chosen, out, merged, k_neighbors: int, beta: float):
+    """The contextual clusters of window ``w``'s frames, batched (each frame has the same count of
+    dynamic tokens, dominant tokens and clusters)."""
+    T, f0, W = int(layout.tokens_per_frame[plan.video[w]]), int(plan.start[w]), int(plan.size[w])
+    a, ctx = int(layout.frame_row_start[f0]), int(plan.contextual[f0])
+    rest_mask = ~(
+        torch.from_numpy(plan.is_static[a : a + T]).to(features.device)[None, :] | chosen[a : a + W * T].view(W, T)
+    )
+    n = int(T - plan.static[w] - plan.dominant[f0])
+    # each frame's rest rows, ascending: a stable sort puts them (0) before the others (1), no sync
+    rest = torch.sort((~rest_mask).to(torch.int8), dim=1, stable=True).indices[:, :n]
+    x = features[a : a + W * T].float().view(W, T, -1).gather(1, rest[:, :, None].expand(W, n, features.shape[1]))
+    rows, flags = cluster_rows(x, ctx, k_neighbors, beta)
+    slots = torch.as_tensor(plan.first[f0 : f0 + W] + plan.dominant[f0 : f0 + W], device=features.device)
+    slots = (slots[:, None] + torch.arange(ctx, device=features.device)[None, :]).flatten()
+    out = out.index_copy(0, slots, rows.flatten(0, 1))
+    return out, merged.index_copy(0, slots, flags.flatten())
+
+
+__all__ = ["cluster_rows", "merge_windows", "token_runs"]
