@@ -31,6 +31,7 @@ from triton.compiler import ASTSource  # noqa: E402
 
 from vidcom2_kernels.layout import VideoLayout  # noqa: E402
 from vidcom2_kernels.methods.fastvid import kernels as fastvid  # noqa: E402
+from vidcom2_kernels.methods.holitom import kernels as holitom  # noqa: E402
 from vidcom2_kernels.methods.visionzip.kernels import density_config, density_kernel  # noqa: E402
 from vidcom2_kernels.methods.visionzip.plan import DEFAULTS  # noqa: E402
 from vidcom2_kernels.ops import (  # noqa: E402
@@ -117,6 +118,9 @@ def _variants(layout: VideoLayout, C: int):
         w, cfg = split(fastvid.merge_config(C))
         fp = {"out_ptr": f"*{dt}", "merged_ptr": "*i1", "beta": "fp32"}
         yield fastvid.merge_kernel, dt, {**x, **fp}, {**cfg, "stride_c": 1}, w, {}
+        w, cfg = split(holitom.runs_config(C, int(layout.frame_tokens.max(initial=1))))
+        fp = {"score_ptr": "*fp32", "run_ptr": "*fp32", "tau": "fp32", "eps": "fp32", "max_abs": "fp32"}
+        yield holitom.token_runs_kernel, dt, {**x, **fp}, {**cfg, "stride_c": 1}, w, {}
         w, cfg = split(gather_rows.gather_config(C))
         one = {"idx_ptr": "*i64", **{f"src{i}": f"*{dt}" for i in range(4)}, **{f"dst{i}": f"*{dt}" for i in range(4)}}
         ones = {f"sc{i}": 1 for i in range(4)}

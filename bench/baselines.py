@@ -15,11 +15,16 @@ function ``(features (N, C), frames [(F, T)], retention) -> kept features (K, C)
   loop after one host read of the budgets, then the exact count (``max(F, int(N * r))``) by
   dropping the highest / adding the lowest scores over the whole video.
 
+- :func:`visionzip_released_shape`, :func:`fastvid_released_shape`, :func:`holitom_released_shape`:
+  the other released compressors' structure (``bench/bench_methods.py``).
+
 Written here from the published semantics for timing; ``tests/test_bench_baselines.py`` checks
 that the three selecting ones keep the reference's tokens on float32 inputs.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -214,3 +219,69 @@ def fastvid_released_shape(x: torch.Tensor, frames, retention: float = 0.25, c=8
                 kept.update({int(a): merged[j] for j, a in enumerate(anchors)})
             out.append(torch.stack([kept[i] for i in sorted(kept)]))
     return torch.cat(out)
+
+
+def _holitom_clusters(x: torch.Tensor, count: int, k: int, beta: float) -> torch.Tensor:
+    """``count`` DPC-kNN clusters of the rows of x as the released helper makes them: torch.cdist,
+    ``min(k, count)`` nearest, random jitter on the density, the centres' top-k, then a Python loop
+    over the centres for the blends ``beta * centre + (1 - beta) * mean``."""
+    dist = torch.cdist(x[None], x[None])[0] / x.shape[1] ** 0.5
+    nearest = torch.topk(dist, min(k, count, len(x)), dim=1, largest=False).values
+    density = torch.exp(-(nearest**2).mean(dim=1)) + torch.rand(len(x)) * 1e-6
+    denser = density[None, :] > density[:, None]
+    delta = torch.where(denser, dist, dist.max()).min(dim=1).values
+    centres = torch.topk(delta * density, count).indices.sort().values
+    others = torch.ones(len(x), dtype=torch.bool)
+    others[centres] = False
+    assign = dist[others][:, centres].argmin(dim=1)
+    rest = x[others]
+    rows = []
+    for i, c in enumerate(centres.tolist()):
+        group = rest[assign == i]
+        rows.append(beta * x[c] + (1 - beta) * group.mean(dim=0) if len(group) else x[c])
+    return torch.stack(rows)
+
+
+def holitom_released_shape(x: torch.Tensor, frames, retention: float = 0.25, tau=0.8, beta=0.6, k=7, max_window=1024):
+    """HoliTom with the released code's structure, one video at a time, default options (D = 0):
+    the (F, F, T) static-run table filled by a loop over start frames, the dynamic programme as a
+    Python double loop over tensor elements, then per window the static means clustered (a loop
+    over centres) and a top-k of the norms per frame."""
+    out = []
+    for v, F, T in _videos(x, frames):
+        rows = v.view(F, T, -1).float()
+        unit = torch.nn.functional.normalize(rows, dim=-1)
+        sim = torch.nn.functional.cosine_similarity(unit[:-1], unit[1:], dim=-1)  # (F - 1, T)
+        table = torch.ones(F, F, T)
+        for s in range(F - 1):
+            run = torch.cumprod(sim[s:] > tau, dim=0)
+            table[s, s + 1 : s + 1 + len(run)] = run
+        lengths = (torch.arange(F)[None, :] - torch.arange(F)[:, None]).clamp(min=0)
+        saved = table.sum(dim=-1) * lengths
+        dp, prev = torch.zeros(F), torch.zeros(F, dtype=torch.long)
+        for i in range(F):
+            best, start = (dp[i - 1] if i > 0 else 0), i
+            for size in range(2, min(i + 1, max_window) + 1):
+                j = i - size
+                value = (dp[j] if j >= 0 else 0) + saved[j + 1, i]
+                if value > best:
+                    best, start = value, j + 1
+            dp[i], prev[i] = best, start
+        windows, i = [], F - 1
+        while i >= 0:
+            windows.append((int(prev[i]), i))
+            i = int(prev[i]) - 1
+        N, R = F * T, dp[-1].item()
+        ratio = min(retention / ((N - R) / N), 1.0) if N > R else retention
+        for s, e in windows[::-1]:
+            static = (sim[s:e] > tau).all(dim=0) if e > s else torch.zeros(T, dtype=torch.bool)
+            if e > s and static.any() and round(int(static.sum()) * ratio) > 0:
+                out.append(
+                    _holitom_clusters(rows[s : e + 1][:, static].mean(dim=0), round(int(static.sum()) * ratio), k, beta)
+                )
+            dynamic = torch.nonzero(~static).flatten()
+            keep = math.ceil(len(dynamic) * ratio)
+            for f in range(s, e + 1):
+                top = torch.topk(rows[f, dynamic].norm(dim=-1), keep).indices.sort().values
+                out.append(rows[f, dynamic[top]])
+    return torch.cat(out).to(x.dtype)

@@ -5,7 +5,9 @@
 
 Per (shape, method): ``vk.compress(x, frames, r, method=m)`` (budget mode, validation on, r = 0.25)
 against the released structure of that method (``bench/baselines.py``: VidCom2's per-frame loop;
-VisionZip's loops over frames and anchors; FastVID's over segments, frames and context frames). Rounds alternate the two (the order flips each round)
+VisionZip's loops over frames and anchors; FastVID's over segments, frames and context frames;
+HoliTom's (F, F, T) run table, its Python dynamic programme and its loops over windows, frames and
+centres). Rounds alternate the two (the order flips each round)
 after one warm-up call each; reported are the medians in ms, the p10-p90 spread and the ratio.
 """
 
@@ -21,7 +23,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
-from baselines import fastvid_released_shape, released_shape, visionzip_released_shape  # noqa: E402
+from baselines import fastvid_released_shape, holitom_released_shape, released_shape, visionzip_released_shape  # noqa: E402
 from results_md import update_section  # noqa: E402
 from shapes import CPU, SHAPES, features  # noqa: E402
 
@@ -29,7 +31,12 @@ import vidcom2_kernels as vk  # noqa: E402
 
 RETENTION = 0.25
 #: method -> the released structure it is compared with
-RELEASED = {"vidcom2": released_shape, "visionzip": visionzip_released_shape, "fastvid": fastvid_released_shape}
+RELEASED = {
+    "vidcom2": released_shape,
+    "visionzip": visionzip_released_shape,
+    "fastvid": fastvid_released_shape,
+    "holitom": holitom_released_shape,
+}
 
 
 def time_once(fn) -> float:

@@ -64,3 +64,13 @@ def test_fastvid_released_shape_computes_fastvid(case, seed):
     x, frames = inputs(case, seed)
     expect = vk.compress(x, frames, 0.25, backend="reference", method="fastvid")
     torch.testing.assert_close(baselines.fastvid_released_shape(x, frames, 0.25), expect.features, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_holitom_released_shape_computes_holitom(case, seed):
+    """The HoliTom baseline gives the reference's rows (its random density jitter only decides
+    near-exact ties, which these inputs do not have)."""
+    x, frames = inputs(case, seed)
+    expect = vk.compress(x, frames, 0.25, backend="reference", method="holitom")
+    torch.testing.assert_close(baselines.holitom_released_shape(x, frames, 0.25), expect.features, atol=1e-5, rtol=0)

@@ -501,6 +501,20 @@ def test_launcher_runs_fastvid_with_its_options(side_python, material, tmp_path)
 
 
 @pytest.mark.lmms_eval
+def test_launcher_runs_holitom_with_its_options(side_python, material, tmp_path):
+    """``COMPRESSOR=holitom`` with two of the released fork's option variables, through the real
+    lmms-eval: with ``HOLITOM_T=-1`` every token is static, so each window folds into its
+    clusters and fewer rows than the retention alone reach the model, at placeholder positions."""
+    env = {"COMPRESSOR": "holitom", "R_RATIO": "0.5", "HOLITOM_T": "-1", "HOLITOM_K": "3"}
+    done, answers = lmms_eval_run(side_python, material, CASES[0], tmp_path, env)
+    assert_ok(done)
+    [(calls, before, after)] = token_totals(done.stderr)
+    assert "vidcom2 [rank 0] holitom, retention 0.5, " in done.stderr and "tau -1" in done.stderr
+    assert "k_neighbors 3" in done.stderr
+    assert calls == ITEMS and after < 0.5 * before and all(a.strip() for a in answers.values())
+
+
+@pytest.mark.lmms_eval
 def test_launcher_under_torchrun_two_processes(side_python, material, tmp_path):
     """``accelerate launch --num_processes=N -m`` starts N processes through torch.distributed.run
     (on GPUs); torchrun is that same launcher on the CPU. Each process compresses its share."""

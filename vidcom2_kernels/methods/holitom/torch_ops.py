@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ...backends.contract import write_out
-from ...backends.torch_backend import as_float32, lowest_per_frame, out_of_range
+from ...backends.torch_backend import as_float32, indices_from_mask, lowest_per_frame, out_of_range
 from ...buffers import to_device
 from ...constants import NORM_EPS
 from ...device_layout import device_layout
@@ -42,8 +42,8 @@ def token_runs(features: torch.Tensor, layout: VideoLayout, tau: float, validate
         if validate:
             bad.append(out_of_range(x))
         if t > 1:
-            unit = x / norm.clamp_min(NORM_EPS)[:, :, None]
-            static = (unit[:-1] * unit[1:]).sum(dim=2) > tau  # (t - 1, T)
+            dots = torch.einsum("ftc,ftc->ft", x[:-1], x[1:])  # batched dots: no (t - 1, T, C) temporary
+            static = dots / (norm[:-1].clamp_min(NORM_EPS) * norm[1:].clamp_min(NORM_EPS)) > tau  # (t - 1, T)
             f = torch.arange(t - 1, device=device)[:, None]
             breaks = torch.where(static, t - 1, f)  # the first frame at or after f that breaks
             first_break = torch.flip(torch.cummin(torch.flip(breaks, [0]), dim=0).values, [0])
@@ -91,7 +91,7 @@ def merge_windows(features: torch.Tensor, layout: VideoLayout, rows: list, plan:
     clusters one window at a time, every frame's dominant tokens at once, the contextual clusters
     one window (its frames batched) at a time. Returns (rows, merged (K,) bool)."""
     device, K, C = features.device, len(plan.keep), features.shape[1]
-    out = torch.zeros(K, C, dtype=torch.float32, device=device)
+    out = torch.empty(K, C, dtype=torch.float32, device=device)  # every row is written below
     merged = torch.zeros(K, dtype=torch.bool, device=device)
     is_static = to_device(plan.is_static, device)
     for w in np.flatnonzero(plan.clusters > 0).tolist():
@@ -103,17 +103,16 @@ def merge_windows(features: torch.Tensor, layout: VideoLayout, rows: list, plan:
         merged[o : o + c] = True  # a mean over W >= 2 frames
     # every frame's dominant tokens: the lowest keys among its dynamic rows, in row order
     ids = device_layout(layout, device)
-    norm = torch.linalg.vector_norm(features.float(), dim=1)
+    norm = torch.linalg.vector_norm(features, dim=1, dtype=torch.float32)
     key = torch.where(is_static, float("inf"), torch.nan_to_num(-norm, nan=NAN_NORM_KEY))
     dominant = to_device(plan.dominant, device)
     chosen = lowest_per_frame(key, layout, dominant)
-    rank = torch.cumsum(chosen.long(), 0) - 1
-    before = torch.cat([torch.zeros(1, dtype=torch.int64, device=device), torch.cumsum(dominant, 0)[:-1]])
-    slot = to_device(plan.first, device).index_select(0, ids.row_frame) + rank - before.index_select(0, ids.row_frame)
-    slot = torch.where(chosen, slot, K)  # the rest land in a spare row
-    spare = torch.cat([out, torch.zeros(1, C, dtype=torch.float32, device=device)])
-    spare.index_copy_(0, slot, features.float())
-    out = spare[:K]
+    rows_in = indices_from_mask(chosen, int(plan.dominant.sum()))  # ascending: frame by frame
+    # the i-th dominant row overall is its frame's (i - dominant rows before the frame)-th
+    frame = ids.row_frame.index_select(0, rows_in)
+    before = torch.cumsum(dominant, 0) - dominant
+    slot = to_device(plan.first, device).index_select(0, frame) + torch.arange(len(rows_in), device=device)
+    out.index_copy_(0, slot - before.index_select(0, frame), features.index_select(0, rows_in).float())
     for w in np.flatnonzero(plan.contextual[plan.start] > 0).tolist():
         out, merged = _contextual(features, layout, plan, w, chosen, out, merged, k_neighbors, beta)
     return [out.to(features.dtype), *rows[1:]], merged
