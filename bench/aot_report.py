@@ -118,9 +118,9 @@ def _variants(layout: VideoLayout, C: int):
         w, cfg = split(fastvid.merge_config(C))
         fp = {"out_ptr": f"*{dt}", "merged_ptr": "*i1", "beta": "fp32"}
         yield fastvid.merge_kernel, dt, {**x, **fp}, {**cfg, "stride_c": 1}, w, {}
-        w, cfg = split(holitom.runs_config(C, int(layout.frame_tokens.max(initial=1))))
-        fp = {"score_ptr": "*fp32", "run_ptr": "*fp32", "tau": "fp32", "eps": "fp32", "max_abs": "fp32"}
-        yield holitom.token_runs_kernel, dt, {**x, **fp}, {**cfg, "stride_c": 1}, w, {}
+        w, cfg = split(holitom.cosines_config(C))
+        fp = {"score_ptr": "*fp32", "cosine_ptr": "*fp32", "eps": "fp32", "max_abs": "fp32"}
+        yield holitom.token_cosines_kernel, dt, {**x, **fp}, {**cfg, "stride_c": 1}, w, {}
         w, cfg = split(gather_rows.gather_config(C))
         one = {"idx_ptr": "*i64", **{f"src{i}": f"*{dt}" for i in range(4)}, **{f"dst{i}": f"*{dt}" for i in range(4)}}
         ones = {f"sc{i}": 1 for i in range(4)}
@@ -150,6 +150,8 @@ def _variants(layout: VideoLayout, C: int):
                         {},
                     )
 
+    w, cfg = split(holitom.runs_config(int(layout.frame_tokens.max(initial=1))))
+    yield holitom.static_runs_kernel, "", {"cosine_ptr": "*fp32", "run_ptr": "*fp32", "tau": "fp32"}, cfg, w, {}
     w, cfg = split(fastvid.similarity_config(C))
     fp = {"partial_ptr": "*fp32", "similarity_ptr": "*fp32", "eps": "fp32"}
     yield fastvid.frame_similarity_kernel, "", fp, cfg, w, {}

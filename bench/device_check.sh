@@ -50,7 +50,7 @@ step pytest 250 python -m pytest --device=cuda -q -p no:cacheprovider -x $TESTS 
 # FastVID's four Triton kernels (DPC distances and deltas, assignments, merge) against the reference
 step fastvid 60 python -m pytest --device=cuda -q -p no:cacheprovider -x tests/test_fastvid.py \
     -k "backends_match or exact_counts or strided or nonfinite"
-# HoliTom's runs kernel and its torch merge on CUDA against the reference; its placeholders are
+# HoliTom's two scorer kernels and its torch merge on CUDA against the reference; its placeholders are
 # CUDA's own torch.linspace (float32 steps), read back once
 step holitom 40 python -m pytest --device=cuda -q -p no:cacheprovider -x tests/test_holitom.py tests/test_syncs.py \
     -k "holitom and (backends_match or strided or nonfinite or sync)"

@@ -10,6 +10,7 @@ The public twins (``vidcom2_kernels.reference.compress`` ...) run the pipeline o
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import numpy as np
@@ -36,6 +37,24 @@ def frame_rows(layout: VideoLayout, f: int) -> slice:
 def normalized(x: torch.Tensor) -> torch.Tensor:
     """Rows of ``x`` over ``max(||x||, 1e-12)`` (``F.normalize``)."""
     return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(NORM_EPS)
+
+
+def dpc_scores(x: torch.Tensor, k: int) -> tuple:
+    """DPC-kNN centre scores (n,) float32 of the rows of ``x`` (n, C) and their distances (n, n):
+    distance ``||xi - xj|| / sqrt(C)``; density ``exp(-mean of the squared distances to the k
+    nearest, the row itself included)`` (k clipped to [1, n]); score = density x the distance to
+    the nearest denser row (equal densities: the lower row is the denser; the largest distance
+    for the densest). The released helpers break equal densities with random noise of 1e-6."""
+    n, C = x.shape
+    dist = torch.cdist(x[None], x[None], compute_mode="donot_use_mm_for_euclid_dist")[0] / math.sqrt(C)
+    nearest = torch.topk(dist, max(1, min(k, n)), dim=1, largest=False).values
+    density = torch.exp(-(nearest**2).mean(dim=1))
+    i = torch.arange(n, device=x.device)
+    denser = (density[None, :] > density[:, None]) | (
+        (density[None, :] == density[:, None]) & (i[None, :] < i[:, None])
+    )
+    delta = torch.where(denser, dist, dist.max()).min(dim=1).values
+    return delta * density, dist
 
 
 def nonfinite_videos(features: torch.Tensor, layout: VideoLayout) -> torch.Tensor:

@@ -11,6 +11,8 @@ gather -> merge (optional); the selection, FCA and the gather are the backends' 
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Callable, Mapping, NamedTuple, Optional
@@ -95,3 +97,22 @@ class Method:
         if module is None:
             raise RuntimeError(f"method {self.name!r} has no kernels for backend={backend!r}")
         return module
+
+
+def number_option(options: dict, name: str, unit: bool = False) -> float:
+    """``options[name]`` as a float: a finite number (in [0, 1] when ``unit``), else a ValueError
+    naming the option."""
+    value = options[name]
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        raise ValueError(f"options[{name!r}] must be a finite number, got {value!r}")
+    if unit and not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"options[{name!r}] must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def integer_option(options: dict, name: str) -> int:
+    """``options[name]`` as an int >= 1, else a ValueError naming the option."""
+    value = options[name]
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
+        raise ValueError(f"options[{name!r}] must be an int >= 1, got {value!r}")
+    return int(value)

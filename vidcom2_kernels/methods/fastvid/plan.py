@@ -22,13 +22,12 @@ NaN (``validate=False``) ranks above every number.
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import NamedTuple
 
 import numpy as np
 
 from ...layout import VideoLayout
+from ..base import integer_option, number_option
 
 #: the released defaults (its environment variables ``fastvid_DySeg_c`` ... ``fastvid_DTM_beta``)
 DEFAULTS = {"dyseg_c": 8, "dyseg_tau": 0.84, "dyseg_ignore": 0.99, "stprune_d": 0.5, "dtm_p": 4, "dtm_beta": 0.5}
@@ -45,32 +44,16 @@ ENV = {
 DPC_NEIGHBOURS = 4
 
 
-def _integer(options: dict, name: str) -> int:
-    value = options[name]
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
-        raise ValueError(f"options[{name!r}] must be an int >= 1, got {value!r}")
-    return int(value)
-
-
-def _number(options: dict, name: str, unit: bool) -> float:
-    value = options[name]
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
-        raise ValueError(f"options[{name!r}] must be a finite number, got {value!r}")
-    if unit and not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"options[{name!r}] must be a number in [0, 1], got {value!r}")
-    return float(value)
-
-
 def check_options(options: dict) -> dict:
     """``dyseg_c`` and ``dtm_p`` ints >= 1; ``stprune_d`` and ``dtm_beta`` in [0, 1]; the two
     thresholds finite numbers (the released code clamps what is out of range; here it is refused)."""
     return {
-        "dyseg_c": _integer(options, "dyseg_c"),
-        "dyseg_tau": _number(options, "dyseg_tau", unit=False),
-        "dyseg_ignore": _number(options, "dyseg_ignore", unit=False),
-        "stprune_d": _number(options, "stprune_d", unit=True),
-        "dtm_p": _integer(options, "dtm_p"),
-        "dtm_beta": _number(options, "dtm_beta", unit=True),
+        "dyseg_c": integer_option(options, "dyseg_c"),
+        "dyseg_tau": number_option(options, "dyseg_tau"),
+        "dyseg_ignore": number_option(options, "dyseg_ignore"),
+        "stprune_d": number_option(options, "stprune_d", unit=True),
+        "dtm_p": integer_option(options, "dtm_p"),
+        "dtm_beta": number_option(options, "dtm_beta", unit=True),
     }
 
 

@@ -5,13 +5,11 @@ and segments, in float32, step by step as the released code computes them
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
 from ...backends.contract import nan_as_inf, write_out
-from ...backends.reference import frame_rows, nonfinite_videos, normalized, video_rows
+from ...backends.reference import dpc_scores, frame_rows, nonfinite_videos, normalized, video_rows
 from ...layout import VideoLayout
 from .plan import DPC_NEIGHBOURS
 
@@ -28,25 +26,6 @@ def frame_scores(features: torch.Tensor, layout: VideoLayout, validate: bool, ou
         f0 = int(layout.frame_start[v])
         similarity[f0 : f0 + F - 1] = (means[:-1] * means[1:]).sum(dim=1)
     return scores, similarity, write_out(out, nonfinite_videos(features, layout) if validate else None)
-
-
-def dpc_scores(x: torch.Tensor) -> torch.Tensor:
-    """(n,) float32 DPC-kNN centre scores of the rows of ``x`` (n, C): distances ``||xi - xj|| /
-    sqrt(C)``; density ``exp(-mean of the squared distances to the 4 nearest, the row itself
-    included)``; score = density x the distance to the nearest denser row (equal densities: the
-    lower row is the denser; the largest distance for the densest). The released code breaks
-    equal densities with random noise of 1e-6."""
-    n, C = x.shape
-    dist = torch.cdist(x[None], x[None], compute_mode="donot_use_mm_for_euclid_dist")[0] / math.sqrt(C)
-    k = max(1, min(DPC_NEIGHBOURS, n))
-    nearest = torch.topk(dist, k, dim=1, largest=False).values
-    density = torch.exp(-(nearest**2).mean(dim=1))
-    i = torch.arange(n, device=x.device)
-    denser = (density[None, :] > density[:, None]) | (
-        (density[None, :] == density[:, None]) & (i[None, :] < i[:, None])
-    )
-    delta = torch.where(denser, dist, dist.max()).min(dim=1).values
-    return delta * density
 
 
 def context_scores(
@@ -67,7 +46,7 @@ def context_scores(
         if int(context[f]) > 0 and len(rest):
             x = features[rows][rest].float()
             finite = bool(torch.isfinite((x * x).sum(dim=1)).all())
-            frame[rest] = -dpc_scores(x) if finite else float("inf")
+            frame[rest] = -dpc_scores(x, DPC_NEIGHBOURS)[0] if finite else float("inf")
     return nan_as_inf(out)
 
 

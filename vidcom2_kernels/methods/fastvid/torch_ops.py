@@ -62,7 +62,7 @@ def frame_scores(features: torch.Tensor, layout: VideoLayout, validate: bool, ou
 def _dpc_group(x: torch.Tensor, sq: torch.Tensor, rest: torch.Tensor, n_rest: torch.Tensor) -> torch.Tensor:
     """(g, T) float32 DPC-kNN scores of a group of frames ``x`` (g, T, C) of squared norms ``sq``
     (g, T) among their ``rest`` (g, T) bool tokens (``n_rest`` (g,) of them): the reference's
-    :func:`.reference.dpc_scores`, batched, the squared distances from one product
+    :func:`~vidcom2_kernels.backends.reference.dpc_scores` (4 neighbours), batched, the squared distances from one product
     (``|a|^2 + |b|^2 - 2 a.b``, 0 on the diagonal)."""
     g, T, C = x.shape
     d2 = torch.baddbmm(sq[:, :, None] + sq[:, None, :], x, x.transpose(1, 2), alpha=-2.0).clamp_min_(0.0).div_(C)

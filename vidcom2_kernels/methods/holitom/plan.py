@@ -32,7 +32,6 @@ FCA budgets over the rows it has after folding (``n_s + W * n_d``), at most 1.
 from __future__ import annotations
 
 import math
-import numbers
 from fractions import Fraction
 from typing import NamedTuple
 
@@ -40,6 +39,7 @@ import numpy as np
 import torch
 
 from ...layout import VideoLayout
+from ..base import integer_option, number_option
 
 #: the released defaults (its environment variables ``HOLITOM_T`` ... ``HOLITOM_MAX_WINDOW_SIZE``)
 DEFAULTS = {"tau": 0.8, "beta": 0.6, "dominant_ratio": 0.0, "k_neighbors": 7, "max_window_size": 1024}
@@ -53,32 +53,16 @@ ENV = {
 }
 
 
-def _number(options: dict, name: str, unit: bool) -> float:
-    value = options[name]
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
-        raise ValueError(f"options[{name!r}] must be a finite number, got {value!r}")
-    if unit and not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"options[{name!r}] must be a number in [0, 1], got {value!r}")
-    return float(value)
-
-
-def _integer(options: dict, name: str) -> int:
-    value = options[name]
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
-        raise ValueError(f"options[{name!r}] must be an int >= 1, got {value!r}")
-    return int(value)
-
-
 def check_options(options: dict) -> dict:
     """``tau`` a finite number; ``beta`` and ``dominant_ratio`` in [0, 1]; ``k_neighbors`` and
     ``max_window_size`` ints >= 1 (the released code raises what is below 1 to 1; here it is
     refused)."""
     return {
-        "tau": _number(options, "tau", unit=False),
-        "beta": _number(options, "beta", unit=True),
-        "dominant_ratio": _number(options, "dominant_ratio", unit=True),
-        "k_neighbors": _integer(options, "k_neighbors"),
-        "max_window_size": _integer(options, "max_window_size"),
+        "tau": number_option(options, "tau"),
+        "beta": number_option(options, "beta", unit=True),
+        "dominant_ratio": number_option(options, "dominant_ratio", unit=True),
+        "k_neighbors": integer_option(options, "k_neighbors"),
+        "max_window_size": integer_option(options, "max_window_size"),
     }
 
 

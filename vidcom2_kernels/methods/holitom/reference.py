@@ -5,13 +5,11 @@ and frames, in float32, step by step as the released code computes them
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as tf
 
 from ...backends.contract import nan_as_inf, write_out
-from ...backends.reference import frame_rows, nonfinite_videos, normalized, video_rows
+from ...backends.reference import dpc_scores, frame_rows, nonfinite_videos, normalized, video_rows
 from ...layout import VideoLayout
 from .plan import Plan
 
@@ -49,23 +47,11 @@ def token_runs(features: torch.Tensor, layout: VideoLayout, tau: float, validate
 
 
 def dpc_centres(x: torch.Tensor, count: int, k_neighbors: int) -> tuple:
-    """DPC-kNN of the rows of ``x`` (n, C) float32: distances ``||xi - xj|| / sqrt(C)``; density
-    ``exp(-mean of the squared distances to the k = min(k_neighbors, count) nearest, the row
-    itself included)``; score = density x the distance to the nearest denser row (equal
-    densities: the lower row is the denser; the largest distance for the densest). Returns the
-    ``count`` highest scores' rows, ascending (the lower row first on equal scores), and the
-    distances (n, n). The released code breaks equal densities with random noise of 1e-6."""
-    n, C = x.shape
-    dist = torch.cdist(x[None], x[None], compute_mode="donot_use_mm_for_euclid_dist")[0] / math.sqrt(C)
-    k = max(1, min(k_neighbors, count, n))
-    nearest = torch.topk(dist, k, dim=1, largest=False).values
-    density = torch.exp(-(nearest**2).mean(dim=1))
-    i = torch.arange(n, device=x.device)
-    denser = (density[None, :] > density[:, None]) | (
-        (density[None, :] == density[:, None]) & (i[None, :] < i[:, None])
-    )
-    delta = torch.where(denser, dist, dist.max()).min(dim=1).values
-    order = torch.sort(nan_as_inf(-(delta * density)), stable=True).indices
+    """The ``count`` highest DPC-kNN scores' rows of ``x`` (n, C) float32, ascending (the lower
+    row first on equal scores), with ``k = min(k_neighbors, count)`` nearest
+    (:func:`~vidcom2_kernels.backends.reference.dpc_scores`), and the distances (n, n)."""
+    scores, dist = dpc_scores(x, min(k_neighbors, count))
+    order = torch.sort(nan_as_inf(-scores), stable=True).indices
     return torch.sort(order[:count]).values, dist
 
 

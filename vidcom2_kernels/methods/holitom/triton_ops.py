@@ -1,6 +1,7 @@
-"""HoliTom's kernels on the ``triton`` backend: the static runs are one fused launch over the
-whole batch (:mod:`.kernels`: each program walks its tokens' frames backwards, one read of every
-row); the dominant tokens and the clusters are the torch backend's batched ones, on the device.
+"""HoliTom's kernels on the ``triton`` backend: the scorer is two launches over the whole batch
+(:mod:`.kernels`: the norms and the cosines with the next frame, every row unit at once, then a
+scan over the frames for the static runs); the dominant tokens and the clusters are the torch
+backend's batched ones, on the device.
 """
 
 from __future__ import annotations
