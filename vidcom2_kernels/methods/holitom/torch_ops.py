@@ -88,19 +88,13 @@ def cluster_rows(x: torch.Tensor, count: int, k_neighbors: int, beta: float) -> 
 
 def merge_windows(features: torch.Tensor, layout: VideoLayout, rows: list, plan: Plan, beta: float, k_neighbors: int):
     """HoliTom's output rows (the reference's :func:`.reference.merge_windows`): the static
-    clusters one window at a time, every frame's dominant tokens at once, the contextual clusters
-    one window (its frames batched) at a time. Returns (rows, merged (K,) bool)."""
+    clusters of all windows of one shape at once, every frame's dominant tokens at once, the
+    contextual clusters of all frames of one shape at once. Returns (rows, merged (K,) bool)."""
     device, K, C = features.device, len(plan.keep), features.shape[1]
     out = torch.empty(K, C, dtype=torch.float32, device=device)  # every row is written below
     merged = torch.zeros(K, dtype=torch.bool, device=device)
     is_static = to_device(plan.is_static, device)
-    for w in np.flatnonzero(plan.clusters > 0).tolist():
-        T, f0, W = int(layout.tokens_per_frame[plan.video[w]]), int(plan.start[w]), int(plan.size[w])
-        a, c, o = int(layout.frame_row_start[f0]), int(plan.clusters[w]), int(plan.static_first[w])
-        static = to_device(np.flatnonzero(plan.is_static[a : a + T]), device)
-        means = features[a : a + W * T].float().view(W, T, C).index_select(1, static).mean(dim=0)
-        out[o : o + c] = cluster_rows(means[None], c, k_neighbors, beta)[0][0]
-        merged[o : o + c] = True  # a mean over W >= 2 frames
+    out, merged = _static(features, layout, plan, out, merged, k_neighbors, beta)
     # every frame's dominant tokens: the lowest keys among its dynamic rows, in row order
     ids = device_layout(layout, device)
     norm = torch.linalg.vector_norm(features, dim=1, dtype=torch.float32)
@@ -113,28 +107,67 @@ def merge_windows(features: torch.Tensor, layout: VideoLayout, rows: list, plan:
     before = torch.cumsum(dominant, 0) - dominant
     slot = to_device(plan.first, device).index_select(0, frame) + torch.arange(len(rows_in), device=device)
     out.index_copy_(0, slot - before.index_select(0, frame), features.index_select(0, rows_in).float())
-    for w in np.flatnonzero(plan.contextual[plan.start] > 0).tolist():
-        out, merged = _contextual(features, layout, plan, w, chosen, out, merged, k_neighbors, beta)
+    out, merged = _contextual(features, layout, plan, is_static | chosen, out, merged, k_neighbors, beta)
     return [out.to(features.dtype), *rows[1:]], merged
 
 
-def _contextual(features, layout: VideoLayout, plan: Plan, w: int, chosen, out, merged, k_neighbors: int, beta: float):
-    """The contextual clusters of window ``w``'s frames, batched (each frame has the same count of
-    dynamic tokens, dominant tokens and clusters)."""
-    T, f0, W = int(layout.tokens_per_frame[plan.video[w]]), int(plan.start[w]), int(plan.size[w])
-    a, ctx = int(layout.frame_row_start[f0]), int(plan.contextual[f0])
-    rest_mask = ~(
-        torch.from_numpy(plan.is_static[a : a + T]).to(features.device)[None, :] | chosen[a : a + W * T].view(W, T)
-    )
-    n = int(T - plan.static[w] - plan.dominant[f0])
-    # each frame's rest rows, ascending: a stable sort puts them (0) before the others (1), no sync
-    rest = torch.sort((~rest_mask).to(torch.int8), dim=1, stable=True).indices[:, :n]
-    x = features[a : a + W * T].float().view(W, T, -1).gather(1, rest[:, :, None].expand(W, n, features.shape[1]))
-    rows, flags = cluster_rows(x, ctx, k_neighbors, beta)
-    slots = torch.as_tensor(plan.first[f0 : f0 + W] + plan.dominant[f0 : f0 + W], device=features.device)
-    slots = (slots[:, None] + torch.arange(ctx, device=features.device)[None, :]).flatten()
-    out = out.index_copy(0, slots, rows.flatten(0, 1))
-    return out, merged.index_copy(0, slots, flags.flatten())
+def _static(features, layout: VideoLayout, plan: Plan, out, merged, k_neighbors: int, beta: float):
+    """The static clusters of every window that has them, batched over the windows of one shape
+    (static tokens, clusters): each window's static rows summed over its frames by one
+    ``index_add_`` (in frame order), over its frame count."""
+    device, C = features.device, features.shape[1]
+    windows = np.flatnonzero(plan.clusters > 0)
+    shapes = np.stack([plan.static[windows], plan.clusters[windows]], axis=1)
+    for shape in np.unique(shapes, axis=0):
+        group = windows[(shapes == shape).all(axis=1)]
+        n, c = (int(v) for v in shape)
+        sources, targets = [], []
+        for g, w in enumerate(group.tolist()):  # host index arithmetic only: no tensor work a window
+            a, T, W = (
+                int(layout.frame_row_start[plan.start[w]]),
+                int(layout.tokens_per_frame[plan.video[w]]),
+                int(plan.size[w]),
+            )
+            static = np.flatnonzero(plan.is_static[a : a + T])
+            sources.append((a + np.arange(W)[:, None] * T + static[None, :]).ravel())
+            targets.append(np.tile(g * n + np.arange(n), W))
+        sums = torch.zeros(len(group) * n, C, dtype=torch.float32, device=device)
+        sums.index_add_(
+            0,
+            to_device(np.concatenate(targets), device),
+            features.index_select(0, to_device(np.concatenate(sources), device)).float(),
+        )
+        means = sums.view(len(group), n, C) / to_device(plan.size[group].astype(np.float32), device)[:, None, None]
+        blends, _ = cluster_rows(means, c, k_neighbors, beta)
+        slots = to_device(plan.static_first[group][:, None] + np.arange(c), device).flatten()
+        out = out.index_copy(0, slots, blends.reshape(-1, C))
+        merged = merged.index_fill(0, slots, True)  # a mean over W >= 2 frames
+    return out, merged
+
+
+def _contextual(features, layout: VideoLayout, plan: Plan, taken, out, merged, k_neighbors: int, beta: float):
+    """The contextual clusters of every frame that has them, batched over the frames of one shape
+    (tokens, other dynamic tokens, clusters): each frame's other dynamic tokens are its rows not
+    ``taken`` (N,) bool (static or dominant), ascending."""
+    device, C = features.device, features.shape[1]
+    frames = np.flatnonzero(plan.contextual > 0)
+    T = layout.frame_tokens[frames]
+    rest = T - plan.static[plan.window[frames]] - plan.dominant[frames]
+    shapes = np.stack([T, rest, plan.contextual[frames]], axis=1)
+    for shape in np.unique(shapes, axis=0):
+        group = frames[(shapes == shape).all(axis=1)]
+        T_g, n, ctx = (int(v) for v in shape)
+        rows = to_device(layout.frame_row_start[group][:, None] + np.arange(T_g), device)  # (g, T)
+        # each frame's rest rows, ascending: a stable sort puts them (0) before the others (1), no sync
+        busy = taken.index_select(0, rows.flatten()).view(len(group), T_g).to(torch.int8)
+        order = torch.sort(busy, dim=1, stable=True).indices[:, :n]
+        x = features.index_select(0, rows.gather(1, order).flatten()).float().view(len(group), n, C)
+        blends, flags = cluster_rows(x, ctx, k_neighbors, beta)
+        slots = to_device(plan.first[group] + plan.dominant[group], device)
+        slots = (slots[:, None] + torch.arange(ctx, device=device)[None, :]).flatten()
+        out = out.index_copy(0, slots, blends.reshape(-1, C))
+        merged = merged.index_copy(0, slots, flags.flatten())
+    return out, merged
 
 
 __all__ = ["cluster_rows", "merge_windows", "token_runs"]
