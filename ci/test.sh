@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CI: install, lint and format check (ruff), run the test suite (Triton kernels under the interpreter;
-# lmms-eval, vLLM and transformers 5.17 in side environments the tests build with ci/lmms_eval_env.sh,
-# ci/vllm_env.sh and ci/transformers_env.sh), the torch backend's tests again on its eager CPU path, compile every
+# lmms-eval, vLLM, transformers 5.17 and timm in side environments the tests build with ci/lmms_eval_env.sh,
+# ci/vllm_env.sh, ci/transformers_env.sh and ci/timm_env.sh), the torch backend's tests again on its eager CPU path, compile every
 # kernel for sm_80/sm_90 and check for spills, and run the CPU benchmarks once as a smoke test.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -21,7 +21,10 @@ ENVIRONMENTS = [
     ("lmms-eval", "lmms_eval_env.sh", (), pytest.mark.lmms_eval),
     ("vllm", "vllm_env.sh", (), pytest.mark.vllm),
     ("transformers-5.17.0", "transformers_env.sh", ("5.17.0",), pytest.mark.transformers_versions),
+    ("timm", "timm_env.sh", (), pytest.mark.timm),
 ]
+#: the scripts that build over this environment (they see its packages after their own)
+OVERLAYS = ("transformers_env.sh", "timm_env.sh")
 
 
 def lines(path: Path) -> list:
@@ -60,7 +63,7 @@ def test_lmms_eval_lock_has_a_filelock_it_can_run_with():
 
 @pytest.mark.parametrize("name, script, args", [pytest.param(*e[:3], marks=e[3], id=e[0]) for e in ENVIRONMENTS])
 def test_side_environment_is_its_lock(name, script, args):
-    overlay = {"PYTHON": sys.executable} if script == "transformers_env.sh" else None  # over this environment
+    overlay = {"PYTHON": sys.executable} if script in OVERLAYS else None  # over this environment
     python = side_environment(script, *args, env=overlay)
     own = subprocess.run(
         [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],

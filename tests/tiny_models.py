@@ -4,6 +4,7 @@ laid out the way each family's processor lays them out."""
 from __future__ import annotations
 
 import copy
+import importlib.util
 import inspect
 
 import torch
@@ -51,6 +52,7 @@ FAMILIES = [
     "video_llava",
     "video_llama_3",
     "molmo2",
+    "perception_lm",
 ]
 # the Omni thinkers (Qwen2.5-Omni, Qwen3-Omni): the Qwen ids, audio placeholders and markers, a small audio tower
 OMNI = ("qwen2_5_omni_thinker", "qwen3_omni_moe_thinker")
@@ -107,7 +109,7 @@ GEMMA = ("gemma4",)
 GEMMA_IDS = dict(image_token_id=150, video_token_id=151, boi_token_id=152, eoi_token_id=153)
 GEMMA_SIDE = 6
 # families with 1-D positions (the others have M-RoPE): LLaVA-style, Gemma 4, VideoLLaMA3, Molmo2
-ONE_D = ("llava_onevision", "llava_next_video", "video_llava", "gemma4", "video_llama_3", "molmo2")
+ONE_D = ("llava_onevision", "llava_next_video", "video_llava", "gemma4", "video_llama_3", "molmo2", "perception_lm")
 # Molmo2: frames of 4 x 4 patches, each pooled 2 x 2 into 2 x 2 placeholders (image_patch_id) between
 # <frame_start> / <frame_end> after the frame's timestamp; markers and placeholders have mm_token_type_ids 1
 MOLMO = ("molmo2",)
@@ -117,7 +119,13 @@ MOLMO_SIDE = 4
 # "t.1f" (text) then its placeholders, frames joined by ","
 VIDEO_LLAMA_3 = ("video_llama_3",)
 # families whose videos are (videos, frames, 3, H, W) pixels, a frame count per sample in the tests
-FRAME_PIXELS = ("llava_onevision", "llava_next_video", "video_llava")
+FRAME_PIXELS = ("llava_onevision", "llava_next_video", "video_llava", "perception_lm")
+# PerceptionLM: a timm ViT of 4 x 4 patches of 8 pixels per 32-pixel frame (its CLS token dropped),
+# pooled 2 x 2 by the projector: 4 placeholders a frame
+PLM_VISION = dict(
+    architecture="vit_tiny_patch16_224", model_args=dict(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2)
+)
+PLM_SIDE = 32
 # their vision tower: CLIP (SigLIP for LLaVA-OneVision), 4 x 4 patches of 14 pixels per frame
 CLIP_VISION = dict(
     model_type="clip_vision_model",
@@ -178,6 +186,11 @@ def unsupported(family: str) -> str | None:
         return f"transformers {tf.__version__}'s Gemma 4 has another video API (num_frames_per_video: 5.19+)"
     if family in MOLMO and not hasattr(tf, "Molmo2ForConditionalGeneration"):
         return f"transformers {tf.__version__} has no Molmo2"
+    if family == "perception_lm":
+        if importlib.util.find_spec("timm") is None:
+            return "timm is not installed: PerceptionLM's vision tower is a timm model (tests/test_perception_lm.py runs these in ci/timm_env.sh)"
+        if "mm_encoder_outputs" not in inspect.signature(tf.PerceptionLMForConditionalGeneration.forward).parameters:
+            return f"transformers {tf.__version__}'s PerceptionLM takes no mm_encoder_outputs (refused before 5.18)"
     thinker = {
         "qwen2_5_omni_thinker": "Qwen2_5OmniThinkerForConditionalGeneration",
         "qwen2_5_omni": "Qwen2_5OmniThinkerForConditionalGeneration",
@@ -218,8 +231,9 @@ def left_changed(model) -> list:
     ``generate`` / ``get_video_features``, forward hooks, a changed attention implementation."""
     found = [f"{type(model).__name__}.generate"] if "generate" in model.__dict__ else []
     inner = getattr(model, "model", None)
-    if inner is not None and "get_video_features" in inner.__dict__:
-        found.append(f"{type(inner).__name__}.get_video_features")
+    for name in ("get_video_features", "get_image_features"):  # the adapters' encoders (PerceptionLM: images')
+        if inner is not None and name in inner.__dict__:
+            found.append(f"{type(inner).__name__}.{name}")
     found += [f"forward hooks on {name}" for name in foreign_hooks(model)]
     attn = model.config.get_text_config()._attn_implementation
     if attn is not None and attn.startswith("vidcom2_"):
@@ -354,6 +368,16 @@ def _build(family: str, attn: str):
             vision_feature_select_strategy="full",
         )
         model = tf.LlavaOnevisionForConditionalGeneration(cfg)
+    elif family == "perception_lm":
+        cfg = tf.PerceptionLMConfig(
+            text_config=dict(TEXT, model_type="llama"),
+            vision_config=dict(PLM_VISION, model_type="timm_wrapper"),
+            vision_use_cls_token=True,
+            projector_pooling_ratio=2,
+            image_token_id=IDS["image_token_id"],
+            video_token_id=IDS["video_token_id"],
+        )
+        model = tf.PerceptionLMForConditionalGeneration(cfg)
     elif family in ("video_llava", "llava_next_video"):
         config, cls = {
             "video_llava": (tf.VideoLlavaConfig, tf.VideoLlavaForConditionalGeneration),
@@ -516,6 +540,9 @@ def video_tokens(family: str, model, video) -> list:
     if family == "video_llava":  # CLS + patches per frame
         side = model.config.vision_config.image_size // model.config.vision_config.patch_size
         return [TOK] * (video.shape[0] * (side * side + 1))
+    if family == "perception_lm":  # patches (CLS dropped) pooled by the projector per frame
+        side = PLM_SIDE // PLM_VISION["model_args"]["patch_size"] // model.config.projector_pooling_ratio
+        return [TOK] * (video.shape[0] * side * side)
     if family == "llava_next_video":  # patches pooled by the stride per frame
         side = model.config.vision_config.image_size // model.config.vision_config.patch_size
         return [TOK] * (video.shape[0] * (side // model.config.spatial_pool_stride) ** 2)
@@ -595,7 +622,7 @@ def make_batch(family: str, model, samples, seed: int = 0, side: str = "left") -
             grids.append(video)
             rows.append(list(before) + video_tokens(family, model, video) + list(after))
         elif family in FRAME_PIXELS:
-            size = model.config.vision_config.image_size
+            size = PLM_SIDE if family == "perception_lm" else model.config.vision_config.image_size
             clip = torch.randn(video, 3, size, size, generator=g)
             pixels.append(clip)
             rows.append(list(before) + video_tokens(family, model, clip) + list(after))

@@ -66,10 +66,10 @@ class CompressionHandle:
         self.wrapper = CompressedGenerate(self)
         self.undo = install([(model, "generate", self.wrapper)])
         self.encoder, self.encoder_undo = None, None
-        owner = self.adapter.inner_model(model)
-        if callable(getattr(owner, "get_video_features", None)):  # else encoding counts as prefill
-            self.encoder = EncoderHook(owner, "get_video_features", self.stopwatch)
-            self.encoder_undo = install([(owner, "get_video_features", self.encoder)])
+        owner, name = self.adapter.inner_model(model), self.adapter.encoder_name
+        if callable(getattr(owner, name, None)):  # else encoding counts as prefill
+            self.encoder = EncoderHook(owner, name, self.stopwatch)
+            self.encoder_undo = install([(owner, name, self.encoder)])
 
     @property
     def timing(self):
@@ -167,7 +167,7 @@ class CompressionHandle:
         self.active = False
         if self.model.__dict__.get("generate") is self.wrapper:
             self.undo()
-        if self.encoder is not None and self.encoder.owner.__dict__.get("get_video_features") is self.encoder:
+        if self.encoder is not None and self.encoder.owner.__dict__.get(self.adapter.encoder_name) is self.encoder:
             self.encoder_undo()
 
     def __deepcopy__(self, memo):

@@ -150,6 +150,8 @@ class Adapter:
     model_classes: dict = {}
     #: lmms-eval ``--model`` names (with the flags they need) that load one of ``model_classes``
     lmms_eval_models: tuple = ()
+    #: the inner model's method that encodes videos (the timing record's encoder time)
+    encoder_name: str = "get_video_features"
 
     # -------------------------------------------------------------------------------- hooks
     def inner_model(self, model):
@@ -282,7 +284,7 @@ class Adapter:
 class FramePixelsAdapter(Adapter):
     """Families whose videos are ``pixel_values_videos`` (videos, frames, 3, H, W), every frame a
     run of placeholders, and whose positions are 1-D (generate() re-makes them contiguous over the
-    kept tokens): LLaVA-OneVision, LLaVA-NeXT-Video, Video-LLaVA. :meth:`encoder_output` calls the
+    kept tokens): LLaVA-OneVision, LLaVA-NeXT-Video, Video-LLaVA, PerceptionLM. :meth:`encoder_output` calls the
     encoder the way their ``forward`` does."""
 
     def check_inputs(self, model, inputs: dict) -> None:

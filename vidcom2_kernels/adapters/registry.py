@@ -9,6 +9,7 @@ from .glm4v import Glm4vAdapter
 from .llava_next_video import LlavaNextVideoAdapter
 from .llava_onevision import LlavaOnevisionAdapter
 from .molmo2 import Molmo2Adapter
+from .perception_lm import PerceptionLMAdapter
 from .qwen2_5_omni import Qwen25OmniAdapter
 from .qwen2_5_vl import Qwen25VLAdapter
 from .qwen2_vl import Qwen2VLAdapter
@@ -32,6 +33,7 @@ FAMILIES = (
     VideoLlavaAdapter,
     VideoLlama3Adapter,
     Molmo2Adapter,
+    PerceptionLMAdapter,
 )
 #: model_type -> adapter class
 ADAPTERS = {model_type: cls for cls in FAMILIES for model_type in cls.model_classes}
