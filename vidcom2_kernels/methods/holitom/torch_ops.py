@@ -1,8 +1,9 @@
 """HoliTom's kernels on the ``torch`` backend: no loop over frames or tokens. The static runs come
-from one product of consecutive frames and a reverse running minimum per video; the dominant
-tokens of every frame from one per-frame ranking of the whole batch; the DPC-kNN clusters are
-one batched product a window (the static block), or a window's frames together (the contextual
-tokens, only when ``dominant_ratio > 0``).
+from batched dots of consecutive frames and a reverse running minimum per video; the dominant
+tokens of every frame from one per-frame ranking of the whole batch; the DPC-kNN clusters from
+one batched product per shape: the static blocks of all windows with the same (static tokens,
+clusters), the contextual tokens of all frames with the same (tokens, rest, clusters), the latter
+only when ``dominant_ratio > 0``.
 """
 
 from __future__ import annotations
