@@ -71,3 +71,28 @@ def test_perception_lm_refused_without_encoder_outputs(monkeypatch):
     with pytest.raises(ValueError, match="PerceptionLM needs transformers >= 5.18"):
         adapter.check_inputs(model, batch)
     assert torch.is_tensor(batch["pixel_values_videos"])
+
+
+def test_perception_lm_images_in_the_prompt_untouched():
+    """A prompt with an image before its video: at retention 1 (exact) every step's logits equal
+    the plain model's; at 0.5 every image placeholder stays and only video placeholders go."""
+    tm.require(FAMILY)
+    model = tm.build(FAMILY)
+    per_image = (tm.PLM_SIDE // tm.PLM_VISION["model_args"]["patch_size"] // model.config.projector_pooling_ratio) ** 2
+    image = [tm.IDS["image_token_id"]] * per_image
+    samples = [([1, *image, 5], frames, after) for (_, frames, after) in tm.samples_for(FAMILY)]
+    inputs = tm.make_batch(FAMILY, model, samples)
+    g = torch.Generator().manual_seed(3)
+    inputs["pixel_values"] = torch.randn(len(samples), 1, 3, tm.PLM_SIDE, tm.PLM_SIDE, generator=g)  # one tile each
+    kw = dict(max_new_tokens=3, do_sample=False, return_dict_in_generate=True, output_logits=True)
+    plain = model.generate(**inputs, **kw)
+    with adapters.apply_vidcom2(model, 1.0, exact=True):
+        same = model.generate(**inputs, **kw)
+    assert torch.equal(plain.sequences, same.sequences)
+    assert all(torch.equal(a, b) for a, b in zip(plain.logits, same.logits))
+    with adapters.apply_vidcom2(model, 0.5) as handle:
+        model.generate(**inputs, max_new_tokens=2, do_sample=False)
+        pruned = handle.last.kwargs["input_ids"]
+    assert int((pruned == tm.IDS["image_token_id"]).sum()) == len(samples) * per_image
+    assert int((pruned == tm.IDS["video_token_id"]).sum()) == handle.last.video_tokens_after
+    assert handle.last.video_tokens_after < handle.last.video_tokens_before
