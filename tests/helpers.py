@@ -19,6 +19,8 @@ import torch
 from vidcom2_kernels import reference as ref
 from vidcom2_kernels.constants import TEMPERATURE, kept_channels
 from vidcom2_kernels.layout import VideoLayout, exact_targets, parse_frames
+from vidcom2_kernels.video import decode_frames, sample_clip_path, synthetic_clip
+from vidcom2_kernels.vision import build_qwen2vl_tower, encode, qwen2vl_patches
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -249,3 +251,16 @@ def assert_budgets_up_to_rounding_ties(got, want, u, frames, retention):
     assert bool((near_half | ~differ).all()), (
         f"budgets differ away from a rounding tie: {got[differ]} vs {want[differ]}"
     )
+
+
+def real_clip_features() -> tuple:
+    """(features (N, 64) float32, frames [(F, T)]) of two clips through the reduced Qwen2-VL tower
+    (random weights, seed 0): the sample clip's 16 frames and a generated clip of 12 frames."""
+    real, _ = decode_frames(sample_clip_path(), 16)
+    tower = build_qwen2vl_tower(embed_dim=64, depth=2, num_heads=2, hidden_size=96, seed=0)
+    feats, frames = [], []
+    for clip in (real, synthetic_clip(12, 126, 224)):
+        patches = qwen2vl_patches(clip, max_pixels=224 * 126)
+        feats.append(encode(tower, patches))
+        frames.append((patches.num_groups, patches.tokens_per_frame))
+    return torch.cat(feats), frames
