@@ -128,7 +128,10 @@ def test_model_name_parsing():
 @pytest.mark.parametrize(
     "env, message",
     [
-        ({"COMPRESSOR": "fastv"}, "COMPRESSOR must be one of vidcom2, dycoke, visionzip, fastvid or none, got 'fastv'"),
+        (
+            {"COMPRESSOR": "fastv"},
+            "COMPRESSOR must be one of vidcom2, dycoke, visionzip, fastvid, holitom or none, got 'fastv'",
+        ),
         ({"COMPRESSOR": "vidcom2", "R_RATIO": "2"}, r"R_RATIO must be a number in \(0, 1\], got '2'"),
         ({"COMPRESSOR": "vidcom2", "R_RATIO": "quarter"}, r"R_RATIO must be a number in \(0, 1\], got 'quarter'"),
         ({"COMPRESSOR": "vidcom2", "VIDCOM2_EXACT": "maybe"}, "VIDCOM2_EXACT must be 1/true/yes/on"),
