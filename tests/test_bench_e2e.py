@@ -45,6 +45,5 @@ def test_e2e_smoke(tmp_path):
                 assert r[f"{name}_ms_min"] <= r[f"{name}_ms"] <= r[f"{name}_ms_max"]
             assert r["ttft_ms"] <= r["total_ms_max"] and r["peak_mb"] > 0
             assert r["encoder_ms"] > 0 and r["prefill_ms"] > 0 and r["decode_ms"] > 0
-        assert none["selection_ms_max"] < min(by[r]["selection_ms"] for r in ("1.0", "0.25", "0.15"))
     table = bench_e2e.table(rows, args)
     assert table[0].startswith("### cpu, Qwen2-VL tiny") and sum(line.startswith("| sdpa |") for line in table) == 8
