@@ -99,10 +99,11 @@ NOT_RUN_HERE = {
 def test_every_adapter_family_has_a_case():
     """Every family runs here, is refused for a reason tested below, has an lmms-eval model that
     never passes a video, or has no lmms-eval model (lmms-eval 0.7.3 loads LLaVA-NeXT-Video with no
-    model name, its llava_hf maps llava and llava_next only; its videollama3 loads DAMO's remote code,
-    refused by the launcher in test_launch_checks; it has no Molmo2 model)."""
+    model name, its llava_hf maps llava and llava_next only; its videollama3 loads DAMO's remote code
+    and its plm Meta's perception_models package, both refused by the launcher in
+    test_launch_checks; it has no Molmo2 model)."""
     without = {model_type for cls in adapters.FAMILIES if not cls.lmms_eval_models for model_type in cls.model_classes}
-    assert without == {"llava_next_video", "video_llama_3", "molmo2"}  # videollama3: remote code; no molmo2
+    assert without == {"llava_next_video", "video_llama_3", "molmo2", "perception_lm"}
     covered = {c.family for c in CASES} | {c.family for c in CANNOT_RUN.values()} | without | NO_VIDEO
     covered |= set(UNREAD_KEYWORD) | set(NOT_RUN_HERE) | set(NEEDS_DECODER)
     assert covered == set(tm.FAMILIES)

@@ -109,8 +109,7 @@ class Plan(NamedTuple):
     ``dominant`` and ``contextual`` counts, ``first`` (its first output row), ``window``. Per row
     (N,): ``is_static`` (static in its window). ``static_first`` (Wn,) the window's first output
     row; ``keep`` (K,) int64 the placeholders (global rows, ascending); ``budgets`` (F,) int64
-    placeholders per frame; ``whole`` (V,) bool videos kept whole (step 6); ``base`` (F,) the
-    base budgets the plan had (FCA's or the own ones)."""
+    placeholders per frame; ``whole`` (V,) bool videos kept whole (step 6)."""
 
     video: np.ndarray
     start: np.ndarray
@@ -126,14 +125,13 @@ class Plan(NamedTuple):
     keep: np.ndarray
     budgets: np.ndarray
     whole: np.ndarray
-    base: np.ndarray
 
 
 def placeholders(layout: VideoLayout, counts: np.ndarray, device) -> np.ndarray:
     """(K,) int64 global rows: per video with ``counts[v] > 0`` output rows, ``torch.linspace(0,
     N_v - 1, counts[v])`` with an integer dtype on ``device``, as the released code computes its
-    keep indices on its features' device (torch's CUDA and CPU kernels round differently: a
-    float32 step there, a float64 one here); one read to the host for the whole batch."""
+    keep indices on its features' device (torch's CUDA kernel steps in float32, its CPU kernel in
+    float64, and they round differently); one read to the host for the whole batch."""
     parts = [
         torch.linspace(
             0, int(layout.row_start[v + 1] - layout.row_start[v]) - 1, int(k), dtype=torch.long, device=device
@@ -224,7 +222,6 @@ def window_plan(
         keep=keep,
         budgets=budgets[:F].astype(np.int64),
         whole=whole,
-        base=np.asarray(base, dtype=np.int64),
     )
 
 
