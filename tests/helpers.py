@@ -253,13 +253,14 @@ def assert_budgets_up_to_rounding_ties(got, want, u, frames, retention):
     )
 
 
-def real_clip_features() -> tuple:
+def real_clip_features(real_frames: int = 16, generated_frames: int = 12) -> tuple:
     """(features (N, 64) float32, frames [(F, T)]) of two clips through the reduced Qwen2-VL tower
-    (random weights, seed 0): the sample clip's 16 frames and a generated clip of 12 frames."""
-    real, _ = decode_frames(sample_clip_path(), 16)
+    (random weights, seed 0): ``real_frames`` of the sample clip and a generated clip of
+    ``generated_frames``."""
+    real, _ = decode_frames(sample_clip_path(), real_frames)
     tower = build_qwen2vl_tower(embed_dim=64, depth=2, num_heads=2, hidden_size=96, seed=0)
     feats, frames = [], []
-    for clip in (real, synthetic_clip(12, 126, 224)):
+    for clip in (real, synthetic_clip(generated_frames, 126, 224)):
         patches = qwen2vl_patches(clip, max_pixels=224 * 126)
         feats.append(encode(tower, patches))
         frames.append((patches.num_groups, patches.tokens_per_frame))

@@ -15,15 +15,13 @@ import numpy as np
 import pytest
 import tiny_models as tm
 import torch
-from helpers import assert_kept_up_to_near_ties, random_features
+from helpers import assert_kept_up_to_near_ties, random_features, real_clip_features
 
 import vidcom2_kernels as vk
 from vidcom2_kernels import adapters
 from vidcom2_kernels import reference as ref
 from vidcom2_kernels.integrations import vllm as plugin
 from vidcom2_kernels.layout import parse_frames
-from vidcom2_kernels.video import decode_frames, sample_clip_path, synthetic_clip
-from vidcom2_kernels.vision import build_qwen2vl_tower, encode, qwen2vl_patches
 
 BATCH = [(5, 23), (2, 40), (1, 7), (3, 3)]
 
@@ -157,14 +155,7 @@ def test_fca_budgets_are_vidcom2s(any_backend):
 
 
 def test_real_video_features(backend):
-    real, _ = decode_frames(sample_clip_path(), 8)
-    tower = build_qwen2vl_tower(embed_dim=64, depth=2, num_heads=2, hidden_size=96, seed=0)
-    feats, frames = [], []
-    for clip in (real, synthetic_clip(6, 126, 224)):
-        patches = qwen2vl_patches(clip, max_pixels=224 * 126)
-        feats.append(encode(tower, patches))
-        frames.append((patches.num_groups, patches.tokens_per_frame))
-    x = torch.cat(feats)
+    x, frames = real_clip_features(8, 6)
     for dtype, atol in ((torch.float32, 1e-5), (torch.bfloat16, 2e-2)):
         out = vk.compress(x.to(dtype), frames, [0.25, 0.4], backend=backend, method="visionzip")
         expect = ref.compress(x.to(dtype), frames, [0.25, 0.4], method="visionzip")
