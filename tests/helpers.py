@@ -14,8 +14,10 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
+import vidcom2_kernels as vk
 from vidcom2_kernels import reference as ref
 from vidcom2_kernels.constants import TEMPERATURE, kept_channels
 from vidcom2_kernels.layout import VideoLayout, exact_targets, parse_frames
@@ -265,3 +267,17 @@ def real_clip_features(real_frames: int = 16, generated_frames: int = 12) -> tup
         feats.append(encode(tower, patches))
         frames.append((patches.num_groups, patches.tokens_per_frame))
     return torch.cat(feats), frames
+
+
+def assert_nonfinite_contract(x, frames, method: str, backend: str, bad_videos: str = "0, 1") -> None:
+    """A method's non-finite contract: validation refuses the call naming ``bad_videos``; with
+    ``validate=False`` the backend keeps the reference's rows and merge flags (NaN where they
+    are NaN), and its indices are in range and ascending."""
+    with pytest.raises(ValueError, match=f"features of video {bad_videos}"):
+        vk.compress(x, frames, 0.4, backend=backend, method=method)
+    out = vk.compress(x, frames, 0.4, backend=backend, method=method, validate=False)
+    expect = ref.compress(x.cpu(), frames, 0.4, method=method, validate=False)
+    assert torch.equal(out.indices.cpu(), expect.indices) and torch.equal(out.merged.cpu(), expect.merged)
+    torch.testing.assert_close(out.features.cpu(), expect.features, atol=1e-5, rtol=0, equal_nan=True)
+    assert out.indices.min() >= 0 and out.indices.max() < x.shape[0]
+    assert torch.equal(out.indices, torch.sort(out.indices).values)
