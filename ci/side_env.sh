@@ -1,9 +1,10 @@
-# Sourced by the side-environment scripts (ci/lmms_eval_env.sh, ci/vllm_env.sh,
-# ci/transformers_env.sh). A side environment installs from its lock, ci/locks/NAME.txt: every
-# package at the exact version CI was green on, installed with --no-deps, so a fresh machine builds
-# what CI built whatever PyPI serves today. ci/lock.sh regenerates a lock: it runs the same script
-# with --resolve, which resolves the environment from its inputs (ci/locks/NAME.in: the versions we
-# choose, plus the fixes a release needs) and writes the lock from what got installed.
+# Sourced by the side-environment scripts (ci/lmms_eval_env.sh, ci/lmms_eval_media_env.sh,
+# ci/vllm_env.sh, ci/transformers_env.sh, ci/timm_env.sh). A side environment installs from its
+# lock, ci/locks/NAME.txt: every package at the exact version CI was green on, installed with
+# --no-deps, so a fresh machine builds what CI built whatever PyPI serves today. ci/lock.sh
+# regenerates a lock: it runs the same script with --resolve, which resolves the environment from
+# its inputs (ci/locks/NAME.in: the versions we choose, plus the fixes a release needs) and writes
+# the lock from what got installed.
 
 # side_env_args NAME [--resolve] [VENV]: sets name, lock, inputs, resolve (0/1), venv
 side_env_args() {
@@ -35,6 +36,16 @@ side_env_reused() {
   # leaves a preinstalled package's files), and resolving must not depend on it either
   "$py" -m pip uninstall --quiet --yes setuptools >&2
   return 1
+}
+
+# side_env_over PARENT_PYTHON: the venv sees the site directories of PARENT_PYTHON's environment
+# (and their .pth files) after its own; sets own, the venv's site directory. (A .pth line that
+# starts with "import" runs.)
+side_env_over() {
+  own=$("$py" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+  local parent
+  parent=$("$1" -c "import site; print(', '.join(repr(p) for p in site.getsitepackages()))")
+  echo "import site; list(map(site.addsitedir, ($parent,)))" > "$own/parent_environment.pth"
 }
 
 # side_env_pip ARGS...: the venv's pip, quiet

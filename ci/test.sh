@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # CI: install, lint and format check (ruff), run the test suite (Triton kernels under the interpreter;
-# lmms-eval, vLLM, transformers 5.17 and timm in side environments the tests build with ci/lmms_eval_env.sh,
-# ci/vllm_env.sh, ci/transformers_env.sh and ci/timm_env.sh), the torch backend's tests again on its eager CPU path, compile every
-# kernel for sm_80/sm_90 and check for spills, and run the CPU benchmarks once as a smoke test.
+# lmms-eval, vLLM, transformers 5.17 and timm in side environments the tests build with
+# ci/lmms_eval_env.sh, ci/lmms_eval_media_env.sh, ci/vllm_env.sh, ci/transformers_env.sh and
+# ci/timm_env.sh), the torch backend's tests again on its eager CPU path, compile every kernel for
+# sm_80/sm_90 and check for spills, and run the CPU benchmarks once as a smoke test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/install.sh test

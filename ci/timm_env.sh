@@ -12,10 +12,7 @@ cd "$(dirname "$0")/.."
 source ci/side_env.sh
 side_env_args timm "$@"
 side_env_reused ci/torchvision_shim.py && exit 0
-own=$("$py" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-parent=$("${PYTHON:-python3}" -c "import site; print(', '.join(repr(p) for p in site.getsitepackages()))")
-# a .pth line that starts with "import" runs: the parent's site dirs (and their .pth files) come last
-echo "import site; list(map(site.addsitedir, ($parent,)))" > "$own/parent_environment.pth"
+side_env_over "${PYTHON:-python3}"
 if [ "$resolve" = 1 ]; then
   side_env_pip --no-deps -r "$inputs"
 else

@@ -21,9 +21,7 @@ own=$("$py" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 if [ "$resolve" = 1 ]; then
   side_env_pip "transformers==$version"
 else
-  parent=$("${PYTHON:-python3}" -c "import site; print(', '.join(repr(p) for p in site.getsitepackages()))")
-  # a .pth line that starts with "import" runs: the parent's site dirs (and their .pth files) come last
-  echo "import site; list(map(site.addsitedir, ($parent,)))" > "$own/parent_environment.pth"
+  side_env_over "${PYTHON:-python3}"
   side_env_install_lock
   "$py" -c "import transformers, sys; sys.exit(transformers.__version__ != '$version')"
 fi

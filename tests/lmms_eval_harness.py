@@ -5,8 +5,10 @@ processors need):
     python tests/lmms_eval_harness.py checkpoint FAMILY DIR   # tiny random model + processor
     python tests/lmms_eval_harness.py task DIR VIDEO [ITEMS]  # a local lmms-eval task over VIDEO
 
-The checkpoint is what ``from_pretrained`` loads from a hub: config, random weights, a byte-level
-tokenizer with the family's special tokens, its image and video processors and a chat template, so
+FAMILY is a tiny_models family (``qwen3_omni_moe``: the whole Omni model, its processor with Whisper's
+feature extractor). The checkpoint is what ``from_pretrained`` loads from a hub: config, random
+weights, a byte-level tokenizer with the family's special tokens (Gemma 4's and the Omni
+processor's read their media tokens off it), its image and video processors and a chat template, so
 lmms-eval's own model classes load and prompt it as they would a real one. The language model's
 output rows of special tokens, of bytes that decode to whitespace and of bytes that decode to no
 ASCII character are zero, so greedy answers are never empty: not through a special token, and not
@@ -32,7 +34,30 @@ QWEN_SPECIALS = [
     "<|image_pad|>",
     "<|video_pad|>",
 ]
+#: whole Omni models (their thinker holds the language model and the towers)
+OMNI_MODELS = ("qwen3_omni_moe",)
 LLAVA_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
+#: Gemma 4's tokenizer names its media tokens (the processor reads them off it; <|video|> it adds)
+GEMMA_TOKENS = {
+    "image_token": "<|image|>",
+    "boi_token": "<|image>",
+    "eoi_token": "<image|>",
+    "audio_token": "<|audio|>",
+    "boa_token": "<|audio>",
+    "eoa_token": "<audio|>",
+}
+GEMMA_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|video|>", *GEMMA_TOKENS.values()]
+#: the Qwen Omni tokenizer's named tokens (its processor reads them off it)
+OMNI_TOKENS = {
+    "image_token": "<|image_pad|>",
+    "video_token": "<|video_pad|>",
+    "audio_token": "<|audio_pad|>",
+    "vision_bos_token": "<|vision_start|>",
+    "vision_eos_token": "<|vision_end|>",
+    "audio_bos_token": "<|audio_start|>",
+    "audio_eos_token": "<|audio_end|>",
+}
+OMNI_SPECIALS = [*QWEN_SPECIALS, "<|audio_pad|>", "<|audio_start|>", "<|audio_end|>"]
 # Qwen's layout (my own template): text as is, media as <|vision_start|><|X_pad|><|vision_end|>
 QWEN_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
@@ -43,30 +68,52 @@ QWEN_TEMPLATE = (
     "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+# Qwen Omni's: an audio clip as <|audio_start|><|audio_pad|><|audio_end|> (a video's own audio, the
+# processor interleaves inside the video's placeholder)
+OMNI_TEMPLATE = QWEN_TEMPLATE.replace(
+    "{% endif %}{% endfor %}{% endif %}",
+    "{% elif c['type'] == 'audio' %}<|audio_start|><|audio_pad|><|audio_end|>{% endif %}{% endfor %}{% endif %}",
+)
+# Gemma 4's media as the placeholders its processor expands (a video: per frame "mm:ss <boi> V...<eoi>")
+GEMMA_TEMPLATE = QWEN_TEMPLATE.replace("<|vision_start|><|image_pad|><|vision_end|>", "<|image|>").replace(
+    "<|vision_start|><|video_pad|><|vision_end|>", "<|video|>"
+)
 PLAIN_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
 
-def byte_tokenizer(specials: list) -> tf.PreTrainedTokenizerFast:
-    """256 byte tokens (ids 0-255, no merges) then ``specials`` (ids 256, 257, ...)."""
+def byte_tokenizer(specials: list, named: dict | None = None) -> tf.PreTrainedTokenizerFast:
+    """256 byte tokens (ids 0-255, no merges) then ``specials`` (ids 256, 257, ...); ``named``
+    special tokens are attributes of the tokenizer (``tokenizer.image_token``, ``..._id``)."""
     vocab = {ch: i for i, ch in enumerate(pre_tokenizers.ByteLevel.alphabet())}
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(specials)
-    return tf.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    return tf.PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", extra_special_tokens=named or {}
+    )
 
 
 def checkpoint(family: str, out: str, text_overrides: dict | None = None) -> None:
     """Save the tiny model of ``family`` to ``out``; ``text_overrides`` change its language model's
     config (e.g. a head size another runtime supports) before the weights are drawn."""
-    specials = LLAVA_SPECIALS if family in tm.FRAME_PIXELS else QWEN_SPECIALS
-    tokenizer = byte_tokenizer(specials)
+    if family in tm.GEMMA:
+        specials, named = GEMMA_SPECIALS, GEMMA_TOKENS
+    elif family in OMNI_MODELS:
+        specials, named = OMNI_SPECIALS, OMNI_TOKENS
+    else:
+        specials, named = LLAVA_SPECIALS if family in tm.FRAME_PIXELS else QWEN_SPECIALS, None
+    tokenizer = byte_tokenizer(specials, named)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in specials}
     tiny = tm.build(family)  # the tiny model of the adapter tests, re-keyed to this vocabulary
     config = tiny.config
+    whole = config  # an Omni model: the ids below are its thinker's
+    if family in OMNI_MODELS:
+        config = config.thinker_config
+        config.audio_token_id, config.audio_start_token_id = ids["<|audio_pad|>"], ids["<|audio_start|>"]
     if family in tm.TIMESTAMPED:
         config.vision_config.patch_size = 16  # lmms-eval's Qwen3 classes resize frames for 16-pixel patches
     text = config.text_config
@@ -74,21 +121,31 @@ def checkpoint(family: str, out: str, text_overrides: dict | None = None) -> Non
     text.bos_token_id = text.eos_token_id = ids["<|im_end|>"]
     for key, value in (text_overrides or {}).items():
         setattr(text, key, value)
-    if family in tm.FRAME_PIXELS:
+    if family in tm.GEMMA:
+        text.vocab_size_per_layer_input = text.vocab_size
+        config.image_token_id, config.video_token_id = ids["<|image|>"], ids["<|video|>"]
+        config.boi_token_id, config.eoi_token_id = ids["<|image>"], ids["<image|>"]
+        config.audio_token_id, config.boa_token_id, config.eoa_token_index = (
+            ids["<|audio|>"],
+            ids["<|audio>"],
+            ids["<audio|>"],
+        )
+    elif family in tm.FRAME_PIXELS:
         config.image_token_id, config.video_token_id = ids["<image>"], ids["<video>"]
     else:
         config.image_token_id, config.video_token_id = ids["<|image_pad|>"], ids["<|video_pad|>"]
         config.vision_start_token_id, config.vision_end_token_id = ids["<|vision_start|>"], ids["<|vision_end|>"]
     torch.manual_seed(1)
-    model = type(tiny)(config)
+    model = type(tiny)(whole)
+    head = model.thinker.lm_head if family in OMNI_MODELS else model.lm_head
     with torch.no_grad():
-        model.lm_head.weight[256:] = 0  # special tokens never win a greedy step: answers are text
+        head.weight[256:] = 0  # special tokens never win a greedy step: answers are text
         # nor does a byte that decodes to whitespace or to no ASCII character: a random model's
         # greedy answer can repeat one token, and 12 x "\x1c" strips to "" (lmms-eval strips answers)
         for i in range(256):
             piece = tokenizer.decode([i])
             if not piece.isascii() or not piece.strip():
-                model.lm_head.weight[i] = 0
+                head.weight[i] = 0
     model.generation_config = tf.GenerationConfig(pad_token_id=text.pad_token_id, eos_token_id=text.eos_token_id)
     model.save_pretrained(out)
     processor(family, config, tokenizer).save_pretrained(out)
@@ -120,7 +177,24 @@ def processor(family: str, config, tokenizer):
             vision_feature_select_strategy=config.vision_feature_select_strategy,
             chat_template=PLAIN_TEMPLATE,
         )
+    if family in tm.GEMMA:
+        pixels = dict(patch_size=vision.patch_size, pooling_kernel_size=vision.pooling_kernel_size)
+        return tf.Gemma4Processor(
+            feature_extractor=tf.Gemma4AudioFeatureExtractor(),
+            image_processor=tf.Gemma4ImageProcessor(**pixels),
+            video_processor=tf.Gemma4VideoProcessor(**pixels),
+            tokenizer=tokenizer,
+            chat_template=GEMMA_TEMPLATE,
+        )
     pixels = dict(patch_size=vision.patch_size, temporal_patch_size=2, merge_size=2)
+    if family in OMNI_MODELS:
+        return tf.Qwen3OmniMoeProcessor(
+            image_processor=tf.Qwen2VLImageProcessor(**pixels),
+            video_processor=tf.Qwen2VLVideoProcessor(**pixels),
+            feature_extractor=tf.WhisperFeatureExtractor(feature_size=config.audio_config.num_mel_bins),
+            tokenizer=tokenizer,
+            chat_template=OMNI_TEMPLATE,
+        )
     if family in tm.TIMESTAMPED:
         cls, image_cls, video_cls = tf.Qwen3VLProcessor, tf.Qwen2VLImageProcessor, tf.Qwen3VLVideoProcessor
     else:

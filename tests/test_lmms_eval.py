@@ -11,7 +11,6 @@ The first run builds the side environment (about 7 GB, a few minutes from this m
 
 from __future__ import annotations
 
-import ast
 import concurrent.futures
 import json
 import os
@@ -34,6 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 HARNESS = Path(__file__).resolve().parent / "lmms_eval_harness.py"
 ITEMS = 3
 SMALL = "device=cpu,device_map=cpu,min_pixels=3136,max_num_frames=8"
+OMNI_ARGS = "device=cpu,device_map=auto,attn_implementation=sdpa"
+#: test scaffolding for lmms-eval classes that move their inputs to "cuda" whatever their device
+CUDA_ON_CPU = Path(__file__).resolve().parent / "cuda_on_cpu"
 
 
 @dataclass(frozen=True)
@@ -45,10 +47,24 @@ class Case:
     checkpoint: str  # directory name (lmms-eval's qwen3_vl picks a MoE class when it matches "A<n>B")
     model_args: str
     flags: tuple = ()
+    media: bool = False  # runs in the lmms-eval media environment (ci/lmms_eval_media_env.sh)
+    cuda_on_cpu: bool = False  # lmms-eval's class moves inputs to "cuda": runs with tests/cuda_on_cpu
 
     @property
     def id(self):
         return f"{self.name}-{self.checkpoint}"
+
+    @property
+    def adapter_family(self):
+        """The adapter family of the checkpoint (a whole Omni model's is its thinker's)."""
+        return {"qwen3_omni_moe": "qwen3_omni_moe_thinker"}.get(self.family, self.family)
+
+    def environ(self, python: str) -> dict:
+        """What its lmms-eval process needs beyond the side environment's python."""
+        environ = media_environ(python) if self.media else {}
+        if self.cuda_on_cpu:
+            environ["PYTHONPATH"] = str(CUDA_ON_CPU)
+        return environ
 
 
 CASES = [
@@ -65,6 +81,10 @@ CASES = [
         "device=cpu,device_map=cpu,max_frames_num=8",
         ("--force_simple",),
     ),
+    # transformers' Gemma 4 video processor decodes the file with torchcodec (the media environment)
+    Case("gemma4", "gemma4", "gemma4", "device=cpu,device_map=cpu,max_soft_tokens=70,max_num_frames=8", media=True),
+    # the whole Qwen3-Omni model through lmms-eval's default (chat) class, which imports qwen-omni-utils
+    Case("qwen3_omni", "qwen3_omni_moe", "qwen3_omni", OMNI_ARGS, media=True, cuda_on_cpu=True),
 ]
 #: families whose every lmms-eval model cannot run in the installed lmms-eval (the launcher refuses
 #: it, and plain lmms-eval records no answer: test_launcher_refuses_a_model_lmms_eval_cannot_run)
@@ -80,20 +100,6 @@ NO_VIDEO = {"glm4v", "glm4v_moe", "glm46v"}
 #: families whose lmms-eval model passes generate() a keyword the installed transformers does not read
 #: (the launcher refuses it: test_launcher_refuses_a_keyword_transformers_does_not_read)
 UNREAD_KEYWORD = {"qwen2_5_omni_thinker": "qwen2_5_omni"}
-#: families whose lmms-eval model imports packages the side environment does not install, so it is
-#: not run end to end here (test_lmms_eval_model_needs_packages_not_installed_here):
-#: family -> (--model, its module, the packages)
-#: families whose lmms-eval model hands transformers' video processor a video FILE, which it decodes
-#: only with torchcodec (FFmpeg's libraries) or an old torchvision, neither here, so it is not run end to
-#: end here (test_lmms_eval_model_needs_a_video_decoder_not_here): family -> (--model, its module)
-NEEDS_DECODER = {"gemma4": ("gemma4", "lmms_eval.models.simple.gemma4")}
-NOT_RUN_HERE = {
-    "qwen3_omni_moe_thinker": (
-        "qwen3_omni",
-        "lmms_eval.models.simple.qwen3_omni",
-        ("librosa", "moviepy", "qwen_omni_utils"),
-    )
-}
 
 
 def test_every_adapter_family_has_a_case():
@@ -104,8 +110,8 @@ def test_every_adapter_family_has_a_case():
     test_launch_checks; it has no Molmo2 model)."""
     without = {model_type for cls in adapters.FAMILIES if not cls.lmms_eval_models for model_type in cls.model_classes}
     assert without == {"llava_next_video", "video_llama_3", "molmo2", "perception_lm"}
-    covered = {c.family for c in CASES} | {c.family for c in CANNOT_RUN.values()} | without | NO_VIDEO
-    covered |= set(UNREAD_KEYWORD) | set(NOT_RUN_HERE) | set(NEEDS_DECODER)
+    covered = {c.adapter_family for c in CASES} | {c.family for c in CANNOT_RUN.values()} | without | NO_VIDEO
+    covered |= set(UNREAD_KEYWORD)
     assert covered == set(tm.FAMILIES)
 
 
@@ -296,6 +302,18 @@ def side_python():
 
 
 @pytest.fixture(scope="module")
+def media_python(side_python):
+    return side_environment("lmms_eval_media_env.sh")
+
+
+def media_environ(python: str) -> dict:
+    """What a process of the media environment needs: FFmpeg's libraries for torchcodec, and an
+    ffmpeg program for audioread (both made by ci/lmms_eval_media_env.sh in the venv)."""
+    venv = Path(python).parents[1]
+    return {"LD_LIBRARY_PATH": str(venv / "ffmpeg"), "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+
+
+@pytest.fixture(scope="module")
 def material(side_python, tmp_path_factory):
     """Checkpoints of every case and the local task, made by the side environment's python."""
     root = tmp_path_factory.mktemp("lmms_eval")
@@ -372,17 +390,19 @@ def assert_ok(done):
 
 
 @pytest.fixture(scope="module")
-def runs(side_python, material):
+def runs(side_python, media_python, material):
     """Every case three times (plain lmms-eval; the launcher at 1.0 exact; at 0.25), two at a time."""
     settings = {
-        "plain": None,
+        "plain": {},
         "exact": {"COMPRESSOR": "vidcom2", "R_RATIO": "1.0", "VIDCOM2_EXACT": "1"},
         "quarter": {"COMPRESSOR": "vidcom2", "R_RATIO": "0.25"},
     }
 
     def one(case, label):
-        module = "lmms_eval" if settings[label] is None else "vidcom2_kernels.adapters.lmms_eval"
-        return lmms_eval_run(side_python, material, case, material / "out" / label / case.id, settings[label], module)
+        module = "vidcom2_kernels.adapters.lmms_eval" if settings[label] else "lmms_eval"
+        python = media_python if case.media else side_python
+        out = material / "out" / label / case.id
+        return lmms_eval_run(python, material, case, out, {**case.environ(python), **settings[label]}, module)
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         futures = {(c.id, label): pool.submit(one, c, label) for c in CASES for label in settings}
@@ -522,7 +542,8 @@ def test_launcher_runs_holitom_with_its_options(side_python, material, tmp_path)
 def test_launcher_under_torchrun_two_processes(side_python, material, tmp_path):
     """``accelerate launch --num_processes=N -m`` starts N processes through torch.distributed.run
     (on GPUs); torchrun is that same launcher on the CPU. Each process compresses its share."""
-    case = CASES[-1]  # lmms-eval's llava_hf runs several CPU processes (its Qwen classes ask for CUDA then)
+    # lmms-eval's llava_hf runs several CPU processes (its Qwen classes ask for CUDA then)
+    case = next(c for c in CASES if c.name == "llava_hf")
     with socket.socket() as probe:  # a free port on this machine for the two processes to meet
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -618,50 +639,21 @@ def test_launcher_refuses_a_model_lmms_eval_cannot_run(side_python, material, na
 
 
 @pytest.mark.lmms_eval
-@pytest.mark.parametrize("family", list(NEEDS_DECODER))
-def test_lmms_eval_model_needs_a_video_decoder_not_here(side_python, family):
-    """lmms-eval 0.7.3's ``gemma4`` loads transformers' Gemma 4 (``AutoModelForImageTextToText``) and
-    puts the video file into the chat, so its videos reach ``generate()`` through transformers'
-    video processor, which decodes a file only with torchcodec (or a torchvision from before 0.26):
-    in the side environment that raises for every video, plain lmms-eval too. apply_vidcom2 on Gemma 4
-    is tested in test_adapters.py; a decoder appearing here makes this test fail, and the family
-    needs a real case in CASES."""
-    name, module = NEEDS_DECODER[family]
-    source = side_source(side_python, module)
-    assert f'@register_model("{name}")' in source and "AutoModelForImageTextToText.from_pretrained" in source
-    assert '{"type": "video", "video": visual}' in source and "self.model.generate(" in source
-    decode = (
-        "import transformers as tf; from vidcom2_kernels.video import sample_clip_path as p\n"
-        "try: tf.Gemma4VideoProcessor().fetch_videos(str(p()))\n"
-        "except ImportError as e: print('no decoder:', e)"
-    )
-    done = subprocess.run([side_python, "-c", decode], capture_output=True, text=True, check=True)
-    assert "no decoder: `torchcodec` is not installed" in done.stdout, done.stdout + done.stderr[-2000:]
-
-
-@pytest.mark.lmms_eval
-@pytest.mark.parametrize("family", list(NOT_RUN_HERE))
-def test_lmms_eval_model_needs_packages_not_installed_here(side_python, family):
-    """lmms-eval 0.7.3's ``qwen3_omni`` imports librosa, moviepy and qwen_omni_utils, which the side
-    environment does not install, so it is not run end to end here (apply_vidcom2 on its thinker and
-    on the whole model is tested in test_omni.py). Installing them makes this test fail, and the
-    family needs a real case in CASES."""
-    name, module, packages = NOT_RUN_HERE[family]
-    tree = ast.parse(side_source(side_python, module))
-    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    assert set(packages) <= imported
-    missing = subprocess.run(
-        [
-            side_python,
-            "-c",
-            f"import importlib.util as u; print([p for p in {list(packages)!r} if u.find_spec(p) is None])",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    assert missing == repr(list(packages)), f"{name}: now installed: {missing}"
+def test_lmms_eval_qwen3_omni_simple_class_fails_on_a_video_with_audio(media_python, material, tmp_path):
+    """lmms-eval 0.7.3's simple ``qwen3_omni`` class (``--force_simple``) also hears a video's audio
+    track: it decodes it with qwen-omni-utils and hands it to the processor beside the video, with
+    ``use_audio_in_video=True`` but without ``audio_from_video_indices``, so transformers 5.23's
+    processor counts it as a clip of its own with no placeholder and raises. On the sample clip (it
+    has an audio track) plain lmms-eval stops the evaluation, and the launcher changes nothing to
+    that. When the two agree again this test fails, and the class joins CASES (the interleaved
+    audio and video tokens are tested in test_omni.py)."""
+    case = Case("qwen3_omni", "qwen3_omni_moe", "qwen3_omni", OMNI_ARGS, ("--force_simple",), True, True)
+    for label, env in (("plain", {}), ("vidcom2", {"COMPRESSOR": "vidcom2", "R_RATIO": "0.25"})):
+        module = "vidcom2_kernels.adapters.lmms_eval" if env else "lmms_eval"
+        environ = {**case.environ(media_python), **env}
+        done, answers = lmms_eval_run(media_python, material, case, tmp_path / label, environ, module)
+        assert answers == {}, label
+        assert "Found total 0 <|audio_pad|> tokens and 1 audio inputs" in done.stderr, done.stderr[-3000:]
 
 
 @pytest.mark.lmms_eval

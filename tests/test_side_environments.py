@@ -19,12 +19,15 @@ LOCKS = ROOT / "ci" / "locks"
 #: (lock name, script, its arguments, pytest mark of the tests that use the environment)
 ENVIRONMENTS = [
     ("lmms-eval", "lmms_eval_env.sh", (), pytest.mark.lmms_eval),
+    ("lmms-eval-media", "lmms_eval_media_env.sh", (), pytest.mark.lmms_eval),
     ("vllm", "vllm_env.sh", (), pytest.mark.vllm),
     ("transformers-5.17.0", "transformers_env.sh", ("5.17.0",), pytest.mark.transformers_versions),
     ("timm", "timm_env.sh", (), pytest.mark.timm),
 ]
 #: the scripts that build over this environment (they see its packages after their own)
 OVERLAYS = ("transformers_env.sh", "timm_env.sh")
+#: the scripts that build over another side environment's: script -> that environment's script
+OVER_SIDE = {"lmms_eval_media_env.sh": "lmms_eval_env.sh"}
 
 
 def lines(path: Path) -> list:
@@ -84,8 +87,25 @@ def test_side_environment_is_its_lock(name, script, args):
     }
     installed.pop("pip")
     assert installed == pins(LOCKS / f"{name}.txt")
+    seen = subprocess.run(
+        [python, "-c", "import sys; print(repr(sys.path))"], capture_output=True, text=True, check=True
+    ).stdout
     if overlay:  # it sees every site directory of this environment (a venv over a system site has two)
-        seen = subprocess.run(
-            [python, "-c", "import sys; print(repr(sys.path))"], capture_output=True, text=True, check=True
-        ).stdout
         assert all(repr(d) in seen for d in site.getsitepackages()), (seen, site.getsitepackages())
+    if script in OVER_SIDE:  # and the media environment every one of the lmms-eval environment's
+        parent = subprocess.run(
+            [side_environment(OVER_SIDE[script]), "-c", "import site; print(*site.getsitepackages(), sep=chr(10))"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert all(repr(d) in seen for d in parent.splitlines()), (seen, parent)
+
+
+def test_media_environment_constrains_what_it_shares_with_lmms_eval():
+    """The media lock moves nothing of the lmms-eval lock but what its inputs name (pillow, for
+    moviepy), so the packages lmms-eval runs with are the ones CI was green on there."""
+    media, base = pins(LOCKS / "lmms-eval-media.txt"), pins(LOCKS / "lmms-eval.txt")
+    named = {canonicalize_name(Requirement(line).name) for line in lines(LOCKS / "lmms-eval-media.in")}
+    moved = {name for name in media.keys() & base.keys() if media[name] != base[name]}
+    assert moved <= named, moved
