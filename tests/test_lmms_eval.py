@@ -657,6 +657,36 @@ def test_lmms_eval_qwen3_omni_simple_class_fails_on_a_video_with_audio(media_pyt
 
 
 @pytest.mark.lmms_eval
+def test_qwen3_omni_real_processor_audio_in_video(media_python, material):
+    """What the simple class means to do, done as transformers 5.23 asks (tests/omni_processor_check.py):
+    the sample clip's audio and video through qwen-omni-utils and the real Qwen3-Omni processor
+    interleave in time chunks; apply_vidcom2 on the whole model is exact at 1.0, and at 0.25 keeps
+    every audio placeholder and all the text in order, a quarter of the video, and every kept token
+    at the TMRoPE position it had in the whole prompt."""
+    video = subprocess.run(
+        [media_python, "-c", "from vidcom2_kernels.video import sample_clip_path as p; print(p())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    done = subprocess.run(
+        [media_python, "-W", "ignore", "omni_processor_check.py", str(material / "qwen3_omni"), video],
+        cwd=HARNESS.parent,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **media_environ(media_python), "OMP_NUM_THREADS": "1"},
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["audio_tokens"] > 0 and got["placeholder_runs"] > 2, got  # interleaved, not two blocks
+    assert got["exact_equals_plain"] and got["quarter_steps"] > 0, got
+    assert got["kept_audio"] == got["audio_tokens"] and got["rest_in_order"] and got["positions_kept"], got
+    assert got["kept_video"] == got["video_tokens_after"] == got["generated_video_tokens_after"], got
+    assert 0 < got["kept_video"] <= 0.3 * got["video_tokens"], got
+
+
+@pytest.mark.lmms_eval
 @pytest.mark.parametrize("family, name", list(UNREAD_KEYWORD.items()))
 def test_launcher_refuses_a_keyword_transformers_does_not_read(side_python, family, name):
     """lmms-eval 0.7.3's ``qwen2_5_omni`` disables the whole Omni model's talker, then asks for text
