@@ -4,9 +4,11 @@ processor and chat template, and answer a local task over the sample clip. Plain
 launcher at ``R_RATIO=1.0 VIDCOM2_EXACT=1`` (answers must equal plain lmms-eval's) and at 0.25
 (answers non-empty, the language model saw about a quarter of the video tokens), for every
 lmms-eval model name whose transformers class has an adapter; the launcher under torchrun with two
-processes and under ``accelerate launch``; and the launcher's refusals (exit 2, one line).
+processes and under ``accelerate launch``; and the launcher's refusals (exit 2, one line). The
+models that need media packages (gemma4: torchcodec; qwen3_omni: qwen-omni-utils and friends) run
+in the media environment ci/lmms_eval_media_env.sh builds over that one.
 
-The first run builds the side environment (about 7 GB, a few minutes from this machine's disk);
+The first run builds the side environments (about 7 GB, a few minutes from this machine's disk);
 ``-m "not lmms_eval"`` skips these runs."""
 
 from __future__ import annotations
@@ -646,8 +648,9 @@ def test_lmms_eval_qwen3_omni_simple_class_fails_on_a_video_with_audio(media_pyt
     processor counts it as a clip of its own with no placeholder and raises. On the sample clip (it
     has an audio track) plain lmms-eval stops the evaluation, and the launcher changes nothing to
     that. When the two agree again this test fails, and the class joins CASES (the interleaved
-    audio and video tokens are tested in test_omni.py)."""
-    case = Case("qwen3_omni", "qwen3_omni_moe", "qwen3_omni", OMNI_ARGS, ("--force_simple",), True, True)
+    audio and video tokens are tested below with the real processor, and in test_omni.py)."""
+    flags = ("--force_simple",)
+    case = Case("qwen3_omni", "qwen3_omni_moe", "qwen3_omni", OMNI_ARGS, flags, media=True, cuda_on_cpu=True)
     for label, env in (("plain", {}), ("vidcom2", {"COMPRESSOR": "vidcom2", "R_RATIO": "0.25"})):
         module = "vidcom2_kernels.adapters.lmms_eval" if env else "lmms_eval"
         environ = {**case.environ(media_python), **env}
