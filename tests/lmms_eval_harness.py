@@ -179,10 +179,17 @@ def processor(family: str, config, tokenizer):
         )
     if family in tm.GEMMA:
         pixels = dict(patch_size=vision.patch_size, pooling_kernel_size=vision.pooling_kernel_size)
-        return tf.Gemma4Processor(
-            feature_extractor=tf.Gemma4AudioFeatureExtractor(),
-            image_processor=tf.Gemma4ImageProcessor(**pixels),
-            video_processor=tf.Gemma4VideoProcessor(**pixels),
+        unified = family == "gemma4_unified"
+        cls, audio, image, video = (
+            (tf.Gemma4UnifiedProcessor, tf.Gemma4UnifiedAudioFeatureExtractor)
+            + (tf.Gemma4UnifiedImageProcessor, tf.Gemma4UnifiedVideoProcessor)
+            if unified
+            else (tf.Gemma4Processor, tf.Gemma4AudioFeatureExtractor, tf.Gemma4ImageProcessor, tf.Gemma4VideoProcessor)
+        )
+        return cls(
+            feature_extractor=audio(),
+            image_processor=image(**pixels),
+            video_processor=video(**pixels),
             tokenizer=tokenizer,
             chat_template=GEMMA_TEMPLATE,
         )

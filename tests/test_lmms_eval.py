@@ -36,6 +36,7 @@ HARNESS = Path(__file__).resolve().parent / "lmms_eval_harness.py"
 ITEMS = 3
 SMALL = "device=cpu,device_map=cpu,min_pixels=3136,max_num_frames=8"
 OMNI_ARGS = "device=cpu,device_map=auto,attn_implementation=sdpa"
+GEMMA_ARGS = "device=cpu,device_map=cpu,max_soft_tokens=70,max_num_frames=8"
 #: test scaffolding for lmms-eval classes that move their inputs to "cuda" whatever their device
 CUDA_ON_CPU = Path(__file__).resolve().parent / "cuda_on_cpu"
 
@@ -61,12 +62,10 @@ class Case:
         """The adapter family of the checkpoint (a whole Omni model's is its thinker's)."""
         return {"qwen3_omni_moe": "qwen3_omni_moe_thinker"}.get(self.family, self.family)
 
-    def environ(self, python: str) -> dict:
-        """What its lmms-eval process needs beyond the side environment's python."""
-        environ = media_environ(python) if self.media else {}
-        if self.cuda_on_cpu:
-            environ["PYTHONPATH"] = str(CUDA_ON_CPU)
-        return environ
+    @property
+    def env(self) -> dict:
+        """What its lmms-eval process needs in its environment, beyond lmms_eval_run's."""
+        return {"PYTHONPATH": str(CUDA_ON_CPU)} if self.cuda_on_cpu else {}
 
 
 CASES = [
@@ -84,7 +83,8 @@ CASES = [
         ("--force_simple",),
     ),
     # transformers' Gemma 4 video processor decodes the file with torchcodec (the media environment)
-    Case("gemma4", "gemma4", "gemma4", "device=cpu,device_map=cpu,max_soft_tokens=70,max_num_frames=8", media=True),
+    Case("gemma4", "gemma4", "gemma4", GEMMA_ARGS, media=True),
+    Case("gemma4", "gemma4_unified", "gemma4_unified", GEMMA_ARGS, media=True),
     # the whole Qwen3-Omni model through lmms-eval's default (chat) class, which imports qwen-omni-utils
     Case("qwen3_omni", "qwen3_omni_moe", "qwen3_omni", OMNI_ARGS, media=True, cuda_on_cpu=True),
 ]
@@ -308,10 +308,15 @@ def media_python(side_python):
     return side_environment("lmms_eval_media_env.sh")
 
 
-def media_environ(python: str) -> dict:
-    """What a process of the media environment needs: FFmpeg's libraries for torchcodec, and an
-    ffmpeg program for audioread (both made by ci/lmms_eval_media_env.sh in the venv)."""
+def ffmpeg_environ(python: str) -> dict:
+    """What a process of a venv that ci/media_links.sh prepared needs (the media environment, or
+    ci/check_latest.sh's): FFmpeg's libraries for torchcodec, an ffmpeg program for audioread.
+    Every process there needs them, not only the media models': with torchcodec installed but its
+    libraries not found, qwen-vl-utils picks torchcodec, fails, and falls back to a torchvision
+    that no longer decodes video, so every Qwen request fails. Nothing for another venv."""
     venv = Path(python).parents[1]
+    if not (venv / "ffmpeg").is_dir():
+        return {}
     return {"LD_LIBRARY_PATH": str(venv / "ffmpeg"), "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}"}
 
 
@@ -362,6 +367,7 @@ def lmms_eval_run(python, root, case, out, env=None, module="vidcom2_kernels.ada
         HF_HOME=str(root / "hf"),
         TOKENIZERS_PARALLELISM="false",
         OMP_NUM_THREADS="1",
+        **ffmpeg_environ(python),
         **(env or {}),
     )
     done = subprocess.run(cmd, capture_output=True, text=True, env=environ, timeout=900)
@@ -404,7 +410,7 @@ def runs(side_python, media_python, material):
         module = "vidcom2_kernels.adapters.lmms_eval" if settings[label] else "lmms_eval"
         python = media_python if case.media else side_python
         out = material / "out" / label / case.id
-        return lmms_eval_run(python, material, case, out, {**case.environ(python), **settings[label]}, module)
+        return lmms_eval_run(python, material, case, out, {**case.env, **settings[label]}, module)
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         futures = {(c.id, label): pool.submit(one, c, label) for c in CASES for label in settings}
@@ -653,8 +659,7 @@ def test_lmms_eval_qwen3_omni_simple_class_fails_on_a_video_with_audio(media_pyt
     case = Case("qwen3_omni", "qwen3_omni_moe", "qwen3_omni", OMNI_ARGS, flags, media=True, cuda_on_cpu=True)
     for label, env in (("plain", {}), ("vidcom2", {"COMPRESSOR": "vidcom2", "R_RATIO": "0.25"})):
         module = "vidcom2_kernels.adapters.lmms_eval" if env else "lmms_eval"
-        environ = {**case.environ(media_python), **env}
-        done, answers = lmms_eval_run(media_python, material, case, tmp_path / label, environ, module)
+        done, answers = lmms_eval_run(media_python, material, case, tmp_path / label, {**case.env, **env}, module)
         assert answers == {}, label
         assert "Found total 0 <|audio_pad|> tokens and 1 audio inputs" in done.stderr, done.stderr[-3000:]
 
@@ -677,7 +682,7 @@ def test_qwen3_omni_real_processor_audio_in_video(media_python, material):
         cwd=HARNESS.parent,
         capture_output=True,
         text=True,
-        env={**os.environ, **media_environ(media_python), "OMP_NUM_THREADS": "1"},
+        env={**os.environ, **ffmpeg_environ(media_python), "OMP_NUM_THREADS": "1"},
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]

@@ -47,6 +47,7 @@ FAMILIES = [
     "glm4v_moe",
     "glm46v",
     "gemma4",
+    "gemma4_unified",
     "llava_onevision",
     "llava_next_video",
     "video_llava",
@@ -105,11 +106,16 @@ OMNI_TOKEN2WAV = dict(
 OMNI_SECONDS_PER_GRID = 1.0  # a temporal patch group every second: time rows 0, 25, 50, ...
 # Gemma 4: frames of every video concatenated, (frames, patches, 3 * 14 * 14) pixels with (x, y) patch
 # positions, a 6 x 6 patch frame pooled 3 x 3 into 4 placeholders between <boi> / <eoi>, after its timestamp
-GEMMA = ("gemma4",)
+GEMMA = ("gemma4", "gemma4_unified")
 GEMMA_IDS = dict(image_token_id=150, video_token_id=151, boi_token_id=152, eoi_token_id=153)
 GEMMA_SIDE = 6
+# Gemma 4 Unified: no vision tower; its processor merges 3 x 3 pixel patches of 2 pixels into one
+# 6-pixel model patch (a placeholder each), a 2 x 2 grid per frame, padded with one (-1, -1) patch
+# as the processor pads to its soft-token budget
+UNIFIED_PIXELS = 3 * 6 * 6
+UNIFIED_PADDING = 1
 # families with 1-D positions (the others have M-RoPE): LLaVA-style, Gemma 4, VideoLLaMA3, Molmo2
-ONE_D = ("llava_onevision", "llava_next_video", "video_llava", "gemma4", "video_llama_3", "molmo2", "perception_lm")
+ONE_D = ("llava_onevision", "llava_next_video", "video_llava", *GEMMA, "video_llama_3", "molmo2", "perception_lm")
 # Molmo2: frames of 4 x 4 patches, each pooled 2 x 2 into 2 x 2 placeholders (image_patch_id) between
 # <frame_start> / <frame_end> after the frame's timestamp; markers and placeholders have mm_token_type_ids 1
 MOLMO = ("molmo2",)
@@ -184,6 +190,8 @@ def unsupported(family: str) -> str | None:
 
     if family in GEMMA and "num_frames_per_video" not in inspect.signature(tf.Gemma4Model.forward).parameters:
         return f"transformers {tf.__version__}'s Gemma 4 has another video API (num_frames_per_video: 5.19+)"
+    if family == "gemma4_unified" and not hasattr(tf, "Gemma4UnifiedForConditionalGeneration"):
+        return f"transformers {tf.__version__} has no Gemma 4 Unified"
     if family in MOLMO and not hasattr(tf, "Molmo2ForConditionalGeneration"):
         return f"transformers {tf.__version__} has no Molmo2"
     if family == "perception_lm":
@@ -442,6 +450,19 @@ def _build(family: str, attn: str):
             **GEMMA_IDS,
         )
         model = tf.Gemma4ForConditionalGeneration(cfg)
+    elif family == "gemma4_unified":  # Gemma 4's text model and layout, an encoder-free linear patch embedder
+        cfg = tf.Gemma4UnifiedConfig(
+            text_config=build("gemma4", attn).config.text_config.to_dict(),
+            vision_config=dict(
+                patch_size=2, pooling_kernel_size=3, mm_embed_dim=64, mm_posemb_size=64, output_proj_dims=64
+            ),
+            audio_config=None,
+            boa_token_id=154,
+            eoa_token_index=155,
+            audio_token_id=156,
+            **GEMMA_IDS,
+        )
+        model = tf.Gemma4UnifiedForConditionalGeneration(cfg)
     elif family == "video_llama_3":
         cfg = tf.VideoLlama3Config(
             text_config=dict(TEXT, model_type="qwen2"),
@@ -617,6 +638,12 @@ def make_batch(family: str, model, samples, seed: int = 0, side: str = "left") -
             pixels.append(torch.randn(video, MOLMO_SIDE**2, 3 * 14 * 14, generator=g))
             grids.append([video, MOLMO_SIDE // 2, MOLMO_SIDE // 2])
             rows.append(list(before) + video_tokens(family, model, video) + list(after))
+        elif family == "gemma4_unified":
+            patches = (GEMMA_SIDE // 3) ** 2 + UNIFIED_PADDING
+            pixels.append(torch.randn(video, patches, UNIFIED_PIXELS, generator=g))
+            pixels[-1][:, -UNIFIED_PADDING:] = 0  # the processor's padding patches are zeros
+            grids.append(video)
+            rows.append(list(before) + video_tokens(family, model, video) + list(after))
         elif family in GEMMA:
             pixels.append(torch.randn(video, GEMMA_SIDE**2, 3 * 14 * 14, generator=g))
             grids.append(video)
@@ -648,7 +675,7 @@ def make_batch(family: str, model, samples, seed: int = 0, side: str = "left") -
         out["mm_token_type_ids"] = torch.isin(ids, torch.tensor(marks)).long()
     elif family in GEMMA:
         out["pixel_values_videos"] = torch.cat(pixels)
-        out["video_position_ids"] = gemma_positions(out["pixel_values_videos"].shape[0])
+        out["video_position_ids"] = gemma_positions(family, out["pixel_values_videos"].shape[0])
         out["num_frames_per_video"] = torch.tensor(grids)
         out["mm_token_type_ids"] = (ids == GEMMA_IDS["video_token_id"]).long() * 2
     elif family in FRAME_PIXELS:
@@ -733,10 +760,15 @@ def molmo_pooling(frames: int) -> torch.Tensor:
     )
 
 
-def gemma_positions(frames: int) -> torch.Tensor:
-    """(frames, patches, 2) (x, y) of every patch of a GEMMA_SIDE x GEMMA_SIDE frame."""
-    ys, xs = torch.meshgrid(torch.arange(GEMMA_SIDE), torch.arange(GEMMA_SIDE), indexing="ij")
-    return torch.stack([xs.flatten(), ys.flatten()], dim=-1)[None].repeat(frames, 1, 1)
+def gemma_positions(family: str, frames: int) -> torch.Tensor:
+    """(frames, patches, 2) (x, y) of every patch of a GEMMA_SIDE x GEMMA_SIDE frame (Gemma 4), or
+    of every 3 x 3-merged model patch and the (-1, -1) padding (Gemma 4 Unified)."""
+    side = GEMMA_SIDE // 3 if family == "gemma4_unified" else GEMMA_SIDE
+    ys, xs = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    grid = torch.stack([xs.flatten(), ys.flatten()], dim=-1)
+    if family == "gemma4_unified":
+        grid = torch.cat([grid, torch.full((UNIFIED_PADDING, 2), -1)])
+    return grid[None].repeat(frames, 1, 1)
 
 
 def split_batch(family: str, batch: dict, b: int, samples) -> dict:

@@ -5,7 +5,12 @@ and dropped; the timestamps and the frame markers are text. Positions are 1-D (g
 them contiguous over what stays). With ``use_bidirectional_attention="vision"`` each frame's run
 of placeholders is one bidirectional block, read from ``mm_token_type_ids``: the kept
 placeholders of a frame stay one run, so each frame stays one block. The video API this needs
-(``num_frames_per_video``, frames of all videos concatenated) is transformers 5.19's and later's."""
+(``num_frames_per_video``, frames of all videos concatenated) is transformers 5.19's and later's.
+
+Gemma 4 Unified (``Gemma4UnifiedForConditionalGeneration``) lays out its prompt the same way; it has
+no vision tower: its video processor merges k x k pixel patches into one model patch, which a
+linear embedder turns into one placeholder's feature, so a frame has one placeholder per valid
+model patch."""
 
 from __future__ import annotations
 
@@ -36,11 +41,15 @@ class Gemma4Adapter(Adapter):
                 f"{int(frames.sum())} frames (num_frames_per_video {frames.tolist()}), got {tuple(pixels.shape)}"
             )
 
+    def patches_per_placeholder(self, model) -> int:
+        """Valid patches of ``video_position_ids`` per placeholder: the tower pools k x k."""
+        return model.config.vision_config.pooling_kernel_size**2
+
     def frames(self, model, inputs: dict) -> list:
-        """(frames, placeholders per frame) of each video: a frame's patches over the pooling
-        kernel's area; every frame of one video must have the same count."""
-        area = model.config.vision_config.pooling_kernel_size**2
-        per_frame = (inputs["video_position_ids"] != -1).all(dim=-1).sum(dim=-1) // area
+        """(frames, placeholders per frame) of each video: a frame's valid patches (position not
+        -1) over :meth:`patches_per_placeholder`; every frame of one video must have the same count."""
+        valid = (inputs["video_position_ids"] != -1).all(dim=-1).sum(dim=-1)
+        per_frame = valid // self.patches_per_placeholder(model)
         out = []
         for v, counts in enumerate(torch.split(per_frame, inputs["num_frames_per_video"].tolist())):
             if not bool((counts == counts[0]).all()):
@@ -57,3 +66,12 @@ class Gemma4Adapter(Adapter):
             return_dict=True,
         )
         return EncodedVideos(out, torch.cat(out.pooler_output), self.frames(model, inputs))
+
+
+class Gemma4UnifiedAdapter(Gemma4Adapter):
+    model_classes = {"gemma4_unified": "Gemma4UnifiedForConditionalGeneration"}
+    lmms_eval_models = ("gemma4",)  # lmms-eval's gemma4 loads AutoModelForImageTextToText
+
+    def patches_per_placeholder(self, model) -> int:
+        """One: the video processor already merged k x k pixel patches into each model patch."""
+        return 1

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from .base import Adapter
-from .gemma4 import Gemma4Adapter
+from .gemma4 import Gemma4Adapter, Gemma4UnifiedAdapter
 from .glm4v import Glm4vAdapter
 from .llava_next_video import LlavaNextVideoAdapter
 from .llava_onevision import LlavaOnevisionAdapter
@@ -28,6 +28,7 @@ FAMILIES = (
     Qwen3OmniAdapter,
     Glm4vAdapter,
     Gemma4Adapter,
+    Gemma4UnifiedAdapter,
     LlavaOnevisionAdapter,
     LlavaNextVideoAdapter,
     VideoLlavaAdapter,
@@ -37,8 +38,8 @@ FAMILIES = (
 )
 #: model_type -> adapter class
 ADAPTERS = {model_type: cls for cls in FAMILIES for model_type in cls.model_classes}
-#: lmms-eval ``--model`` names whose models have an adapter
-LMMS_EVAL_MODELS = tuple(name for cls in FAMILIES for name in cls.lmms_eval_models)
+#: lmms-eval ``--model`` names whose models have an adapter (once each: a name may load several)
+LMMS_EVAL_MODELS = tuple(dict.fromkeys(name for cls in FAMILIES for name in cls.lmms_eval_models))
 
 
 def adapter_for(model) -> Adapter:
