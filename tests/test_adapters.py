@@ -582,6 +582,37 @@ def test_images_several_videos_and_text_only_rows(rows, family):
                 torch.testing.assert_close(step_batch[b], step_alone[0], atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("family", tm.GEMMA)
+def test_gemma_image_beside_a_video_stays_whole(family):
+    """Gemma 4 (and Unified): an image before the video (``<boi>``, its placeholders, ``<eoi>``;
+    ``mm_token_type_ids`` 1, the video's 2) goes through the model's own image path untouched:
+    exact at 1.0, and at 0.5 every image placeholder is still in the prompt while the video shrinks."""
+    tm.require(family)
+    model = tm.build(family)
+    batch = tm.make_batch(family, model, tm.samples_for(family)[:1])
+    image = tm.make_batch(family, model, [([], 1, [])], seed=1)  # one frame's pixels as the image
+    per = int((image["input_ids"] == tm.GEMMA_IDS["video_token_id"]).sum())
+    block = [tm.GEMMA_IDS["boi_token_id"], *[tm.GEMMA_IDS["image_token_id"]] * per, tm.GEMMA_IDS["eoi_token_id"]]
+    ids = torch.cat([batch["input_ids"][:, :1], torch.tensor([block]), batch["input_ids"][:, 1:]], dim=1)
+    types = (ids == tm.GEMMA_IDS["image_token_id"]).long() + (ids == tm.GEMMA_IDS["video_token_id"]).long() * 2
+    inputs = {
+        **batch,
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "mm_token_type_ids": types,
+        "pixel_values": image["pixel_values_videos"],
+        "image_position_ids": image["video_position_ids"],
+    }
+    plain = generate(model, inputs)
+    with adapters.apply_vidcom2(model, 1.0, exact=True):
+        assert torch.equal(generate(model, inputs).sequences, plain.sequences)
+    with adapters.apply_vidcom2(model, 0.5) as handle:
+        generate(model, inputs)
+        pruned_ids = handle.last.kwargs["input_ids"]
+        assert int((pruned_ids == tm.GEMMA_IDS["image_token_id"]).sum()) == per
+        assert handle.last.video_tokens_after < handle.last.video_tokens_before
+
+
 def test_video_llama_3_own_compression_is_refused():
     """VideoLLaMA3's processor drops repeated patches itself (``video_compression_mask``), leaving
     frames of different sizes: refused in one line before any work, through generate() too; an
