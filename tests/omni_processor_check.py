@@ -30,7 +30,7 @@ def main(checkpoint: str, video: str) -> dict:
     model.disable_talker()
     messages = [{"role": "user", "content": [{"type": "video", "video": video}, {"type": "text", "text": "What?"}]}]
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    audios, images, videos = process_mm_info(messages, use_audio_in_video=True)
+    audios, _, videos = process_mm_info(messages, use_audio_in_video=True)  # no images
     inputs = dict(
         processor(
             text=text,

